@@ -1,0 +1,35 @@
+"""Wiring of the reporting service: a projector per projection, following every stream."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import shared.events  # noqa: F401  (registers the catalog)
+from services.reporting import api
+from services.reporting.api import RebuildStatus
+from services.reporting.projection import Figures
+from shared.eventstore import EventStoreSchema
+from shared.replay import Projector
+from shared.runtime import ServiceRuntime
+from shared.settings import ServiceSettings
+from sqlalchemy import MetaData
+
+
+def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
+    runtime = ServiceRuntime(
+        settings, EventStoreSchema(MetaData()), owns_stream=False, consumes=Figures.contexts
+    )
+    projector = Projector(Figures(), runtime.engine)
+    runtime.on_start(projector.setup)
+    for context in Figures.contexts:
+        runtime.add_worker(lambda js, context=context: projector.follow(js, context))
+    return runtime, projector
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = (settings or ServiceSettings()).for_service("reporting")
+    runtime, projector = build(settings)
+    app = runtime.create_app(api.router, title="Beacon reporting", description="Every published figure, from the streams.")
+    app.state.projector = projector
+    app.state.rebuild = RebuildStatus()
+    return app

@@ -1,0 +1,1 @@
+"""Beacon's own shared building blocks: event envelope and catalog, event store, outbox, bus."""

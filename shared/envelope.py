@@ -1,0 +1,64 @@
+"""The one event envelope every Beacon event travels in, on the bus and in the stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import uuid_utils.compat as uuid_compat
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+
+def new_event_id() -> UUID:
+    """A UUIDv7: time-ordered, so event, outbox and inbox indexes grow at the end."""
+    return uuid_compat.uuid7()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventEnvelope(BaseModel):
+    """Metadata common to every event, around a payload defined by the event's catalog entry.
+
+    `org_path` runs from the district (or the city, for city-wide facts) down to the node the
+    event is about, as administrative division codes; its first element is the subject's
+    district token, so a partner can follow one district.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: UUID = Field(default_factory=new_event_id)
+    type: str = Field(min_length=1, description="Event name, e.g. VolunteerRegistered.")
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    aggregate_type: str = Field(min_length=1)
+    aggregate_id: str = Field(min_length=1)
+    aggregate_version: int = Field(ge=1)
+    org_path: tuple[str, ...] = Field(min_length=1)
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    actor: str = Field(min_length=1, description="Who caused it: a user id, or system:<service>.")
+    payload: dict[str, Any]
+
+    @field_validator("occurred_at", "recorded_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("org_path")
+    @classmethod
+    def _division_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for code in value:
+            if not code.isdigit():
+                raise ValueError(f"org_path holds division codes of digits only, not {code!r}")
+        return value
+
+    @property
+    def district_code(self) -> str:
+        return self.org_path[0]
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()

@@ -1,0 +1,260 @@
+"""Each service's own event store: events, their outbox rows and its inbox, in one database.
+
+Appending events writes their outbox rows in the same transaction (no dual write); a consumer
+claims an event id in the same transaction as the state change it makes (idempotency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.catalog import Event, EventCatalog, catalog as default_catalog
+from shared.db import UtcDateTime, reading, upsert
+from shared.envelope import EventEnvelope, utcnow
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
+Position = BigInteger().with_variant(Integer, "sqlite")
+
+
+class ConcurrencyConflict(Exception):
+    """Another command changed the aggregate first: nothing was written; reload and retry."""
+
+    def __init__(self, aggregate_type: str, aggregate_id: str, expected: int, actual: int | None) -> None:
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+        found = "was changed concurrently" if actual is None else f"is at version {actual}"
+        super().__init__(f"{aggregate_type} {aggregate_id} {found}, expected version {expected}")
+
+
+class EventStoreSchema:
+    """The event store's tables, added to a service's own MetaData."""
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.metadata = metadata
+        self.events = Table(
+            "events",
+            metadata,
+            Column("position", Position, primary_key=True, autoincrement=True),
+            Column("event_id", String(36), nullable=False, unique=True),
+            Column("event_type", String(100), nullable=False),
+            Column("schema_version", Integer, nullable=False),
+            Column("aggregate_type", String(50), nullable=False),
+            Column("aggregate_id", String(100), nullable=False),
+            Column("aggregate_version", Integer, nullable=False),
+            Column("occurred_at", Utcnullable=False),
+            Column("recorded_at", Utcnullable=False),
+            Column("envelope", LargeBinary, nullable=False),
+            UniqueConstraint("aggregate_type", "aggregate_id", "aggregate_version", name="uq_events_aggregate_version"),
+        )
+        self.outbox = Table(
+            "outbox",
+            metadata,
+            Column("position", Position, primary_key=True, autoincrement=True),
+            Column("event_id", String(36), nullable=False, unique=True),
+            Column("subject", String(200), nullable=False),
+            Column("body", LargeBinary, nullable=False),
+            Column("created_at", Utcnullable=False),
+            Column("published_at", UtcDateTime),
+            Column("stream_sequence", BigInteger),
+            Index(
+                "ix_outbox_unpublished",
+                "position",
+                sqlite_where=text("published_at IS NULL"),
+                postgresql_where=text("published_at IS NULL"),
+            ),
+        )
+        self.inbox = Table(
+            "inbox",
+            metadata,
+            Column("consumer", String(100), primary_key=True),
+            Column("event_id", String(36), primary_key=True),
+            Column("processed_at", Utcnullable=False),
+        )
+
+
+class Transaction:
+    """One database transaction of a service: its events, outbox rows, inbox claims and views."""
+
+    def __init__(self, conn: AsyncConnection, store: EventStore) -> None:
+        self.conn = conn
+        self._store = store
+        self.appended: list[EventEnvelope] = []
+
+    async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:
+        events = self._store.schema.events
+        rows = await self.conn.execute(
+            select(events.c.envelope)
+            .where(events.c.aggregate_type == aggregate_type, events.c.aggregate_id == aggregate_id)
+            .order_by(events.c.aggregate_version)
+        )
+        return [EventEnvelope.model_validate_json(row.envelope) for row in rows]
+
+    async def version_of(self, aggregate_type: str, aggregate_id: str) -> int:
+        events = self._store.schema.events
+        version = await self.conn.scalar(
+            select(func.max(events.c.aggregate_version)).where(
+                events.c.aggregate_type == aggregate_type, events.c.aggregate_id == aggregate_id
+            )
+        )
+        return version or 0
+
+    async def record(
+        self,
+        aggregate_id: str,
+        expected_version: int,
+        new_events: Sequence[Event],
+        *,
+        org_path: tuple[str, ...],
+        actor: str,
+        correlation_id: UUID | None = None,
+        causation_id: UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> list[EventEnvelope]:
+        """Wrap payloads of one aggregate in envelopes, versions following `expected_version`."""
+        envelopes = []
+        for offset, event in enumerate(new_events, start=1):
+            envelope = self._store.catalog.envelope(
+                event,
+                aggregate_id=aggregate_id,
+                aggregate_version=expected_version + offset,
+                org_path=org_path,
+                actor=actor,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                occurred_at=occurred_at,
+            )
+            correlation_id = envelope.correlation_id
+            envelopes.append(envelope)
+        await self.append(envelopes, expected_version)
+        return envelopes
+
+    async def append(self, envelopes: Sequence[EventEnvelope], expected_version: int) -> None:
+        """Append events of one aggregate if it is still at `expected_version`, else conflict."""
+        if not envelopes:
+            return
+        first = envelopes[0]
+        kind, ident = first.aggregate_type, first.aggregate_id
+        for offset, envelope in enumerate(envelopes, start=1):
+            if (envelope.aggregate_type, envelope.aggregate_id) != (kind, ident):
+                raise ValueError("one append takes the events of one aggregate")
+            if envelope.aggregate_version != expected_version + offset:
+                raise ValueError("aggregate versions must follow the expected version without gaps")
+        actual = await self.version_of(kind, ident)
+        if actual != expected_version:
+            raise ConcurrencyConflict(kind, ident, expected_version, actual)
+
+        schema, now = self._store.schema, utcnow()
+        event_rows, outbox_rows = [], []
+        for envelope in envelopes:
+            body = envelope.to_json()
+            event_rows.append(
+                {
+                    "event_id": str(envelope.event_id),
+                    "event_type": envelope.type,
+                    "schema_version": envelope.schema_version,
+                    "aggregate_type": kind,
+                    "aggregate_id": ident,
+                    "aggregate_version": envelope.aggregate_version,
+                    "occurred_at": envelope.occurred_at,
+                    "recorded_at": envelope.recorded_at,
+                    "envelope": body,
+                }
+            )
+            outbox_rows.append(
+                {
+                    "event_id": str(envelope.event_id),
+                    "subject": self._store.catalog.subject_of(envelope),
+                    "body": body,
+                    "created_at": now,
+                }
+            )
+        try:
+            # A savepoint keeps PostgreSQL's transaction usable for the caller after a conflict.
+            async with self.conn.begin_nested():
+                await self.conn.execute(schema.events.insert(), event_rows)
+        except IntegrityError:
+            # The version check above raced with another writer; the unique index decided.
+            raise ConcurrencyConflict(kind, ident, expected_version, None) from None
+        await self.conn.execute(schema.outbox.insert(), outbox_rows)
+        self.appended.extend(envelopes)
+
+    async def claim(self, consumer: str, event_id: UUID) -> bool:
+        """Record that `consumer` applies this event; False if it already did (skip it)."""
+        inbox = self._store.schema.inbox
+        statement = (
+            upsert(self.conn, inbox)
+            .values(consumer=consumer, event_id=str(event_id), processed_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+        result = await self.conn.execute(statement)
+        return result.rowcount == 1
+
+
+class EventStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        schema: EventStoreSchema,
+        catalog: EventCatalog = default_catalog,
+    ) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.catalog = catalog
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every commit that appended events (the relay's wake-up)."""
+        self._commit_listeners.append(listener)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.engine.begin() as conn:
+            tx = Transaction(conn, self)
+            yield tx
+        if tx.appended:
+            for listener in self._commit_listeners:
+                listener()
+
+    async def create_tables(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(self.schema.metadata.create_all)
+
+    async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:
+        async with reading(self.engine) as conn:
+            return await Transaction(conn, self).load(aggregate_type, aggregate_id)
+
+    async def outbox_depth(self) -> int:
+        outbox = self.schema.outbox
+        async with reading(self.engine) as conn:
+            return await conn.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            ) or 0
+
+    async def ping(self) -> None:
+        async with reading(self.engine) as conn:
+            await conn.execute(text("SELECT 1"))
+
+

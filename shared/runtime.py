@@ -1,0 +1,191 @@
+"""A running service: its store, its NATS connection, relay, subscribers and HTTP app.
+
+Each service's `app.py` builds one of these; it is the only place real things are wired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, stream_name
+from shared.db import make_engine
+from shared.eventstore import EventStore, EventStoreSchema
+from shared.outbox import OutboxRelay, RelaySettings
+from shared.settings import ServiceSettings
+from shared.web import install_problem_handlers
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[JetStreamContext], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        schema: EventStoreSchema,
+        *,
+        owns_stream: bool = True,
+        consumes: tuple[str, ...] = (),
+        relay_settings: RelaySettings = RelaySettings(),
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service
+        self.engine = make_engine(settings.database_url)
+        self.store = EventStore(self.engine, schema)
+        self.stream_settings = StreamSettings(settings.stream_replicas, settings.duplicate_window_seconds)
+        self.owns_stream = owns_stream
+        self.consumes = consumes
+        self.relay_settings = relay_settings
+        self.broker = NatsBroker(
+            settings.nats_url,
+            max_reconnect_attempts=-1,  # never give up on NATS: the outbox holds events meanwhile
+            reconnect_time_wait=1,
+            logger=logging.getLogger(f"beacon.{self.name}.bus"),
+        )
+        self.relay: OutboxRelay | None = None
+        self.workers: list[Worker] = []
+        self.subscribers_started = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def own_stream(self) -> str:
+        return stream_name(self.name)
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.config.connection_state.stream
+
+    def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._on_start.append(hook)
+
+    def add_worker(self, worker: Worker) -> None:
+        """A long-running task given the JetStream context once the streams exist."""
+        self.workers.append(worker)
+
+    async def start(self) -> None:
+        await self.store.create_tables()
+        for hook in self._on_start:
+            await hook()
+        await self.broker.connect()
+        await ensure_stream(self.js, dead_letter_stream(self.stream_settings))
+        if self.owns_stream:
+            await ensure_stream(self.js, context_stream(self.name, self.stream_settings))
+            self.relay = OutboxRelay(self.store, self.js, self.own_stream, self.relay_settings)
+            self._spawn(self.relay.run(), "outbox relay")
+        self._spawn(self._start_consuming(), "subscribers")
+
+    async def _start_consuming(self) -> None:
+        # Another context's stream exists once its service has started; wait for it.
+        await self._wait_for_streams([stream_name(c) for c in self.consumes])
+        await self.broker.start()
+        self.subscribers_started = True
+        for worker in self.workers:
+            self._spawn(worker(self.js), getattr(worker, "__name__", "worker"))
+
+    async def _wait_for_streams(self, names: list[str]) -> None:
+        delay = 0.1
+        for name in names:
+            while True:
+                try:
+                    await self.js.stream_info(name)
+                    break
+                except NotFoundError:
+                    log.info("%s: waiting for stream %s", self.name, name)
+                except Exception as error:
+                    log.warning("%s: stream %s not reachable yet: %r", self.name, name, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _spawn(self, coroutine: Awaitable[Any], label: str) -> None:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(f"{self.name}: {label}")
+        task.add_done_callback(self._report_crash)
+        self._tasks.append(task)
+
+    def _report_crash(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        try:
+            await asyncio.wait_for(self.broker.stop(), 5.0)
+        except Exception as error:  # NATS may be gone before us; nothing is left to flush
+            log.warning("%s: closing the NATS connection: %r", self.name, error)
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.store.ping(), 2.0)
+            checks["store"] = "ok"
+        except Exception as error:
+            checks["store"] = f"unreachable: {error!r}"
+        connection = self.broker.config.connection_state
+        connected = bool(getattr(connection, "connection", None)) and self.broker.connection.is_connected
+        checks["nats"] = "ok" if connected else "disconnected"
+        if connected:
+            for name in ([self.own_stream] if self.owns_stream else []) + [stream_name(c) for c in self.consumes]:
+                try:
+                    await asyncio.wait_for(self.js.stream_info(name), 2.0)
+                    checks[f"stream {name}"] = "ok"
+                except Exception as error:
+                    checks[f"stream {name}"] = f"missing: {error!r}"
+        checks["subscribers"] = "ok" if self.subscribers_started else "waiting for streams"
+        if self.owns_stream:
+            try:
+                checks["outbox_depth"] = await self.store.outbox_depth()
+            except Exception:
+                checks["outbox_depth"] = None
+        return checks
+
+    def create_app(self, *routers: APIRouter, title: str, description: str = "") -> FastAPI:
+        runtime = self
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await runtime.start()
+            try:
+                yield
+            finally:
+                await runtime.stop()
+
+        app = FastAPI(title=title, description=description, lifespan=lifespan)
+        app.state.runtime = self
+        install_problem_handlers(app)
+
+        @app.get("/healthz", tags=["ops"])
+        async def healthz() -> dict[str, str]:
+            """The process is alive (it answers)."""
+            return {"status": "ok", "service": runtime.name}
+
+        @app.get("/readyz", tags=["ops"])
+        async def readyz() -> JSONResponse:
+            """Ready: store reachable, NATS connected, streams present, subscribers attached."""
+            checks = await runtime.readiness()
+            ready = all(v == "ok" for k, v in checks.items() if k != "outbox_depth")
+            return JSONResponse(
+                {"status": "ready" if ready else "degraded", "service": runtime.name, "checks": checks},
+                status_code=200 if ready else 503,
+            )
+
+        for router in routers:
+            app.include_router(router)
+        return app

@@ -1,0 +1,31 @@
+"""Settings common to every service, from the environment (BEACON_*) or arguments."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS = {"registry": 8101, "dispatch": 8102, "points": 8103, "reporting": 8104}
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BEACON_", extra="ignore")
+
+    service: str = ""
+    database_url: str = ""
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = "127.0.0.1"
+    port: int = 0
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    duplicate_window_seconds: float = Field(default=3600.0, gt=0)
+    log_level: str = "INFO"
+
+    def for_service(self, service: str) -> ServiceSettings:
+        """Fill what was not set with this service's defaults (its own SQLite file and port)."""
+        return self.model_copy(
+            update={
+                "service": service,
+                "database_url": self.database_url or f"sqlite:///data/{service}.db",
+                "port": self.port or DEFAULT_PORTS[service],
+            }
+        )

@@ -1,0 +1,178 @@
+"""The one way a service reacts to another context's events: a FastStream pull subscriber.
+
+Durable, explicitly acknowledged after the commit, idempotent through the inbox, retried with
+backoff up to a limit, then dead-lettered with the reason while the rest of the stream goes on.
+FastStream's default ack policy for NATS would terminate a message on any exception (a points
+credit lost to a passing database error), so the policy here is MANUAL and every path acks,
+naks with a delay, or dead-letters and terminates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy as ServerAckPolicy, ConsumerConfig, DeliverPolicy
+
+from shared.bus import dead_letter, stream_name
+from shared.catalog import Event, EventCatalog, EventRejected, catalog as default_catalog
+from shared.envelope import EventEnvelope
+from shared.eventstore import EventStore, Transaction
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Transaction, EventEnvelope, Any], Awaitable[None]]
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    first_delay_seconds: float = 1.0
+    max_delay_seconds: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.first_delay_seconds * 2 ** max(attempt - 1, 0), self.max_delay_seconds)
+
+
+@dataclass
+class _Work:
+    msg: Msg
+    envelope: EventEnvelope
+    event: Event
+    handler: Handler
+
+
+class Reactor:
+    """Handlers of one service for events of other contexts, applied exactly once each."""
+
+    def __init__(
+        self,
+        name: str,
+        store: EventStore,
+        catalog: EventCatalog = default_catalog,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.catalog = catalog
+        self.retry = retry
+        self.handlers: dict[str, Handler] = {}
+
+    def on(self, model: type[Event]) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            self.handlers[model.spec.name] = handler
+            return handler
+
+        return register
+
+    async def process(self, js: JetStreamContext, msgs: list[Msg]) -> None:
+        """Apply a batch in one transaction; if anything fails, fall back to one at a time."""
+        work: list[_Work] = []
+        not_ours: list[Msg] = []
+        for msg in msgs:
+            try:
+                envelope = self.catalog.parse_envelope(msg.data)
+                handler = self.handlers.get(envelope.type)
+                if handler is None:
+                    not_ours.append(msg)
+                    continue
+                work.append(_Work(msg, envelope, self.catalog.payload_of(envelope), handler))
+            except EventRejected as rejected:
+                await self._reject(js, msg, rejected.reason)
+        await asyncio.gather(*(msg.ack() for msg in not_ours))
+        if not work:
+            return
+        try:
+            async with self.store.transaction() as tx:
+                for item in work:
+                    await self._apply(tx, item)
+        except Exception:
+            await self._one_at_a_time(js, work)
+        else:
+            await _ack_all([item.msg for item in work])
+
+    async def _apply(self, tx: Transaction, item: _Work) -> None:
+        if await tx.claim(self.name, item.envelope.event_id):
+            await item.handler(tx, item.envelope, item.event)
+
+    async def _one_at_a_time(self, js: JetStreamContext, work: list[_Work]) -> None:
+        # Later messages are not held back by a failing one: handlers must not depend on order
+        # across aggregates, and redelivery after a delay reorders in any case.
+        for item in work:
+            try:
+                async with self.store.transaction() as tx:
+                    await self._apply(tx, item)
+            except EventRejected as rejected:
+                await self._reject(js, item.msg, rejected.reason)
+                continue
+            except Exception as error:
+                await self._retry_later(js, item.msg, error)
+                continue
+            await _ack_all([item.msg])
+
+    async def _retry_later(self, js: JetStreamContext, msg: Msg, error: Exception) -> None:
+        attempt = msg.metadata.num_delivered
+        if attempt >= self.retry.max_attempts:
+            await self._reject(js, msg, f"failed {attempt} times, last: {error!r}")
+            return
+        delay = self.retry.delay(attempt)
+        log.warning("%s: %s (attempt %d), retrying in %.1fs", self.name, error, attempt, delay)
+        await msg.nak(delay=delay)
+
+    async def _reject(self, js: JetStreamContext, msg: Msg, reason: str) -> None:
+        await dead_letter(js, msg, consumer=self.name, reason=reason)
+        await msg.term()
+
+
+async def _ack_all(msgs: list[Msg]) -> None:
+    # Confirmed acks, pipelined; one that fails only means a redelivery the inbox absorbs.
+    results = await asyncio.gather(*(msg.ack_sync() for msg in msgs), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.warning("ack failed, the event will be redelivered and skipped: %r", result)
+
+
+def subscribe(
+    broker: NatsBroker,
+    reactor: Reactor,
+    context: str,
+    *,
+    batch_size: int = 200,
+    max_wait_seconds: float = 0.1,
+    ack_wait_seconds: float = 30.0,
+) -> None:
+    """Subscribe `reactor` to the stream of `context` with a durable named after both."""
+    durable = f"{reactor.name}-{context}"
+    consumer_config = ConsumerConfig(
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=ServerAckPolicy.EXPLICIT,
+        ack_wait=ack_wait_seconds,
+        # A few more than our own limit: a message that kills the process every time still
+        # stops being redelivered; the handler dead-letters at `max_attempts`.
+        max_deliver=reactor.retry.max_attempts + 3,
+        max_ack_pending=max(1000, batch_size * 4),
+    )
+
+    @broker.subscriber(
+        f"{context}.>",
+        stream=JStream(stream_name(context), declare=False),
+        durable=durable,
+        config=consumer_config,
+        pull_sub=PullSub(batch_size=batch_size, timeout=max_wait_seconds, batch=True),
+        ack_policy=AckPolicy.MANUAL,
+        title=durable,
+        description=f"{reactor.name} applies {', '.join(sorted(reactor.handlers))} from {stream_name(context)}",
+    )
+    async def handle(message: NatsMessage) -> None:
+        js = broker.config.connection_state.stream
+        await reactor.process(js, message.raw_message)

@@ -1,0 +1,69 @@
+"""HTTP conventions every service shares: problem details (RFC 9457) and health probes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from shared.errors import Conflict, Invalid, NotFound, Refused
+from shared.eventstore import ConcurrencyConflict
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting; every event records it. (Sign-in and roles arrive with issue 7.)"""
+
+    id: str
+
+
+def _actor(x_beacon_actor: Annotated[str | None, Header(max_length=100)] = None) -> Actor:
+    return Actor(x_beacon_actor or "anonymous")
+
+
+CurrentActor = Annotated[Actor, Depends(_actor)]
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")}
+            for e in error.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return problem(422, "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, error: Refused) -> JSONResponse:
+        status = 422 if isinstance(error, Invalid) else 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 400
+        extra: dict[str, Any] = dict(error.details)
+        if error.field:
+            extra["errors"] = [{"field": error.field, "reason": error.message}]
+        return problem(status, type(error).__name__, error.message, **extra)
+
+    @app.exception_handler(ConcurrencyConflict)
+    async def conflict(_: Request, error: ConcurrencyConflict) -> JSONResponse:
+        return problem(409, "Concurrent change", str(error), aggregate_type=error.aggregate_type, aggregate_id=error.aggregate_id)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return problem(error.status_code, "HTTP error", str(error.detail))

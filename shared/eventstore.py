@@ -64,8 +64,8 @@ class EventStoreSchema:
             Column("aggregate_type", String(50), nullable=False),
             Column("aggregate_id", String(100), nullable=False),
             Column("aggregate_version", Integer, nullable=False),
-            Column("occurred_at", Utcnullable=False),
-            Column("recorded_at", Utcnullable=False),
+            Column("occurred_at", UtcDateTime, nullable=False),
+            Column("recorded_at", UtcDateTime, nullable=False),
             Column("envelope", LargeBinary, nullable=False),
             UniqueConstraint("aggregate_type", "aggregate_id", "aggregate_version", name="uq_events_aggregate_version"),
         )
@@ -76,7 +76,7 @@ class EventStoreSchema:
             Column("event_id", String(36), nullable=False, unique=True),
             Column("subject", String(200), nullable=False),
             Column("body", LargeBinary, nullable=False),
-            Column("created_at", Utcnullable=False),
+            Column("created_at", UtcDateTime, nullable=False),
             Column("published_at", UtcDateTime),
             Column("stream_sequence", BigInteger),
             Index(
@@ -91,7 +91,7 @@ class EventStoreSchema:
             metadata,
             Column("consumer", String(100), primary_key=True),
             Column("event_id", String(36), primary_key=True),
-            Column("processed_at", Utcnullable=False),
+            Column("processed_at", UtcDateTime, nullable=False),
         )
 
 

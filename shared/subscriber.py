@@ -91,6 +91,9 @@ class Reactor:
         await asyncio.gather(*(msg.ack() for msg in not_ours))
         if not work:
             return
+        if len(work) == 1:
+            await self._one_at_a_time(js, work)
+            return
         try:
             async with self.store.transaction() as tx:
                 for item in work:

@@ -17,5 +17,5 @@ accounts = Table(
     Column("district_code", String(6), nullable=False, index=True),
     Column("org_path", String(200), nullable=False),
     Column("balance", BigInteger, nullable=False, default=0),
-    Column("opened_at", Utcnullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
 )

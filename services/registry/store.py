@@ -47,7 +47,7 @@ volunteers = Table(
     Column("political_status", String(20), nullable=False),
     Column("skills", String(500), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("registered_at", Utcnullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
 )
 
 

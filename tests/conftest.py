@@ -1,0 +1,59 @@
+"""Fixtures: a real NATS JetStream and a real PostgreSQL for the session, fresh stores per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+import shared.events  # noqa: F401  (registers the catalog)
+from tests.infra.nats import nats_server
+from tests.infra.postgres import postgres_server, throwaway_database
+
+
+@pytest.fixture
+def nats_url() -> Iterator[str]:
+    """A fresh server per test: our streams refuse purges, so tests cannot share one."""
+    with nats_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty store: every store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    async with throwaway_database(admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A token that keeps one test's streams and consumers apart from another's."""
+    import uuid
+
+    return uuid.uuid4().hex[:8]

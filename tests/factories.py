@@ -1,0 +1,42 @@
+"""Builders of valid test data."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from shared.catalog import catalog
+from shared.db import make_engine
+from shared.envelope import EventEnvelope
+from shared.eventstore import EventStore, EventStoreSchema
+from shared.events.registry import VolunteerRegistered
+
+DISTRICT = "370303"
+STREET = "370303001000"
+COMMUNITY = "370303001001"
+PATH = (DISTRICT, STREET, COMMUNITY)
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id(first17: str) -> str:
+    """A valid resident ID number from its first 17 digits (adds the check character)."""
+    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True)) % 11]
+
+
+def registered(n: int, *, party: bool = False) -> VolunteerRegistered:
+    return VolunteerRegistered(
+        volunteer_number=f"V{n:08d}",
+        community_code=COMMUNITY,
+        age_band="35_59",
+        gender="female" if n % 2 else "male",
+        political_status="party_member" if party else "masses",
+        skills=["first_aid"],
+    )
+
+
+def registered_envelope(n: int, **options: object) -> EventEnvelope:
+    return catalog.envelope(registered(n, **options), aggregate_id=f"V{n:08d}", aggregate_version=1, org_path=PATH, actor="test")
+
+
+def event_store(database_url: str) -> EventStore:
+    return EventStore(make_engine(database_url), EventStoreSchema(MetaData()))

@@ -64,6 +64,7 @@ class LocalNatsServer:
             [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

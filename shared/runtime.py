@@ -52,6 +52,7 @@ class ServiceRuntime:
             max_reconnect_attempts=-1,  # never give up on NATS: the outbox holds events meanwhile
             reconnect_time_wait=1,
             logger=logging.getLogger(f"beacon.{self.name}.bus"),
+            log_level=logging.DEBUG,  # one line per batch is noise at INFO
         )
         self.relay: OutboxRelay | None = None
         self.workers: list[Worker] = []

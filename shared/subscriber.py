@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull_loop
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as ServerAckPolicy, ConsumerConfig, DeliverPolicy
@@ -28,6 +29,12 @@ from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore, Transaction
 
 log = logging.getLogger(__name__)
+
+# FastStream 0.7.8's pull loop catches nats.errors.TimeoutError only, but nats-py 2.16's `fetch`
+# can raise a bare asyncio.TimeoutError when a partial batch's follow-up fetch runs out of time.
+# That escapes the loop, the batch already fetched is dropped unprocessed and comes back only
+# after `ack_wait`. Catching the base class (nats' TimeoutError derives from it) keeps the batch.
+_pull_loop.TimeoutError = TimeoutError  # type: ignore[attr-defined]
 
 Handler = Callable[[Transaction, EventEnvelope, Any], Awaitable[None]]
 H = TypeVar("H", bound=Handler)

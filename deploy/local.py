@@ -1,0 +1,169 @@
+"""`make run`: NATS and the four services as local processes with SQLite stores, a demo city.
+
+Starts its own nats-server (JetStream, store under the data folder) unless told to use one with
+--nats-url; where a default port is taken it picks a free one and says so. Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from deploy import demo_city
+from shared.natsserver import LocalNatsServer, free_port
+from shared.settings import DEFAULT_PORTS
+
+SERVICES = ("registry", "dispatch", "points", "reporting")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _port(name: str, wanted: int | None, default: int) -> int:
+    if wanted:
+        return wanted  # asked for explicitly: use it, and fail loudly if it is taken
+    port = free_port(default)
+    if port != default:
+        _say(f"  port {default} for {name} is taken; using {port}")
+    return port
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class LocalCity:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data = Path(args.data).resolve()
+        self.logs = self.data / "logs"
+        self.nats: LocalNatsServer | None = None
+        self.nats_url = args.nats_url
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if self.nats_url is None:
+            port = _port("NATS", self.args.nats_port, 4222)
+            self.nats = LocalNatsServer(self.data / "nats", port=port, log_file=self.logs / "nats.log").start()
+            self.nats_url = self.nats.url
+            _say(f"  nats-server (JetStream) on {self.nats_url}, store {self.data / 'nats'}")
+        else:
+            _say(f"  using the NATS server at {self.nats_url}")
+        for offset, name in enumerate(SERVICES):
+            wanted = self.args.base_port + offset if self.args.base_port else None
+            port = _port(name, wanted, DEFAULT_PORTS[name])
+            env = {
+                **os.environ,
+                "BEACON_NATS_URL": self.nats_url,
+                "BEACON_HOST": "127.0.0.1",
+                "BEACON_PORT": str(port),
+                "BEACON_DATABASE_URL": f"sqlite:///{self.data / (name + '.db')}",
+            }
+            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115  (the child keeps it)
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+            )
+            self.urls[name] = f"http://127.0.0.1:{port}"
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = set(SERVICES)
+        with httpx.Client(timeout=2) as client:
+            while waiting:
+                for name in sorted(waiting):
+                    self._check_alive(name)
+                    try:
+                        if client.get(self.urls[name] + "/readyz").status_code == 200:
+                            waiting.discard(name)
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(waiting))} (logs in {self.logs})")
+                time.sleep(0.2)
+
+    def _check_alive(self, name: str) -> None:
+        process = self.processes[name]
+        if process.poll() is not None:
+            log = self.logs / f"{name}.log"
+            raise RuntimeError(f"{name} exited with {process.returncode}; last lines of {log}:\n{_tail(log)}")
+
+    def watch(self) -> None:
+        while True:
+            for name in SERVICES:
+                self._check_alive(name)
+            if self.nats and self.nats.process and self.nats.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited; see {self.logs / 'nats.log'}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                _say(f"  {name} did not stop in time; killing it")
+                process.kill()
+                process.wait()
+        if self.nats:
+            self.nats.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument("--data", default="data", help="folder for the stores, NATS and logs (default ./data)")
+    parser.add_argument("--nats-url", help="use this NATS server instead of starting one")
+    parser.add_argument("--nats-port", type=int, help="port for the NATS server we start (default 4222, or a free one)")
+    parser.add_argument("--base-port", type=int, help="first of four consecutive service ports (default 8101-8104, or free ones)")
+    parser.add_argument("--no-demo", action="store_true", help="do not load the demo city")
+    args = parser.parse_args(argv)
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    city = LocalCity(args)
+    _say("Starting Beacon:")
+    try:
+        city.start()
+        city.wait_ready()
+        if not args.no_demo:
+            created = demo_city.load(city.urls["registry"])
+            _say(f"  demo city loaded: {created['org_units']} org units, {created['sites']} sites, {created['volunteers']} volunteers (new)")
+        _say("Beacon is running:")
+        for name in SERVICES:
+            _say(f"  {name:<10} {city.urls[name]}  (API docs {city.urls[name]}/docs)")
+        _say(f"  figures    {city.urls['reporting']}/figures/370303")
+        _say(f"  NATS       {city.nats_url}")
+        _say(f"  logs       {city.logs}")
+        _say("Press Ctrl-C to stop.")
+        city.watch()
+    except KeyboardInterrupt:
+        _say("\nStopping Beacon…")
+        return 0
+    except Exception as error:
+        _say(f"Beacon failed: {error}")
+        return 1
+    finally:
+        city.stop()
+        _say("Stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The skeleton flow across all four services over a real NATS, with their real subscribers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.dispatch.app import create_app as dispatch_app
+from services.points.app import create_app as points_app
+from services.registry.app import create_app as registry_app
+from services.reporting.app import create_app as reporting_app
+from shared.settings import ServiceSettings
+from tests.factories import resident_id
+from tests.infra.postgres import throwaway_database
+from tests.infra.waiting import eventually
+
+BUILDERS = {"registry": registry_app, "dispatch": dispatch_app, "points": points_app, "reporting": reporting_app}
+
+
+@contextlib.asynccontextmanager
+async def service(name: str, nats_url: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = BUILDERS[name](ServiceSettings(nats_url=nats_url, database_url=database_url))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / (name + '.db')}"
+        return
+    async with throwaway_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def city(nats_url: str, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for name in BUILDERS:
+            url = await stack.enter_async_context(database(kind, name, tmp_path, request))
+            clients[name] = await stack.enter_async_context(service(name, nats_url, url))
+        for client in clients.values():
+            await eventually(lambda c=client: c.get("/readyz"), lambda r: r.status_code == 200)
+        yield clients
+
+
+async def create_tree(registry: httpx.AsyncClient) -> None:
+    for body in (
+        {"code": "370300", "level": "city", "name": "淄博市", "population": 4_700_000, "party_members": 300_000},
+        {"code": "370303", "level": "district", "name": "张店区", "population": 1_000_000, "party_members": 60_000, "parent_code": "370300"},
+        {"code": "370303001000", "level": "street", "name": "车站街道", "population": 80_000, "party_members": 5_000, "parent_code": "370303"},
+        {"code": "370303001001", "level": "community", "name": "和平社区", "population": 8_000, "party_members": 500, "parent_code": "370303001000"},
+    ):
+        response = await registry.post("/org-units", json=body)
+        assert response.status_code == 201, response.text
+
+
+def volunteer(n: int, party: bool = False) -> dict[str, object]:
+    return {
+        "name": "张三",
+        "id_number": resident_id(f"370303198506{n:02d}002"),
+        "phone": f"1381234{n:04d}",
+        "community_code": "370303001001",
+        "political_status": "party_member" if party else "masses",
+        "skills": ["first_aid"],
+    }
+
+
+async def registered_count(reporting: httpx.AsyncClient, code: str) -> int:
+    response = await reporting.get(f"/figures/{code}")
+    return response.json()["figures"].get("volunteers.registered", 0) if response.status_code == 200 else -1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_registering_a_volunteer_reaches_every_service_and_survives_a_rebuild(
+    kind: str, nats_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with city(nats_url, kind, tmp_path, request) as services:
+        registry, reporting = services["registry"], services["reporting"]
+        await create_tree(registry)
+        assert await eventually(lambda: registered_count(reporting, "370303"), lambda n: n == 0) == 0
+
+        response = await registry.post("/volunteers", json=volunteer(1, party=True))
+        assert response.status_code == 201, response.text
+        number = response.json()["volunteer_number"]
+
+        assert await eventually(lambda: registered_count(reporting, "370303"), lambda n: n == 1) == 1
+        account = await eventually(lambda: services["points"].get(f"/accounts/{number}"), lambda r: r.status_code == 200)
+        assert account.json()["balance"] == 0
+        known = await eventually(lambda: services["dispatch"].get(f"/volunteers/{number}"), lambda r: r.status_code == 200)
+        assert known.json()["org_path"] == ["370303", "370303001000", "370303001001"]
+        assert "id_number" not in known.json() and "name" not in known.json()
+
+        for n in range(2, 5):
+            assert (await registry.post("/volunteers", json=volunteer(n))).status_code == 201
+        before = await eventually(
+            lambda: reporting.get("/figures/370300"), lambda r: r.json()["figures"].get("points.accounts_opened") == 4
+        )
+        assert before.json()["figures"]["volunteers.registered"] == 4
+        assert before.json()["figures"]["volunteers.political_status.party_member"] == 1
+
+        started = await reporting.post("/admin/rebuild")
+        assert started.status_code == 202
+        status = await eventually(lambda: reporting.get("/admin/rebuild"), lambda r: r.json()["state"] != "running")
+        assert status.json()["state"] == "done" and status.json()["active_generation"] == 2
+        after = await reporting.get("/figures/370300")
+        assert after.json()["figures"] == before.json()["figures"]
+
+
+async def test_bad_input_gets_problem_details_naming_the_field(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with city(nats_url, "sqlite", tmp_path, request) as services:
+        registry = services["registry"]
+        await create_tree(registry)
+        bad = {**volunteer(1), "id_number": "370303198506010021"}  # wrong check character
+        response = await registry.post("/volunteers", json=bad)
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == "id_number"
+
+        response = await registry.post("/volunteers", json={**volunteer(1), "phone": "12345"})
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "phone"
+
+        assert (await registry.post("/volunteers", json=volunteer(1))).status_code == 201
+        again = await registry.post("/volunteers", json=volunteer(1))
+        assert again.status_code == 409 and again.json()["volunteer_number"] == "V00000001"
+
+        unknown = await services["reporting"].get("/figures/999999")
+        assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"

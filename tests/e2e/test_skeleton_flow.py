@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -100,7 +103,7 @@ async def test_registering_a_volunteer_reaches_every_service_and_survives_a_rebu
         for n in range(2, 5):
             assert (await registry.post("/volunteers", json=volunteer(n))).status_code == 201
         before = await eventually(
-            lambda: reporting.get("/figures/370300"), lambda r: r.json()["figures"].get("points.accounts_opened") == 4
+            lambda: reporting.get("/figures/370300"), lambda r: r.status_code == 200 and r.json()["figures"].get("points.accounts_opened") == 4
         )
         assert before.json()["figures"]["volunteers.registered"] == 4
         assert before.json()["figures"]["volunteers.political_status.party_member"] == 1
@@ -111,6 +114,32 @@ async def test_registering_a_volunteer_reaches_every_service_and_survives_a_rebu
         assert status.json()["state"] == "done" and status.json()["active_generation"] == 2
         after = await reporting.get("/figures/370300")
         assert after.json()["figures"] == before.json()["figures"]
+
+
+async def test_the_rebuild_command_rebuilds_beside_a_running_service(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with city(nats_url, "sqlite", tmp_path, request) as services:
+        registry, reporting = services["registry"], services["reporting"]
+        await create_tree(registry)
+        for n in range(1, 4):
+            assert (await registry.post("/volunteers", json=volunteer(n))).status_code == 201
+        before = await eventually(
+            lambda: reporting.get("/figures/370303"), lambda r: r.status_code == 200 and r.json()["figures"].get("points.accounts_opened") == 3
+        )
+        command = [
+            sys.executable, "-m", "services.reporting", "rebuild",
+            "--database-url", f"sqlite:///{tmp_path / 'reporting.db'}", "--nats-url", nats_url,
+        ]
+        result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "rebuilt figures as generation 2" in result.stdout
+        assert (await reporting.get("/admin/rebuild")).json()["active_generation"] == 2
+        assert (await reporting.get("/figures/370303")).json()["figures"] == before.json()["figures"]
+        # The running service follows the new generation.
+        assert (await registry.post("/volunteers", json=volunteer(4))).status_code == 201
+        after = await eventually(
+            lambda: reporting.get("/figures/370303"), lambda r: r.status_code == 200 and r.json()["figures"].get("points.accounts_opened") == 4
+        )
+        assert after.json()["figures"]["volunteers.registered"] == 4
 
 
 async def test_bad_input_gets_problem_details_naming_the_field(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -6,7 +6,6 @@ registered here; anything else is refused with a reason that ends up in the dead
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -176,7 +175,3 @@ class EventCatalog:
 
 
 catalog = EventCatalog()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

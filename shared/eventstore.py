@@ -6,7 +6,6 @@ claims an event id in the same transaction as the state change it makes (idempot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -29,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.catalog import Event, EventCatalog, catalog as default_catalog
+from shared.catalog import Event, EventCatalog
+from shared.catalog import catalog as default_catalog
 from shared.db import UtcDateTime, reading, upsert
 from shared.envelope import EventEnvelope, utcnow
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -23,7 +23,8 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, fun
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.bus import dead_letter, stream_name
-from shared.catalog import Event, EventCatalog, EventRejected, catalog as default_catalog
+from shared.catalog import Event, EventCatalog, EventRejected
+from shared.catalog import catalog as default_catalog
 from shared.db import reading, upsert
 from shared.envelope import EventEnvelope
 
@@ -197,13 +198,22 @@ class Projector:
     async def follow(self, js: JetStreamContext, context: str) -> None:
         """Apply the stream of `context` to the active generation, live, until cancelled."""
         stream = stream_name(context)
+        delay = 0.2
         while True:
-            generation = await self.active_generation()
-            start = await self.checkpoint(generation, stream) + 1
-            async for batch in read_stream(js, stream, start=start, batch_size=self.batch_size):
-                if not await self._apply_with_retry(js, generation, stream, batch, live=True):
-                    log.info("%s: generation changed, following the new one", self.consumer_name)
-                    break
+            try:
+                generation = await self.active_generation()
+                start = await self.checkpoint(generation, stream) + 1
+                async for batch in read_stream(js, stream, start=start, batch_size=self.batch_size):
+                    delay = 0.2
+                    if not await self._apply_with_retry(js, generation, stream, batch, live=True):
+                        log.info("%s: generation changed, following the new one", self.consumer_name)
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # NATS or the store is away: resume from the checkpoint
+                log.warning("%s on %s: %r; resuming in %.1fs", self.consumer_name, stream, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     # -- rebuild ------------------------------------------------------------------------------
 

@@ -21,10 +21,12 @@ from faststream.nats.annotations import NatsMessage
 from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull_loop
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy as ServerAckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy as ServerAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared.bus import dead_letter, stream_name
-from shared.catalog import Event, EventCatalog, EventRejected, catalog as default_catalog
+from shared.catalog import Event, EventCatalog, EventRejected
+from shared.catalog import catalog as default_catalog
 from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore, Transaction
 

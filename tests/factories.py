@@ -7,8 +7,8 @@ from sqlalchemy import MetaData
 from shared.catalog import catalog
 from shared.db import make_engine
 from shared.envelope import EventEnvelope
-from shared.eventstore import EventStore, EventStoreSchema
 from shared.events.registry import VolunteerRegistered
+from shared.eventstore import EventStore, EventStoreSchema
 
 DISTRICT = "370303"
 STREET = "370303001000"

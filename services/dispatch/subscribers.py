@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.dispatch import domain, store
 from shared.envelope import EventEnvelope
-from shared.eventstore import EventStore, Transaction
 from shared.events.registry import VolunteerRegistered
+from shared.eventstore import EventStore, Transaction
 from shared.subscriber import Reactor
 
 

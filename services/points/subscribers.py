@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.points import handlers
-from shared.eventstore import EventStore
 from shared.events.registry import VolunteerRegistered
+from shared.eventstore import EventStore
 from shared.subscriber import Reactor
 
 

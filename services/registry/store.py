@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.registry.domain import OrgUnit
 from shared.db import UtcDateTime
-from shared.eventstore import EventStoreSchema
 from shared.events.common import OrgLevel
+from shared.eventstore import EventStoreSchema
 
 metadata = MetaData()
 schema = EventStoreSchema(metadata)

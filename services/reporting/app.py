@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from sqlalchemy import MetaData
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.reporting import api
@@ -12,7 +13,6 @@ from shared.eventstore import EventStoreSchema
 from shared.replay import Projector
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
-from sqlalchemy import MetaData
 
 
 def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:

@@ -23,9 +23,8 @@ def nats_server() -> Iterator[str]:
             wait_for_logs(container, "Server is ready")
             yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
         return
-    with tempfile.TemporaryDirectory(prefix="beacon-nats-") as store:
-        with LocalNatsServer(Path(store)) as server:
-            yield server.url
+    with tempfile.TemporaryDirectory(prefix="beacon-nats-") as store, LocalNatsServer(Path(store)) as server:
+        yield server.url
 
 
 @contextlib.contextmanager

@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 from faststream.nats import NatsBroker
-from sqlalchemy import Column, MetaData, String, Table, func, select
+from sqlalchemy import Column, MetaData, String, Table, select
 
 from shared.bus import REASON, StreamSettings, context_stream, dead_letter_stream, ensure_stream
 from shared.catalog import EventRejected
 from shared.db import make_engine
+from shared.events.registry import VolunteerRegistered
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.subscriber import Reactor, RetryPolicy, subscribe
-from shared.events.registry import VolunteerRegistered
 from tests.factories import registered_envelope
 from tests.infra.waiting import eventually
 

@@ -162,9 +162,11 @@ class Transaction:
                 raise ValueError("one append takes the events of one aggregate")
             if envelope.aggregate_version != expected_version + offset:
                 raise ValueError("aggregate versions must follow the expected version without gaps")
-        actual = await self.version_of(kind, ident)
-        if actual != expected_version:
-            raise ConcurrencyConflict(kind, ident, expected_version, actual)
+        if expected_version > 0:
+            # A new aggregate needs no look-up: its version 1 row clashes with any existing one.
+            actual = await self.version_of(kind, ident)
+            if actual != expected_version:
+                raise ConcurrencyConflict(kind, ident, expected_version, actual)
 
         schema, now = self._store.schema, utcnow()
         event_rows, outbox_rows = [], []
@@ -192,11 +194,9 @@ class Transaction:
                 }
             )
         try:
-            # A savepoint keeps PostgreSQL's transaction usable for the caller after a conflict.
-            async with self.conn.begin_nested():
-                await self.conn.execute(schema.events.insert(), event_rows)
+            await self.conn.execute(schema.events.insert(), event_rows)
         except IntegrityError:
-            # The version check above raced with another writer; the unique index decided.
+            # Another writer got there first; the unique index decided. The transaction is lost.
             raise ConcurrencyConflict(kind, ident, expected_version, None) from None
         await self.conn.execute(schema.outbox.insert(), outbox_rows)
         self.appended.extend(envelopes)

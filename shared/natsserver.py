@@ -6,6 +6,7 @@ downloads anything.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,7 @@ class LocalNatsServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services
         )
+        atexit.register(self.stop)  # it runs in its own session: nothing else would stop it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -123,14 +123,25 @@ class OutboxRelay:
             return [OutboxRow(*row) for row in result]
 
     async def _publish(self, rows: list[OutboxRow]) -> list[PubAck | BaseException]:
-        # All publishes go out on one connection in outbox order before we wait for any ack.
-        futures = []
-        for row in rows:
-            future = await self._js.publish_async(
+        # All publishes go out on one connection in outbox order before we wait for any ack;
+        # one deadline covers the whole batch.
+        futures = [
+            await self._js.publish_async(
                 row.subject, row.body, headers={"Nats-Msg-Id": row.event_id}, stream=self._stream
             )
-            futures.append(asyncio.wait_for(future, self._settings.ack_timeout_seconds))
-        return await asyncio.gather(*futures, return_exceptions=True)
+            for row in rows
+        ]
+        await asyncio.wait(futures, timeout=self._settings.ack_timeout_seconds)
+        results: list[PubAck | BaseException] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()
+                results.append(TimeoutError("no publish ack in time"))
+            elif future.cancelled():
+                results.append(asyncio.CancelledError())
+            else:
+                results.append(future.exception() or future.result())
+        return results
 
     async def _mark_published(self, stored: list[tuple[OutboxRow, PubAck]]) -> None:
         if not stored:

@@ -1,8 +1,7 @@
 """Replay: read a stream in order from a stored position, for projections and rebuilds.
 
-The fast reader is an ordered consumer (an ephemeral push consumer with flow control that the
-client re-creates at the right sequence after any gap); it reads about four times faster than a
-pull subscription's `fetch`. A projection keeps, per generation, a checkpoint per stream in the
+The fast reader is a pipelined pull on an ephemeral consumer: bounded memory, re-created at the
+right sequence after any gap, about four times faster than a pull subscription's `fetch`. A projection keeps, per generation, a checkpoint per stream in the
 same transaction as its tables: it resumes where it stopped, and a rebuild fills a new
 generation while the active one keeps serving, then swaps.
 """
@@ -10,15 +9,18 @@ generation while the active one keeps serving, then swaps.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,12 +34,111 @@ log = logging.getLogger(__name__)
 
 
 async def last_sequence(js: JetStreamContext, stream: str) -> int:
-    info = await js.stream_info(stream)
+    """The stream's last sequence; 0 for a stream that does not exist (yet)."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return 0
     return info.state.last_seq
 
 
+class _PipelinedPull:
+    """An ephemeral pull consumer read through a core subscription, with pull requests kept in
+    flight ahead of the reader (JETSTREAM.md measures ~90k msg/s, four times `fetch`).
+
+    Memory is bounded by what is requested, never by how far the server could run ahead, so
+    nothing is dropped as a slow consumer. Every delivery is checked for continuity: after any
+    gap (a lost connection, a consumer the server deleted) the reader re-creates the consumer
+    at the next sequence it needs.
+    """
+
+    def __init__(self, nc: Client, stream: str, subject: str, batch_size: int, expires_seconds: float) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.stream = stream
+        self.subject = subject
+        self.batch_size = batch_size
+        self.expires_seconds = expires_seconds
+        self.ready: deque[Msg] = deque()
+        self.arrived = asyncio.Event()
+        self.credit = 0  # messages requested and not yet delivered or expired
+        self.last_response = time.monotonic()
+        self.consumer = ""
+        self.delivered = 0  # consumer sequence of the last delivery
+        self.broken: str | None = None
+        self._sub: Any = None
+        self._request_subject = ""
+        self._inbox = ""
+
+    async def start(self, sequence: int) -> None:
+        self.ready.clear()
+        self.credit, self.delivered, self.broken = 0, 0, None
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._receive)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=sequence,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=None if self.subject == ">" else self.subject,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+            max_waiting=16,
+        )
+        info = await self.js.add_consumer(self.stream, config)
+        self.consumer = info.name
+        self._request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
+        self.last_response = time.monotonic()
+        await self.top_up()
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        if self.consumer:
+            try:
+                await self.js.delete_consumer(self.stream, self.consumer)
+            except Exception:
+                pass  # it expires by itself (inactive_threshold)
+            self.consumer = ""
+
+    async def top_up(self) -> None:
+        # Two batches in flight: the server fills the next while we apply this one.
+        while self.credit + len(self.ready) < 2 * self.batch_size:
+            request = {"batch": self.batch_size, "expires": int(self.expires_seconds * 1e9)}
+            await self.nc.publish(self._request_subject, json.dumps(request).encode(), reply=self._inbox)
+            self.credit += self.batch_size
+
+    async def _receive(self, msg: Msg) -> None:
+        self.last_response = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if self.broken:
+            return  # after a gap nothing more is taken from this consumer
+        if status is not None and not msg.data:
+            if status in ("404", "408"):  # a request ended: what it did not deliver is no longer due
+                self.credit -= int(msg.headers.get("Nats-Pending-Messages", self.batch_size))
+            elif status == "100":
+                pass  # heartbeat
+            else:
+                self.broken = f"{status} {msg.headers.get('Description', '')}".strip()
+            self.arrived.set()
+            return
+        delivery = msg.metadata.sequence.consumer
+        if delivery != self.delivered + 1:
+            self.broken = f"delivery {delivery} after {self.delivered}"
+            self.arrived.set()
+            return
+        self.delivered = delivery
+        self.credit -= 1
+        self.ready.append(msg)
+        self.arrived.set()
+
+
 async def read_stream(
-    js: JetStreamContext,
+    nc: Client,
     stream: str,
     *,
     start: int = 1,
@@ -51,46 +152,54 @@ async def read_stream(
     With `stop`, ends after the message at that sequence (or at once if the stream is shorter);
     without it, follows the stream live until cancelled.
     """
-    if stop is not None and stop < start:
+    if stop is not None and (stop < start or await last_sequence(nc.jetstream(), stream) < start):
         return
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
-        idle_heartbeat=2.0,
-        pending_msgs_limit=batch_size * 20,
-        pending_bytes_limit=64 * 1024 * 1024,
-    )
+    reader = _PipelinedPull(nc, stream, subject, batch_size, expires_seconds=1.0)
+    next_sequence = start
+    await reader.start(next_sequence)
     try:
         while True:
-            try:
-                first = await sub.next_msg(timeout=1.0 if stop is None else 5.0)
-            except NatsTimeout:
-                if stop is not None and await last_sequence(js, stream) < stop:
-                    return  # the stream no longer reaches `stop` (cannot shrink, but be safe)
-                continue
-            batch = [first]
-            deadline = time.monotonic() + max_wait_seconds
-            while len(batch) < batch_size and batch[-1].metadata.sequence.stream != stop:
-                if sub.pending_msgs == 0:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+            batch: list[Msg] = []
+            deadline: float | None = None
+            while len(batch) < batch_size:
+                while reader.ready and len(batch) < batch_size:
+                    batch.append(reader.ready.popleft())
+                if batch and batch[-1].metadata.sequence.stream == stop:
+                    break
+                if reader.broken or time.monotonic() - reader.last_response > reader.expires_seconds + 5:
+                    break
+                await reader.top_up()
+                if batch and deadline is None:
+                    deadline = time.monotonic() + max_wait_seconds
+                timeout = 1.0 if deadline is None else deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                reader.arrived.clear()
+                if reader.ready:
+                    continue
+                try:
+                    await asyncio.wait_for(reader.arrived.wait(), timeout)
+                except TimeoutError:
+                    if batch:
                         break
-                    try:
-                        batch.append(await sub.next_msg(timeout=remaining))
-                    except NatsTimeout:
-                        break
-                else:
-                    batch.append(await sub.next_msg(timeout=0.5))
-            yield batch
-            if stop is not None and batch[-1].metadata.sequence.stream >= stop:
-                return
+            if batch:
+                last = batch[-1].metadata.sequence.stream
+                batch = [m for m in batch if m.metadata.sequence.stream >= next_sequence]
+                if batch:
+                    next_sequence = last + 1
+                    yield batch
+                if stop is not None and last >= stop:
+                    return
+            silent = time.monotonic() - reader.last_response > reader.expires_seconds + 5
+            if reader.broken or silent:
+                log.warning("reading %s: %s; resuming at %d", stream, reader.broken or "no answer", next_sequence)
+                await reader.stop()
+                await asyncio.sleep(0.2)
+                await reader.start(next_sequence)
+            elif stop is not None and not reader.ready and await last_sequence(reader.js, stream) < stop:
+                return  # the stream no longer reaches `stop`
     finally:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # the connection may be closing with us
-            pass
+        await reader.stop()
 
 
 class Projection(Protocol):
@@ -195,7 +304,7 @@ class Projector:
 
     # -- live ---------------------------------------------------------------------------------
 
-    async def follow(self, js: JetStreamContext, context: str) -> None:
+    async def follow(self, nc: Client, context: str) -> None:
         """Apply the stream of `context` to the active generation, live, until cancelled."""
         stream = stream_name(context)
         delay = 0.2
@@ -203,9 +312,9 @@ class Projector:
             try:
                 generation = await self.active_generation()
                 start = await self.checkpoint(generation, stream) + 1
-                async for batch in read_stream(js, stream, start=start, batch_size=self.batch_size):
+                async for batch in read_stream(nc, stream, start=start, batch_size=self.batch_size):
                     delay = 0.2
-                    if not await self._apply_with_retry(js, generation, stream, batch, live=True):
+                    if not await self._apply_with_retry(nc, generation, stream, batch, live=True):
                         log.info("%s: generation changed, following the new one", self.consumer_name)
                         break
             except asyncio.CancelledError:
@@ -219,7 +328,7 @@ class Projector:
 
     async def rebuild(
         self,
-        js: JetStreamContext,
+        nc: Client,
         *,
         stream_order: Sequence[str] | None = None,
         progress: Progress | None = None,
@@ -242,9 +351,9 @@ class Projector:
             await self._create_tables(conn, generation)
         for context in stream_order or self.projection.contexts:
             stream = stream_name(context)
-            stop = await last_sequence(js, stream)
-            async for batch in read_stream(js, stream, start=1, stop=stop, batch_size=self.batch_size):
-                await self._apply_with_retry(js, generation, stream, batch, live=False)
+            stop = await last_sequence(nc.jetstream(), stream)
+            async for batch in read_stream(nc, stream, start=1, stop=stop, batch_size=self.batch_size):
+                await self._apply_with_retry(nc, generation, stream, batch, live=False)
                 if progress:
                     progress(stream, batch[-1].metadata.sequence.stream, stop)
         async with self.engine.begin() as conn:
@@ -278,9 +387,9 @@ class Projector:
     # -- applying -----------------------------------------------------------------------------
 
     async def _apply_with_retry(
-        self, js: JetStreamContext, generation: int, stream: str, batch: list[Msg], *, live: bool
+        self, nc: Client, generation: int, stream: str, batch: list[Msg], *, live: bool
     ) -> bool:
-        events = await self._decode(js, batch)
+        events = await self._decode(nc.jetstream(), batch)
         delay = 0.2
         while True:
             try:

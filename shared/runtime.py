@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -26,7 +27,7 @@ from shared.web import install_problem_handlers
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[JetStreamContext], Awaitable[None]]
+Worker = Callable[[Client], Awaitable[None]]
 
 
 class ServiceRuntime:
@@ -72,7 +73,7 @@ class ServiceRuntime:
         self._on_start.append(hook)
 
     def add_worker(self, worker: Worker) -> None:
-        """A long-running task given the JetStream context once the streams exist."""
+        """A long-running task given the NATS connection once the streams exist."""
         self.workers.append(worker)
 
     async def start(self) -> None:
@@ -93,7 +94,7 @@ class ServiceRuntime:
         await self.broker.start()
         self.subscribers_started = True
         for worker in self.workers:
-            self._spawn(worker(self.js), getattr(worker, "__name__", "worker"))
+            self._spawn(worker(self.broker.connection), getattr(worker, "__name__", "worker"))
 
     async def _wait_for_streams(self, names: list[str]) -> None:
         delay = 0.1

@@ -12,7 +12,6 @@ from services.reporting.app import create_app
 def rebuild(argv: list[str]) -> None:
     import argparse
 
-    from faststream.nats import NatsBroker  # noqa: F401
     from nats import connect
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -44,7 +43,7 @@ def rebuild(argv: list[str]) -> None:
                 rate = int(projector.applied_total / max(time.monotonic() - started, 1e-6))
                 bar.update(tasks[stream], completed=position, rate=f"{rate:,}")
 
-            generation = await projector.rebuild(nc.jetstream(), progress=progress)
+            generation = await projector.rebuild(nc, progress=progress)
         await nc.close()
         await runtime.engine.dispose()
         seconds = time.monotonic() - started

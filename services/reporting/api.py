@@ -69,7 +69,7 @@ async def start_rebuild(request: Request) -> JSONResponse:
 
     async def run() -> int:
         try:
-            return await projector.rebuild(runtime.js, progress=progress)
+            return await projector.rebuild(runtime.broker.connection, progress=progress)
         except Exception as error:
             status.error = repr(error)
             raise

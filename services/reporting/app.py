@@ -22,7 +22,7 @@ def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
     projector = Projector(Figures(), runtime.engine)
     runtime.on_start(projector.setup)
     for context in Figures.contexts:
-        runtime.add_worker(lambda js, context=context: projector.follow(js, context))
+        runtime.add_worker(lambda nc, context=context: projector.follow(nc, context))
     return runtime, projector
 
 

@@ -47,10 +47,20 @@ async def test_append_at_a_stale_version_is_a_conflict_and_writes_nothing(store:
         async with store.transaction() as tx:
             await tx.record("V00000002", 0, [registered(2)], org_path=PATH, actor="a")
             await tx.record("V00000001", 0, [registered(1)], org_path=PATH, actor="a")
-    assert conflict.value.actual == 1 and conflict.value.expected == 0
+    assert conflict.value.expected == 0
     # The whole transaction is gone, including the other aggregate's event and outbox rows.
     assert await count(store, store.schema.events) == 1
     assert await count(store, store.schema.outbox) == 1
+
+
+async def test_an_append_behind_the_current_version_names_both_versions(store: EventStore) -> None:
+    async with store.transaction() as tx:
+        await tx.record("V00000001", 0, [registered(1), registered(1)], org_path=PATH, actor="a")
+    with pytest.raises(ConcurrencyConflict, match="is at version 2, expected version 1") as conflict:
+        async with store.transaction() as tx:
+            await tx.record("V00000001", 1, [registered(1)], org_path=PATH, actor="a")
+    assert (conflict.value.expected, conflict.value.actual) == (1, 2)
+    assert await count(store, store.schema.events) == 2
 
 
 async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(store: EventStore) -> None:

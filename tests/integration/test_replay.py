@@ -64,19 +64,19 @@ def caught_up(figures: dict[tuple[str, str], int], volunteers: int) -> bool:
     return figures.get((DISTRICT, "points.accounts_opened")) == figures.get((DISTRICT, "volunteers.registered")) == volunteers
 
 
-async def test_read_stream_yields_every_message_in_order_and_stops_at_the_end(streams) -> None:
+async def test_read_stream_yields_every_message_in_order_and_stops_at_the_end(nc, streams) -> None:
     await publish_city(streams, 30)
-    batches = [b async for b in read_stream(streams, "REGISTRY", start=1, stop=31, batch_size=8)]
+    batches = [b async for b in read_stream(nc, "REGISTRY", start=1, stop=31, batch_size=8)]
     sequences = [m.metadata.sequence.stream for b in batches for m in b]
     assert sequences == list(range(1, 32))
     assert all(len(b) <= 8 for b in batches)
-    tail = [m.metadata.sequence.stream async for b in read_stream(streams, "REGISTRY", start=29, stop=31) for m in b]
+    tail = [m.metadata.sequence.stream async for b in read_stream(nc, "REGISTRY", start=29, stop=31) for m in b]
     assert tail == [29, 30, 31]
-    assert [b async for b in read_stream(streams, "REGISTRY", start=40, stop=31)] == []
+    assert [b async for b in read_stream(nc, "REGISTRY", start=40, stop=31)] == []
 
 
-async def test_live_figures_follow_the_streams(streams, projector) -> None:
-    followers = [asyncio.create_task(projector.follow(streams, c)) for c in ("registry", "points")]
+async def test_live_figures_follow_the_streams(nc, streams, projector) -> None:
+    followers = [asyncio.create_task(projector.follow(nc, c)) for c in ("registry", "points")]
     try:
         await publish_city(streams, 12)
         live = await eventually(lambda: figures(projector), lambda f: caught_up(f, 12))
@@ -88,15 +88,15 @@ async def test_live_figures_follow_the_streams(streams, projector) -> None:
         await asyncio.gather(*followers, return_exceptions=True)
 
 
-async def test_a_rebuild_from_zero_gives_the_live_figures_in_any_stream_order(streams, projector) -> None:
+async def test_a_rebuild_from_zero_gives_the_live_figures_in_any_stream_order(nc, streams, projector) -> None:
     await publish_city(streams, 20)
-    followers = [asyncio.create_task(projector.follow(streams, c)) for c in ("registry", "points")]
+    followers = [asyncio.create_task(projector.follow(nc, c)) for c in ("registry", "points")]
     try:
         live = await eventually(lambda: figures(projector), lambda f: caught_up(f, 20))
-        first = await projector.rebuild(streams, stream_order=["points", "dispatch", "registry"])
+        first = await projector.rebuild(nc, stream_order=["points", "dispatch", "registry"])
         assert first == 2 and await projector.active_generation() == 2
         assert await figures(projector) == live
-        second = await projector.rebuild(streams, stream_order=["registry", "points", "dispatch"])
+        second = await projector.rebuild(nc, stream_order=["registry", "points", "dispatch"])
         assert await figures(projector, second) == live
         # The followers moved to the new generation and keep it current.
         await publish_city(streams, 1)
@@ -111,16 +111,55 @@ async def test_a_rebuild_from_zero_gives_the_live_figures_in_any_stream_order(st
         await asyncio.gather(*followers, return_exceptions=True)
 
 
-async def test_an_event_the_projection_cannot_read_is_parked_and_the_rebuild_goes_on(streams, projector) -> None:
+async def test_an_event_the_projection_cannot_read_is_parked_and_the_rebuild_goes_on(nc, streams, projector) -> None:
     await publish_city(streams, 3)
     newer = json.loads(registered_envelope(9).to_json())
     newer["schema_version"] = 2
     await streams.publish("registry.370303.volunteer.registered", json.dumps(newer).encode(), stream="REGISTRY")
     await streams.publish("registry.370303.volunteer.registered", registered_envelope(10).to_json(), stream="REGISTRY")
 
-    generation = await projector.rebuild(streams)
+    generation = await projector.rebuild(nc)
     result = await figures(projector, generation)
     assert result[(DISTRICT, "volunteers.registered")] == 4
     parked = await streams.get_msg("DEADLETTER", 1)
     assert "schema version 2 is not known" in parked.headers["Beacon-Reason"]
     assert parked.headers["Beacon-Consumer"] == "projection-figures"
+
+
+async def test_a_long_stream_is_read_whole_without_a_gap(nc, streams) -> None:
+    body = registered_envelope(1).to_json()
+    for chunk in range(0, 30_000, 2_000):
+        futures = [
+            await streams.publish_async("registry.370303.volunteer.registered", body, stream="REGISTRY")
+            for _ in range(2_000)
+        ]
+        await asyncio.gather(*futures)
+    expected = 1
+    async for batch in read_stream(nc, "REGISTRY", start=1, stop=30_000, batch_size=500):
+        for msg in batch:
+            assert msg.metadata.sequence.stream == expected
+            expected += 1
+    assert expected == 30_001
+
+
+async def test_a_follower_resumes_in_order_when_its_consumer_disappears(nc, streams) -> None:
+    for n in range(1, 11):
+        await streams.publish("registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY")
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for batch in read_stream(nc, "REGISTRY", start=1, batch_size=4):
+            seen.extend(m.metadata.sequence.stream for m in batch)
+
+    task = asyncio.create_task(follow())
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(seen)), lambda n: n == 10)
+        for name in await streams.consumers_info("REGISTRY"):
+            await streams.delete_consumer("REGISTRY", name.name)
+        for n in range(11, 21):
+            await streams.publish("registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY")
+        await eventually(lambda: asyncio.sleep(0, len(seen)), lambda n: n >= 20, timeout=20)
+        assert seen == list(range(1, 21))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg

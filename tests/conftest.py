@@ -11,6 +11,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 import shared.events  # noqa: F401  (registers the catalog)
+from shared.eventstore import EventStore
+from tests.factories import event_store
 from tests.infra.nats import nats_server
 from tests.infra.postgres import postgres_server, throwaway_database
 
@@ -37,6 +39,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     admin_url = request.getfixturevalue("postgres_admin_url")
     async with throwaway_database(admin_url) as url:
         yield url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    """An event store with nothing but the event store's tables, on each database."""
+    events = event_store(database_url)
+    await events.create_tables()
+    yield events
+    await events.engine.dispose()
 
 
 @pytest.fixture

@@ -8,15 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.eventstore import ConcurrencyConflict, EventStore
-from tests.factories import PATH, event_store, registered
-
-
-@pytest.fixture
-async def store(database_url: str):
-    events = event_store(database_url)
-    await events.create_tables()
-    yield events
-    await events.engine.dispose()
+from tests.factories import PATH, registered
 
 
 async def count(store: EventStore, table) -> int:

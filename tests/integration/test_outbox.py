@@ -15,16 +15,8 @@ from sqlalchemy import select
 from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.eventstore import EventStore
 from shared.outbox import OutboxRelay, RelaySettings
-from tests.factories import PATH, event_store, registered
+from tests.factories import PATH, registered
 from tests.infra.nats import restartable_nats_server
-
-
-@pytest.fixture
-async def store(database_url: str):
-    events = event_store(database_url)
-    await events.create_tables()
-    yield events
-    await events.engine.dispose()
 
 
 async def append(store: EventStore, count: int, start: int = 1) -> list[str]:

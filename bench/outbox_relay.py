@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ from shared.events.registry import VolunteerRegistered
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.outbox import OutboxRelay, RelaySettings
 
+CONSENTED = datetime(2026, 1, 1, tzinfo=UTC)
+
 NAME = "outbox_relay"
 # Appends run at well under 1,000 events/s on SQLite here (one aggregate per event), so the
 # default keeps the whole benchmark under a minute on two cores; --events 100000 for the long run.
@@ -66,6 +69,7 @@ def volunteer(n: int) -> tuple[VolunteerRegistered, tuple[str, ...]]:
         gender="female" if n % 2 else "male",
         political_status=STATUSES[n % 7 % 4],
         skills=["first_aid"],
+        consented_at=CONSENTED,
     )
     return event, (DISTRICT, street, community)
 

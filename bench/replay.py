@@ -22,6 +22,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ from shared.db import make_engine
 from shared.events.points import PointsAccountOpened
 from shared.events.registry import OrgUnitCreated, VolunteerRegistered
 from shared.replay import Projector, last_sequence, read_stream
+
+CONSENTED = datetime(2026, 1, 1, tzinfo=UTC)
 
 NAME = "replay"
 DISTRICT = "370303"
@@ -147,6 +150,7 @@ async def publish_city(js: JetStreamContext, volunteers: int, chunk: int) -> int
                 gender="female" if n % 2 else "male",
                 political_status=STATUSES[n % 7 % 4],
                 skills=["first_aid"],
+                consented_at=CONSENTED,
             ),
             aggregate_id=number,
             aggregate_version=1,

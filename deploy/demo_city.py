@@ -55,6 +55,7 @@ def load(registry_url: str) -> dict[str, int]:
                 "community_code": communities[n % len(communities)],
                 "political_status": STATUSES[n % len(STATUSES)],
                 "skills": rng.sample(SKILLS, 2),
+                "consent": True,
             }
             created["volunteers"] += _post(client, "/volunteers", body)
     return created

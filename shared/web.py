@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from shared.errors import Conflict, Invalid, NotFound, Refused
@@ -18,13 +19,25 @@ PROBLEM = "application/problem+json"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting; every event records it. (Sign-in and roles arrive with issue 7.)"""
+    """Who is acting; every event records it.
+
+    Until sign-in arrives (issue 7) the caller states who they are and their roles in the
+    `X-Beacon-Actor` and `X-Beacon-Roles` headers: a stand-in, trusted as given.
+    """
 
     id: str
+    roles: frozenset[str] = frozenset()
+
+    def has_any(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
 
 
-def _actor(x_beacon_actor: Annotated[str | None, Header(max_length=100)] = None) -> Actor:
-    return Actor(x_beacon_actor or "anonymous")
+def _actor(
+    x_beacon_actor: Annotated[str | None, Header(max_length=100)] = None,
+    x_beacon_roles: Annotated[str | None, Header(max_length=500)] = None,
+) -> Actor:
+    roles = frozenset(r.strip() for r in (x_beacon_roles or "").split(",") if r.strip())
+    return Actor(x_beacon_actor or "anonymous", roles)
 
 
 CurrentActor = Annotated[Actor, Depends(_actor)]
@@ -63,6 +76,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConcurrencyConflict)
     async def conflict(_: Request, error: ConcurrencyConflict) -> JSONResponse:
         return problem(409, "Concurrent change", str(error), aggregate_type=error.aggregate_type, aggregate_id=error.aggregate_id)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(_: Request, error: IntegrityError) -> JSONResponse:
+        # A uniqueness rule caught a race the handler's own check could not see.
+        return problem(409, "Concurrent change", "another request changed the same thing first; retry")
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import MetaData
 
 from shared.catalog import catalog
@@ -9,6 +11,8 @@ from shared.db import make_engine
 from shared.envelope import EventEnvelope
 from shared.events.registry import VolunteerRegistered
 from shared.eventstore import EventStore, EventStoreSchema
+
+CONSENTED = datetime(2026, 1, 1, tzinfo=UTC)
 
 DISTRICT = "370303"
 STREET = "370303001000"
@@ -31,6 +35,7 @@ def registered(n: int, *, party: bool = False) -> VolunteerRegistered:
         gender="female" if n % 2 else "male",
         political_status="party_member" if party else "masses",
         skills=["first_aid"],
+        consented_at=CONSENTED,
     )
 
 
@@ -40,3 +45,8 @@ def registered_envelope(n: int, **options: object) -> EventEnvelope:
 
 def event_store(database_url: str) -> EventStore:
     return EventStore(make_engine(database_url), EventStoreSchema(MetaData()))
+
+
+# Personal-data keys for tests only (base64 of 32 bytes each).
+TEST_PERSONAL_DATA_KEY = "dGVzdC1vbmx5LXBlcnNvbmFsLWRhdGEta2V5LTMyYnk="
+TEST_ID_INDEX_KEY = "dGVzdC1vbmx5LWlkLWluZGV4LWtleS0tLTMyLWJ5dGU="

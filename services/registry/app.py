@@ -1,16 +1,69 @@
-"""Wiring of the registry service: settings, store, bus, routes."""
+"""Wiring of the registry service: settings, store, personal-data vault, bus, routes, jobs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
 from fastapi import FastAPI
+from nats.aio.client import Client
+from sqlalchemy.engine import make_url
 
 import shared.events  # noqa: F401  (registers the catalog)
-from services.registry import api, store
+from services.registry import store
+from services.registry.api import org, teams, training, volunteers
+from services.registry.handlers import Registry
+from services.registry.handlers import volunteers as volunteer_handlers
+from services.registry.vault import Vault, VaultKeys
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
+
+class RegistrySettings(ServiceSettings):
+    personal_data_key: str = ""  # base64 of 32 bytes: seals each volunteer's own key
+    id_index_key: str = ""  # base64 of at least 32 bytes: keys the ID-number hash
+
+
+def vault_keys(settings: RegistrySettings) -> VaultKeys:
+    if settings.personal_data_key and settings.id_index_key:
+        return VaultKeys.from_settings(settings.personal_data_key, settings.id_index_key)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return VaultKeys.from_file(Path(url.database).with_suffix(".keys.json"))
+    raise RuntimeError("set BEACON_PERSONAL_DATA_KEY and BEACON_ID_INDEX_KEY: personal data is sealed with them")
+
+
+async def expire_certifications_daily(registry: Registry) -> None:
+    while True:
+        try:
+            expired = await volunteer_handlers.expire_certifications(registry, date.today())
+            if expired:
+                log.info("expired %d certifications", expired)
+        except Exception:
+            log.exception("certification expiry failed; trying again in an hour")
+            await asyncio.sleep(3600)
+            continue
+        tomorrow = datetime.combine(date.today() + timedelta(days=1), datetime.min.time())
+        await asyncio.sleep(max((tomorrow - datetime.now()).total_seconds(), 1))
+
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = (settings or ServiceSettings()).for_service("registry")
-    runtime = ServiceRuntime(settings, store.schema)
-    return runtime.create_app(api.router, title="Beacon registry", description="Org tree, practice sites, volunteers.")
+    base = (settings or RegistrySettings()).for_service("registry")
+    registry_settings = base if isinstance(base, RegistrySettings) else RegistrySettings(**base.model_dump())
+    runtime = ServiceRuntime(registry_settings, store.schema)
+    registry = Registry(runtime.store, Vault(vault_keys(registry_settings)))
+
+    async def expiry_job(_: Client) -> None:
+        await expire_certifications_daily(registry)
+
+    runtime.add_worker(expiry_job)
+    app = runtime.create_app(
+        org.router, volunteers.router, teams.router, training.router,
+        title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training.",
+    )
+    app.state.registry = registry
+    return app

@@ -1,13 +1,28 @@
-"""Registry's tables (views kept in the same transaction as its events) and queries."""
+"""Registry's tables: views kept in the same transaction as its events, and their queries.
+
+Personal data lives only in `volunteers` (sealed, see vault.py) and never in events.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.registry.domain import OrgUnit
-from shared.db import UtcDateTime
-from shared.events.common import OrgLevel
+from services.registry.domain.org import OrgUnit, Site
+from shared.db import UtcDateTime, upsert
+from shared.events.common import OrgLevel, SiteLevel
 from shared.eventstore import EventStoreSchema
 
 metadata = MetaData()
@@ -22,7 +37,7 @@ org_units = Table(
     Column("name", String(100), nullable=False),
     Column("population", Integer, nullable=False),
     Column("party_members", Integer, nullable=False),
-    Column("path", String(200), nullable=False),
+    Column("path", String(200), nullable=False, index=True),
 )
 
 sites = Table(
@@ -30,40 +45,129 @@ sites = Table(
     metadata,
     Column("site_id", String(40), primary_key=True),
     Column("org_unit_code", String(15), nullable=False, index=True),
+    Column("path", String(200), nullable=False),
     Column("level", String(20), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("name", String(100), nullable=False),
+    Column("opened_on", Date, nullable=False),
+    Column("closed_on", Date),
 )
 
-# Personal data lives here only, never in events. (Encryption at rest comes with issue 3.)
 volunteers = Table(
     "volunteers",
     metadata,
     Column("volunteer_number", String(20), primary_key=True),
-    Column("id_number", String(18), nullable=False, unique=True),
-    Column("name", String(100), nullable=False),
-    Column("phone", String(20), nullable=False),
+    # Keyed hash of the ID number: finds a second registration without storing the number.
+    Column("id_index", String(64), unique=True),
+    Column("name_sealed", LargeBinary),
+    Column("id_number_sealed", LargeBinary),
+    Column("phone_sealed", LargeBinary),
     Column("community_code", String(15), nullable=False, index=True),
-    Column("political_status", String(20), nullable=False),
-    Column("skills", String(500), nullable=False),
-    Column("status", String(20), nullable=False),
+    Column("org_path", String(200), nullable=False, index=True),
+    Column("political_status", String(20), nullable=False, index=True),
+    Column("age_band", String(10), nullable=False),
+    Column("gender", String(10), nullable=False),
+    Column("status", String(20), nullable=False, index=True),
+    Column("reported_in_at", String(15)),
     Column("registered_at", UtcDateTime, nullable=False),
+    Column("consented_at", UtcDateTime),
+    Column("personal_data_destroyed", Boolean, nullable=False, default=False),
+)
+
+# One key per volunteer; deleting the row makes their sealed personal data unreadable.
+volunteer_keys = Table(
+    "volunteer_keys",
+    metadata,
+    Column("volunteer_number", String(20), ForeignKey("volunteers.volunteer_number"), primary_key=True),
+    Column("sealed_key", LargeBinary, nullable=False),
+)
+
+volunteer_skills = Table(
+    "volunteer_skills",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("skill", String(40), primary_key=True, index=True),
+)
+
+certifications = Table(
+    "certifications",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("certification", String(40), primary_key=True, index=True),
+    Column("granted_on", Date, nullable=False),
+    Column("expires_on", Date, index=True),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("team_id", String(12), primary_key=True),
+    Column("site_id", String(40), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("field", String(40)),
+    Column("description", String(2000), nullable=False, default=""),
+    Column("capacity", Integer, nullable=False),
+    Column("leader_number", String(20), nullable=False),
+    Column("dissolved", Boolean, nullable=False, default=False),
+)
+
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("team_id", String(12), primary_key=True),
+    Column("volunteer_number", String(20), primary_key=True, index=True),
+    Column("state", String(12), nullable=False),  # member, applied, invited
+)
+
+training_sessions = Table(
+    "training_sessions",
+    metadata,
+    Column("session_id", String(40), primary_key=True),
+    Column("site_id", String(40), nullable=False, index=True),
+    Column("topic", String(40), nullable=False),
+    Column("held_on", Date, nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("trainer", String(100), nullable=False),  # a person's name: kept here, not in events
+)
+
+training_attendance = Table(
+    "training_attendance",
+    metadata,
+    Column("session_id", String(40), primary_key=True),
+    Column("volunteer_number", String(20), primary_key=True, index=True),
 )
 
 
 async def find_org_unit(conn: AsyncConnection, code: str) -> OrgUnit | None:
-    row = (await conn.execute(select(org_units.c.code, org_units.c.level, org_units.c.path).where(org_units.c.code == code))).first()
+    row = (await conn.execute(select(org_units).where(org_units.c.code == code))).mappings().first()
     if row is None:
         return None
-    return OrgUnit(row.code, OrgLevel(row.level), tuple(row.path.split("/")))
+    return OrgUnit(row["code"], OrgLevel(row["level"]), tuple(row["path"].split("/")), row["parent_code"], row["name"])
 
 
-async def holder_of_id_number(conn: AsyncConnection, id_number: str) -> str | None:
-    return await conn.scalar(select(volunteers.c.volunteer_number).where(volunteers.c.id_number == id_number))
+async def find_site(conn: AsyncConnection, site_id: str) -> Site | None:
+    row = (await conn.execute(select(sites).where(sites.c.site_id == site_id))).mappings().first()
+    if row is None:
+        return None
+    return Site(row["site_id"], row["org_unit_code"], SiteLevel(row["level"]), tuple(row["path"].split("/")), row["closed_on"] is not None)
 
 
-async def next_volunteer_number(conn: AsyncConnection) -> str:
-    # Serialised by the write transaction on SQLite; on PostgreSQL a race ends in the
-    # primary key's conflict, which the caller sees as a 409 to retry.
-    count = await conn.scalar(select(func.count()).select_from(volunteers)) or 0
-    return f"V{count + 1:08d}"
+async def holder_of_id_index(conn: AsyncConnection, id_index: str) -> str | None:
+    return await conn.scalar(select(volunteers.c.volunteer_number).where(volunteers.c.id_index == id_index))
+
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+
+async def next_number(conn: AsyncConnection, prefix: str, digits: int = 8) -> str:
+    """The next number of a series (V00000001, T00000001, ...), one row lock per series."""
+    statement = upsert(conn, counters).values(name=prefix, value=1)
+    statement = statement.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1})
+    value = await conn.scalar(statement.returning(counters.c.value))
+    return f"{prefix}{value:0{digits}d}"

@@ -48,3 +48,34 @@ class AgeBand(StrEnum):
 
 DivisionCode = Annotated[str, StringConstraints(pattern=r"^\d{6}(\d{6}(\d{3})?)?$")]
 VolunteerNumber = Annotated[str, StringConstraints(pattern=r"^V\d{6,12}$")]
+
+
+class SiteKind(StrEnum):
+    """Where a practice site stands: the kinds the districts count separately."""
+
+    district_centre = "district_centre"
+    street_institute = "street_institute"
+    community = "community"
+    grid = "grid"
+    window_unit = "window_unit"
+    public_place = "public_place"
+    scenic_spot = "scenic_spot"
+    park = "park"
+
+
+class TeamKind(StrEnum):
+    general = "general"
+    professional = "professional"
+    brand_project = "brand_project"
+
+
+class VolunteerStatus(StrEnum):
+    pending = "pending"
+    verified = "verified"
+    suspended = "suspended"
+    deregistered = "deregistered"
+
+
+TeamId = Annotated[str, StringConstraints(pattern=r"^T\d{6,10}$")]
+SiteId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
+Skill = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]

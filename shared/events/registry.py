@@ -1,7 +1,12 @@
-"""Registry's public events: who and where (org units, practice sites, volunteers)."""
+"""Registry's public events: who and where (org units, practice sites, volunteers, teams,
+training). None carries a name, an ID number or a phone number: a volunteer appears only by
+volunteer number, with age band, gender, political status and skills."""
 
 from __future__ import annotations
 
+from datetime import date
+
+from pydantic import AwareDatetime as AwareDatetimeField
 from pydantic import Field
 
 from shared.catalog import Event, catalog
@@ -11,7 +16,12 @@ from shared.events.common import (
     Gender,
     OrgLevel,
     PoliticalStatus,
+    SiteId,
+    SiteKind,
     SiteLevel,
+    Skill,
+    TeamId,
+    TeamKind,
     VolunteerNumber,
 )
 
@@ -35,11 +45,21 @@ class SiteOpened(Event):
     """A civilisation-practice site opened: a centre for a district, an institute for a street,
     a station for a community, or a point (grid, window unit, public place, scenic spot, park)."""
 
-    site_id: str = Field(min_length=1, max_length=40)
+    site_id: SiteId
     org_unit_code: DivisionCode
     level: SiteLevel
-    kind: str = Field(min_length=1, max_length=40, description="community, window_unit, public_place, scenic_spot, park")
+    kind: SiteKind
     name: str = Field(min_length=1, max_length=100)
+    opened_on: date
+
+
+@catalog.register(context="registry", aggregate="site", action="closed")
+class SiteClosed(Event):
+    """A practice site closed; its history (activities, teams, hours) stays counted where it was."""
+
+    site_id: SiteId
+    closed_on: date
+    reason: str = Field(min_length=1, max_length=200)
 
 
 @catalog.register(context="registry", aggregate="volunteer", action="registered")
@@ -53,4 +73,183 @@ class VolunteerRegistered(Event):
     age_band: AgeBand
     gender: Gender
     political_status: PoliticalStatus
-    skills: list[str] = Field(default_factory=list, max_length=50)
+    skills: list[Skill] = Field(default_factory=list, max_length=50)
+    consented_at: AwareDatetimeField = Field(description="When the volunteer consented to the use of their data.")
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="verified")
+class VolunteerVerified(Event):
+    """Station staff checked the volunteer's identity: they may now be dispatched."""
+
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="profile_updated")
+class VolunteerProfileUpdated(Event):
+    """The volunteer's skills or political status changed (the new values, in full)."""
+
+    volunteer_number: VolunteerNumber
+    political_status: PoliticalStatus
+    skills: list[Skill] = Field(max_length=50)
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="suspended")
+class VolunteerSuspended(Event):
+    """The volunteer may not be dispatched until reactivated."""
+
+    volunteer_number: VolunteerNumber
+    reason: str = Field(min_length=1, max_length=200)
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="reactivated")
+class VolunteerReactivated(Event):
+    """A suspended volunteer is active (verified) again and may be dispatched."""
+
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="deregistered")
+class VolunteerDeregistered(Event):
+    """The volunteer left. On their request their personal data was destroyed; the anonymous
+    history (hours, activities, figures) stays, under the volunteer number."""
+
+    volunteer_number: VolunteerNumber
+    on_request: bool
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="reported_in")
+class PartyMemberReportedIn(Event):
+    """A party-member volunteer reported in to the community where they live (党员到社区报到)."""
+
+    volunteer_number: VolunteerNumber
+    community_code: DivisionCode
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="transferred")
+class VolunteerTransferred(Event):
+    """The volunteer's home community changed (关系转接), perhaps across districts. The envelope's
+    `org_path` is the new community's; `from_org_path` the old one's, so both districts see it."""
+
+    volunteer_number: VolunteerNumber
+    from_community_code: DivisionCode
+    from_org_path: list[DivisionCode] = Field(min_length=1)
+    to_community_code: DivisionCode
+    approved_by: str = Field(min_length=1, max_length=100, description="The approving staff account.")
+
+
+@catalog.register(context="registry", aggregate="team", action="created")
+class TeamCreated(Event):
+    """A volunteer team was founded under a practice site, with its leader as first member."""
+
+    team_id: TeamId
+    site_id: SiteId
+    name: str = Field(min_length=1, max_length=100)
+    kind: TeamKind
+    field: str | None = Field(default=None, max_length=40, description="For professional teams: medical, legal, ...")
+    capacity: int = Field(ge=1, le=100_000)
+    leader_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="member_applied")
+class TeamMemberApplied(Event):
+    """A volunteer applied to join a team; its leader approves or rejects."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="application_rejected")
+class TeamApplicationRejected(Event):
+    """A team's leader turned an application down; the volunteer may apply again later."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="member_invited")
+class TeamMemberInvited(Event):
+    """A team's leader invited a volunteer; the volunteer accepts or declines."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="invitation_declined")
+class TeamInvitationDeclined(Event):
+    """A volunteer declined a team's invitation; the leader may invite them again."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="member_joined")
+class TeamMemberJoined(Event):
+    """A volunteer joined a team: their application was approved, or they accepted an invitation."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+    via: str = Field(pattern=r"^(application|invitation)$")
+
+
+@catalog.register(context="registry", aggregate="team", action="member_left")
+class TeamMemberLeft(Event):
+    """A volunteer left a team, or was removed by its leader."""
+
+    team_id: TeamId
+    volunteer_number: VolunteerNumber
+    removed: bool = False
+
+
+@catalog.register(context="registry", aggregate="team", action="leader_changed")
+class TeamLeaderChanged(Event):
+    """A team has a new leader, a member of it."""
+
+    team_id: TeamId
+    leader_number: VolunteerNumber
+    previous_leader_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="team", action="dissolved")
+class TeamDissolved(Event):
+    """A team was dissolved; its members are no longer in it; its history stays."""
+
+    team_id: TeamId
+    reason: str = Field(min_length=1, max_length=200)
+
+
+@catalog.register(context="registry", aggregate="training", action="held")
+class TrainingSessionHeld(Event):
+    """A pre-job training session took place at a site (岗前培训): first aid, traffic guidance, ..."""
+
+    session_id: str = Field(min_length=1, max_length=40)
+    site_id: SiteId
+    topic: Skill
+    held_on: date
+    hours: float = Field(gt=0, le=24)
+
+
+@catalog.register(context="registry", aggregate="training", action="attended")
+class TrainingAttended(Event):
+    """A volunteer attended a training session: it counts among the session's trainees."""
+
+    session_id: str = Field(min_length=1, max_length=40)
+    volunteer_number: VolunteerNumber
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="certified")
+class CertificationGranted(Event):
+    """A volunteer holds a certification until it expires; dispatch may require it for an order."""
+
+    volunteer_number: VolunteerNumber
+    certification: Skill
+    granted_on: date
+    expires_on: date | None = Field(description="None: it does not expire.")
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="certification_expired")
+class CertificationExpired(Event):
+    """A volunteer's certification reached its expiry date (emitted by the daily expiry job)."""
+
+    volunteer_number: VolunteerNumber
+    certification: Skill
+    expired_on: date

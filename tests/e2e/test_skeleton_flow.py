@@ -14,10 +14,11 @@ import pytest
 
 from services.dispatch.app import create_app as dispatch_app
 from services.points.app import create_app as points_app
+from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from services.reporting.app import create_app as reporting_app
 from shared.settings import ServiceSettings
-from tests.factories import resident_id
+from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.postgres import throwaway_database
 from tests.infra.waiting import eventually
 
@@ -26,7 +27,14 @@ BUILDERS = {"registry": registry_app, "dispatch": dispatch_app, "points": points
 
 @contextlib.asynccontextmanager
 async def service(name: str, nats_url: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = BUILDERS[name](ServiceSettings(nats_url=nats_url, database_url=database_url))
+    if name == "registry":
+        settings = RegistrySettings(
+            nats_url=nats_url, database_url=database_url,
+            personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY,
+        )
+    else:
+        settings = ServiceSettings(nats_url=nats_url, database_url=database_url)
+    app = BUILDERS[name](settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
             yield client
@@ -72,6 +80,7 @@ def volunteer(n: int, party: bool = False) -> dict[str, object]:
         "community_code": "370303001001",
         "political_status": "party_member" if party else "masses",
         "skills": ["first_aid"],
+        "consent": True,
     }
 
 

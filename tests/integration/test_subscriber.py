@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import date
 
 import pytest
 from faststream.nats import NatsBroker
@@ -169,7 +170,7 @@ async def test_events_it_has_no_handler_for_are_acknowledged_and_skipped(store, 
     broker = await running(nats_url, reactor_for(store))
     try:
         site = catalog.envelope(
-            SiteOpened(site_id="s1", org_unit_code="370303001001", level="station", kind="community", name="和平站"),
+            SiteOpened(site_id="s1", org_unit_code="370303001001", level="station", kind="community", name="和平站", opened_on=date(2026, 1, 1)),
             aggregate_id="s1", aggregate_version=1, org_path=("370303",), actor="t",
         )
         await publish(streams, site.to_json(), "m1", subject="registry.370303.site.opened")

@@ -1,0 +1,233 @@
+"""Volunteers: registration, lookup and search, lifecycle, report-in, transfer, certifications."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.registry import store
+from services.registry.api import PERSONAL_DATA_ROLES, registry_of
+from services.registry.domain import identity
+from services.registry.domain.volunteers import Volunteer
+from services.registry.handlers import volunteers as handlers
+from shared.db import reading
+from shared.errors import NotFound
+from shared.events.common import DivisionCode, PoliticalStatus, VolunteerStatus
+from shared.web import Actor, CurrentActor
+
+router = APIRouter(tags=["volunteers"])
+
+
+class NewVolunteer(BaseModel):
+    name: str = Field(min_length=1, max_length=50)
+    id_number: str = Field(min_length=18, max_length=18, description="Resident ID number (GB 11643).")
+    phone: str = Field(min_length=11, max_length=16, description="Mainland mobile number.")
+    community_code: DivisionCode
+    political_status: PoliticalStatus = PoliticalStatus.masses
+    skills: list[str] = Field(default_factory=list, max_length=50)
+    consent: bool = Field(description="The volunteer agrees to the use of their data; required.")
+
+
+class ProfileChange(BaseModel):
+    political_status: PoliticalStatus
+    skills: list[str] = Field(max_length=50)
+
+
+class Reason(BaseModel):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class Deregistration(BaseModel):
+    on_request: bool = Field(description="The volunteer asked: their personal data is destroyed.")
+
+
+class Transfer(BaseModel):
+    to_community_code: DivisionCode
+
+
+class Certification(BaseModel):
+    certification: str = Field(min_length=1, max_length=40)
+    granted_on: date | None = None
+    expires_on: date | None = None
+
+
+def _state(volunteer: Volunteer) -> dict[str, Any]:
+    return {
+        "volunteer_number": volunteer.number,
+        "status": volunteer.status,
+        "community_code": volunteer.community_code,
+        "org_path": list(volunteer.org_path),
+        "political_status": volunteer.political_status,
+        "skills": list(volunteer.skills),
+        "reported_in_at": volunteer.reported_in_at,
+        "certifications": {k: (v.isoformat() if v else None) for k, v in sorted(volunteer.certifications.items())},
+    }
+
+
+@router.post("/volunteers", status_code=201)
+async def register(body: NewVolunteer, request: Request, actor: CurrentActor) -> dict[str, str]:
+    number = await handlers.register(registry_of(request), actor, today=date.today(), **body.model_dump())
+    return {"volunteer_number": number, "status": "pending"}
+
+
+async def _row(conn: AsyncConnection, number: str) -> dict[str, Any]:
+    v = store.volunteers
+    row = (await conn.execute(select(v).where(v.c.volunteer_number == number))).mappings().first()
+    if row is None:
+        raise NotFound(f"unknown volunteer {number}")
+    return dict(row)
+
+
+async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], actor: Actor, *, clear: bool) -> dict[str, Any]:
+    number = row["volunteer_number"]
+    skills = list((await conn.execute(select(store.volunteer_skills.c.skill).where(store.volunteer_skills.c.volunteer_number == number).order_by(store.volunteer_skills.c.skill))).scalars())
+    shaped = {
+        "volunteer_number": number,
+        "status": row["status"],
+        "community_code": row["community_code"],
+        "org_path": row["org_path"].split("/"),
+        "political_status": row["political_status"],
+        "age_band": row["age_band"],
+        "gender": row["gender"],
+        "skills": skills,
+        "reported_in_at": row["reported_in_at"],
+        "registered_at": row["registered_at"],
+        "consented_at": row["consented_at"],
+        "name": None,
+        "id_number": None,
+        "phone": None,
+        "personal_data_destroyed": row["personal_data_destroyed"],
+    }
+    if clear and not row["personal_data_destroyed"]:
+        personal = await handlers.personal_data(registry_of(request), number)
+        if personal:
+            if actor.has_any(*PERSONAL_DATA_ROLES):
+                shaped.update(personal)
+            else:
+                shaped.update(
+                    name=identity.mask_name(personal["name"]),
+                    id_number=identity.mask_id_number(personal["id_number"]),
+                    phone=identity.mask_phone(personal["phone"]),
+                )
+    return shaped
+
+
+@router.get("/volunteers/{number}")
+async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A volunteer; name, ID number and phone are masked unless the caller's role allows."""
+    async with reading(registry_of(request).events.engine) as conn:
+        return await _shape(request, conn, await _row(conn, number), actor, clear=True)
+
+
+@router.get("/volunteers/{number}/history")
+async def history(number: str, request: Request) -> list[dict[str, Any]]:
+    """Everything that happened to a volunteer, with who did it: transfers keep their approver."""
+    envelopes = await registry_of(request).events.load("volunteer", number)
+    if not envelopes:
+        raise NotFound(f"unknown volunteer {number}")
+    return [
+        {"type": e.type, "version": e.aggregate_version, "occurred_at": e.occurred_at, "actor": e.actor, "org_path": list(e.org_path), "payload": e.payload}
+        for e in envelopes
+    ]
+
+
+@router.get("/volunteers")
+async def search(
+    request: Request,
+    actor: CurrentActor,
+    org: Annotated[DivisionCode | None, Query(description="Anywhere under this node of the org tree.")] = None,
+    site: Annotated[str | None, Query(description="Members of the teams of this site.")] = None,
+    team: str | None = None,
+    skill: str | None = None,
+    status: VolunteerStatus | None = None,
+    political_status: PoliticalStatus | None = None,
+    certification: Annotated[str | None, Query(description="Holds it, unexpired today.")] = None,
+    after: Annotated[str | None, Query(description="Cursor: the last volunteer number of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    v = store.volunteers
+    conditions = []
+    async with reading(registry_of(request).events.engine) as conn:
+        if org is not None:
+            node = (await conn.execute(select(store.org_units.c.level, store.org_units.c.path).where(store.org_units.c.code == org))).first()
+            if node is None:
+                raise NotFound(f"unknown org unit {org}", field="org")
+            if node.level == "city":
+                districts = select(store.org_units.c.code).where(store.org_units.c.parent_code == org)
+                conditions.append(func.substr(v.c.org_path, 1, 6).in_(districts))
+            else:
+                conditions.append(or_(v.c.org_path == node.path, v.c.org_path.like(node.path + "/%")))
+        members = store.team_members
+        if team is not None:
+            conditions.append(exists().where(members.c.volunteer_number == v.c.volunteer_number, members.c.team_id == team, members.c.state == "member"))
+        if site is not None:
+            site_teams = select(store.teams.c.team_id).where(store.teams.c.site_id == site)
+            conditions.append(exists().where(members.c.volunteer_number == v.c.volunteer_number, members.c.team_id.in_(site_teams), members.c.state == "member"))
+        if skill is not None:
+            skills = store.volunteer_skills
+            conditions.append(exists().where(skills.c.volunteer_number == v.c.volunteer_number, skills.c.skill == skill))
+        if certification is not None:
+            certs = store.certifications
+            conditions.append(
+                exists().where(
+                    certs.c.volunteer_number == v.c.volunteer_number,
+                    certs.c.certification == certification,
+                    or_(certs.c.expires_on.is_(None), certs.c.expires_on > date.today()),
+                )
+            )
+        if status is not None:
+            conditions.append(v.c.status == status)
+        if political_status is not None:
+            conditions.append(v.c.political_status == political_status)
+        if after is not None:
+            conditions.append(v.c.volunteer_number > after)
+        rows = (await conn.execute(select(v).where(and_(True, *conditions)).order_by(v.c.volunteer_number).limit(limit + 1))).mappings().all()
+        page = [await _shape(request, conn, dict(r), actor, clear=False) for r in rows[:limit]]
+    return {"items": page, "next": page[-1]["volunteer_number"] if len(rows) > limit else None}
+
+
+@router.post("/volunteers/{number}/verify")
+async def verify(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.verify(registry_of(request), actor, number))
+
+
+@router.post("/volunteers/{number}/suspend")
+async def suspend(number: str, body: Reason, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.suspend(registry_of(request), actor, number, body.reason))
+
+
+@router.post("/volunteers/{number}/reactivate")
+async def reactivate(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.reactivate(registry_of(request), actor, number))
+
+
+@router.post("/volunteers/{number}/deregister")
+async def deregister(number: str, body: Deregistration, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.deregister(registry_of(request), actor, number, on_request=body.on_request))
+
+
+@router.put("/volunteers/{number}/profile")
+async def update_profile(number: str, body: ProfileChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.update_profile(registry_of(request), actor, number, body.political_status, body.skills))
+
+
+@router.post("/volunteers/{number}/report-in")
+async def report_in(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.report_in(registry_of(request), actor, number))
+
+
+@router.post("/volunteers/{number}/transfer")
+async def transfer(number: str, body: Transfer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Move the volunteer to another community (关系转接), also across districts; the caller approves."""
+    return _state(await handlers.transfer(registry_of(request), actor, number, body.to_community_code))
+
+
+@router.post("/volunteers/{number}/certifications")
+async def certify(number: str, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    granted_on = body.granted_on or date.today()
+    return _state(await handlers.grant_certification(registry_of(request), actor, number, body.certification, granted_on, body.expires_on))

@@ -1,0 +1,1 @@
+"""Registry's rules, pure: no I/O, commands in, events out."""

@@ -1,0 +1,214 @@
+"""Volunteers: registration, lifecycle, party-member report-in and transfer, certifications.
+
+A volunteer's state is folded from their events; each command returns the events it decides,
+or none when it changes nothing (so repeating a command is harmless), or raises a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from services.registry.domain.identity import ResidentId, age_band
+from services.registry.domain.org import OrgUnit
+from shared.catalog import Event
+from shared.errors import Conflict, Invalid
+from shared.events.common import OrgLevel, PoliticalStatus, VolunteerStatus
+from shared.events.registry import (
+    CertificationExpired,
+    CertificationGranted,
+    PartyMemberReportedIn,
+    VolunteerDeregistered,
+    VolunteerProfileUpdated,
+    VolunteerReactivated,
+    VolunteerRegistered,
+    VolunteerSuspended,
+    VolunteerTransferred,
+    VolunteerVerified,
+)
+
+
+@dataclass(frozen=True)
+class Volunteer:
+    number: str
+    status: VolunteerStatus
+    community_code: str
+    org_path: tuple[str, ...]
+    political_status: PoliticalStatus
+    skills: tuple[str, ...]
+    reported_in_at: str | None = None  # the community a party member reported in to
+    certifications: dict[str, date | None] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def is_party_member(self) -> bool:
+        return self.political_status is PoliticalStatus.party_member
+
+
+def fold(history: Iterable[tuple[tuple[str, ...], Event]]) -> Volunteer | None:
+    """The volunteer as their events left them: (org_path, event) pairs in version order."""
+    volunteer: Volunteer | None = None
+    for org_path, event in history:
+        volunteer = evolve(volunteer, org_path, event)
+    return volunteer
+
+
+def evolve(volunteer: Volunteer | None, org_path: tuple[str, ...], event: Event) -> Volunteer:
+    if isinstance(event, VolunteerRegistered):
+        return Volunteer(
+            event.volunteer_number,
+            VolunteerStatus.pending,
+            event.community_code,
+            org_path,
+            event.political_status,
+            tuple(event.skills),
+            version=1,
+        )
+    assert volunteer is not None, f"{type(event).__name__} before registration"
+    bumped = replace(volunteer, version=volunteer.version + 1)
+    match event:
+        case VolunteerVerified() | VolunteerReactivated():
+            return replace(bumped, status=VolunteerStatus.verified)
+        case VolunteerSuspended():
+            return replace(bumped, status=VolunteerStatus.suspended)
+        case VolunteerDeregistered():
+            return replace(bumped, status=VolunteerStatus.deregistered)
+        case VolunteerProfileUpdated():
+            return replace(bumped, political_status=event.political_status, skills=tuple(event.skills))
+        case PartyMemberReportedIn():
+            return replace(bumped, reported_in_at=event.community_code)
+        case VolunteerTransferred():
+            # The party relationship moves with the member (关系转接): reported in at the new place.
+            moved_report = event.to_community_code if volunteer.reported_in_at else None
+            return replace(bumped, community_code=event.to_community_code, org_path=org_path, reported_in_at=moved_report)
+        case CertificationGranted():
+            return replace(bumped, certifications={**volunteer.certifications, event.certification: event.expires_on})
+        case CertificationExpired():
+            remaining = {k: v for k, v in volunteer.certifications.items() if k != event.certification}
+            return replace(bumped, certifications=remaining)
+    return bumped
+
+
+def normalise_skills(skills: Iterable[str]) -> list[str]:
+    cleaned = sorted({s.strip().lower() for s in skills if s.strip()})
+    for skill in cleaned:
+        if not skill.replace("_", "").isalnum() or not skill[0].isalpha() or not skill.isascii():
+            raise Invalid(f"skill {skill!r}: lower-case letters, digits and _ (e.g. first_aid)", field="skills")
+    return cleaned
+
+
+def register(
+    number: str,
+    resident: ResidentId,
+    community: OrgUnit,
+    political_status: PoliticalStatus,
+    skills: Iterable[str],
+    consented_at: datetime | None,
+    today: date,
+    holder_of_same_id: str | None,
+) -> VolunteerRegistered:
+    if community.level is not OrgLevel.community:
+        raise Invalid(f"{community.code} is a {community.level}, not a community", field="community_code")
+    if consented_at is None:
+        raise Invalid("registration needs the volunteer's consent to the use of their data", field="consent")
+    if holder_of_same_id is not None:
+        raise Conflict(
+            f"this ID number is already registered as volunteer {holder_of_same_id}",
+            field="id_number",
+            volunteer_number=holder_of_same_id,
+        )
+    return VolunteerRegistered(
+        volunteer_number=number,
+        community_code=community.code,
+        age_band=age_band(resident.birth_date, today),
+        gender=resident.gender,
+        political_status=political_status,
+        skills=normalise_skills(skills),
+        consented_at=consented_at,
+    )
+
+
+def _refuse_unless(volunteer: Volunteer, allowed: set[VolunteerStatus], doing: str) -> None:
+    if volunteer.status not in allowed:
+        raise Conflict(f"volunteer {volunteer.number} is {volunteer.status}: cannot {doing}", state=volunteer.status)
+
+
+def verify(volunteer: Volunteer) -> list[Event]:
+    if volunteer.status is VolunteerStatus.verified:
+        return []
+    _refuse_unless(volunteer, {VolunteerStatus.pending}, "verify")
+    return [VolunteerVerified(volunteer_number=volunteer.number)]
+
+
+def suspend(volunteer: Volunteer, reason: str) -> list[Event]:
+    if volunteer.status is VolunteerStatus.suspended:
+        return []
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified}, "suspend")
+    return [VolunteerSuspended(volunteer_number=volunteer.number, reason=reason)]
+
+
+def reactivate(volunteer: Volunteer) -> list[Event]:
+    if volunteer.status is VolunteerStatus.verified:
+        return []
+    _refuse_unless(volunteer, {VolunteerStatus.suspended}, "reactivate")
+    return [VolunteerReactivated(volunteer_number=volunteer.number)]
+
+
+def deregister(volunteer: Volunteer, on_request: bool) -> list[Event]:
+    if volunteer.status is VolunteerStatus.deregistered:
+        return []
+    return [VolunteerDeregistered(volunteer_number=volunteer.number, on_request=on_request)]
+
+
+def update_profile(volunteer: Volunteer, political_status: PoliticalStatus, skills: Iterable[str]) -> list[Event]:
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "update the profile")
+    cleaned = normalise_skills(skills)
+    if (political_status, tuple(cleaned)) == (volunteer.political_status, volunteer.skills):
+        return []
+    return [VolunteerProfileUpdated(volunteer_number=volunteer.number, political_status=political_status, skills=cleaned)]
+
+
+def report_in(volunteer: Volunteer) -> list[Event]:
+    """A party member reports in to the community where they live (their home community)."""
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified}, "report in")
+    if not volunteer.is_party_member:
+        raise Invalid("only party members report in to their community", field="political_status")
+    if volunteer.reported_in_at == volunteer.community_code:
+        return []
+    return [PartyMemberReportedIn(volunteer_number=volunteer.number, community_code=volunteer.community_code)]
+
+
+def transfer(volunteer: Volunteer, destination: OrgUnit, approved_by: str) -> list[Event]:
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "transfer")
+    if destination.level is not OrgLevel.community:
+        raise Invalid(f"{destination.code} is a {destination.level}, not a community", field="to_community_code")
+    if destination.code == volunteer.community_code:
+        raise Invalid("the volunteer already belongs to that community", field="to_community_code")
+    return [
+        VolunteerTransferred(
+            volunteer_number=volunteer.number,
+            from_community_code=volunteer.community_code,
+            from_org_path=list(volunteer.org_path),
+            to_community_code=destination.code,
+            approved_by=approved_by,
+        )
+    ]
+
+
+def grant_certification(volunteer: Volunteer, certification: str, granted_on: date, expires_on: date | None) -> list[Event]:
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "certify")
+    if expires_on is not None and expires_on <= granted_on:
+        raise Invalid("a certification expires after it is granted", field="expires_on")
+    (name,) = normalise_skills([certification])
+    if name in volunteer.certifications and volunteer.certifications[name] == expires_on:
+        return []
+    return [CertificationGranted(volunteer_number=volunteer.number, certification=name, granted_on=granted_on, expires_on=expires_on)]
+
+
+def expire_certifications(volunteer: Volunteer, today: date) -> list[Event]:
+    return [
+        CertificationExpired(volunteer_number=volunteer.number, certification=name, expired_on=expires)
+        for name, expires in sorted(volunteer.certifications.items())
+        if expires is not None and expires <= today
+    ]

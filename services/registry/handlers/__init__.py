@@ -1,0 +1,63 @@
+"""Registry's application services: load an aggregate, let the domain decide, record the events
+and their views in one transaction. Each function is plain and can be called from a test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from services.registry import views
+from services.registry.vault import Vault
+from shared.catalog import Event, catalog
+from shared.envelope import EventEnvelope
+from shared.errors import NotFound
+from shared.eventstore import EventStore, Transaction
+from shared.web import Actor
+
+
+@dataclass(frozen=True)
+class Registry:
+    events: EventStore
+    vault: Vault
+
+
+@dataclass(frozen=True)
+class History:
+    """An aggregate's past: its payloads with their org paths, and its version."""
+
+    entries: list[tuple[tuple[str, ...], Event]]
+    version: int
+    org_path: tuple[str, ...]
+
+    @property
+    def payloads(self) -> list[Event]:
+        return [event for _, event in self.entries]
+
+
+async def load(tx: Transaction, aggregate: str, aggregate_id: str, what: str) -> History:
+    envelopes = await tx.load(aggregate, aggregate_id)
+    if not envelopes:
+        raise NotFound(f"unknown {what} {aggregate_id}")
+    entries = [(e.org_path, catalog.payload_of(e)) for e in envelopes]
+    return History(entries, len(envelopes), envelopes[-1].org_path)
+
+
+async def record(
+    tx: Transaction,
+    aggregate_id: str,
+    expected_version: int,
+    events: Sequence[Event],
+    *,
+    org_path: tuple[str, ...],
+    actor: Actor,
+    correlation_id: UUID | None = None,
+) -> list[EventEnvelope]:
+    """Append the decided events and bring the views along, in the caller's transaction."""
+    if not events:
+        return []
+    envelopes = await tx.record(
+        aggregate_id, expected_version, events, org_path=org_path, actor=actor.id, correlation_id=correlation_id
+    )
+    await views.project(tx.conn, envelopes)
+    return envelopes

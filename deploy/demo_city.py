@@ -11,7 +11,7 @@ CITY = {"code": "370300", "level": "city", "name": "淄博市", "population": 4_
 DISTRICT = {"code": "370303", "level": "district", "name": "张店区", "population": 1_000_000, "party_members": 62_000, "parent_code": "370300"}
 STREETS = {"370303001000": "车站街道", "370303002000": "公园街道", "370303003000": "体育场街道"}
 COMMUNITIES = ("和平社区", "新华社区", "民生社区")
-SKILLS = ("first_aid", "traffic_guidance", "elder_care", "tutoring", "legal_aid", "culture")
+SKILLS = ("first_aid", "traffic_guidance", "elder_care", "tutoring", "legal_aid", "culture_art")
 STATUSES = ("party_member", "league_member", "public_servant", "masses", "masses")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 VOLUNTEERS = 36
@@ -28,7 +28,8 @@ def _post(client: httpx.Client, path: str, body: dict[str, object]) -> bool:
     response = client.post(path, json=body, headers={"X-Beacon-Actor": "demo-loader"})
     if response.status_code == 409:
         return False
-    response.raise_for_status()
+    if response.is_error:
+        raise RuntimeError(f"{path} refused the demo data: {response.status_code} {response.text}")
     return True
 
 

@@ -68,6 +68,7 @@ volunteers = Table(
     Column("age_band", String(10), nullable=False),
     Column("gender", String(10), nullable=False),
     Column("status", String(20), nullable=False, index=True),
+    Column("tags", String(300), nullable=False, default=""),  # free tags, "|"-separated
     Column("reported_in_at", String(15)),
     Column("registered_at", UtcDateTime, nullable=False),
     Column("consented_at", UtcDateTime),

@@ -63,6 +63,7 @@ async def _project(conn: AsyncConnection, envelope: EventEnvelope, event: Event)
             await conn.execute(update(store.sites).where(store.sites.c.site_id == event.site_id).values(closed_on=event.closed_on))
         case ev.VolunteerRegistered():
             # The row itself (with the sealed personal data) is written by the registration.
+            await _set_volunteer(conn, event.volunteer_number, tags="|".join(event.tags))
             await _set_skills(conn, event.volunteer_number, event.skills)
         case ev.VolunteerVerified() | ev.VolunteerReactivated():
             await _set_volunteer(conn, event.volunteer_number, status="verified")
@@ -71,7 +72,7 @@ async def _project(conn: AsyncConnection, envelope: EventEnvelope, event: Event)
         case ev.VolunteerDeregistered():
             await _set_volunteer(conn, event.volunteer_number, status="deregistered")
         case ev.VolunteerProfileUpdated():
-            await _set_volunteer(conn, event.volunteer_number, political_status=event.political_status)
+            await _set_volunteer(conn, event.volunteer_number, political_status=event.political_status, tags="|".join(event.tags))
             await _set_skills(conn, event.volunteer_number, event.skills)
         case ev.PartyMemberReportedIn():
             await _set_volunteer(conn, event.volunteer_number, reported_in_at=event.community_code)

@@ -79,3 +79,17 @@ class VolunteerStatus(StrEnum):
 TeamId = Annotated[str, StringConstraints(pattern=r"^T\d{6,10}$")]
 SiteId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
 Skill = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+# The skills Beacon matches on (Zibo's fields of service and the common trades of volunteers).
+# Anything else a volunteer offers goes into free tags, which are not matched on.
+SKILLS = frozenset(
+    {
+        "first_aid", "traffic_guidance", "elder_care", "child_care", "tutoring", "legal_aid", "medical",
+        "nursing", "psychological_support", "culture_art", "performance", "lecture", "environment",
+        "science_popularisation", "public_security", "tourism_guidance", "smart_help_for_elderly",
+        "sewing", "cooking", "cleaning", "repair", "driving", "photography", "it_support",
+        "translation", "sign_language", "fitness_coaching", "gardening", "disaster_relief",
+    }
+)
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=20, strip_whitespace=True)]

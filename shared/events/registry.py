@@ -20,6 +20,7 @@ from shared.events.common import (
     SiteKind,
     SiteLevel,
     Skill,
+    Tag,
     TeamId,
     TeamKind,
     VolunteerNumber,
@@ -73,7 +74,8 @@ class VolunteerRegistered(Event):
     age_band: AgeBand
     gender: Gender
     political_status: PoliticalStatus
-    skills: list[Skill] = Field(default_factory=list, max_length=50)
+    skills: list[Skill] = Field(default_factory=list, max_length=50, description="From Beacon's skill taxonomy.")
+    tags: list[Tag] = Field(default_factory=list, max_length=10, description="Free tags the volunteer chose.")
     consented_at: AwareDatetimeField = Field(description="When the volunteer consented to the use of their data.")
 
 
@@ -86,11 +88,12 @@ class VolunteerVerified(Event):
 
 @catalog.register(context="registry", aggregate="volunteer", action="profile_updated")
 class VolunteerProfileUpdated(Event):
-    """The volunteer's skills or political status changed (the new values, in full)."""
+    """The volunteer's skills, free tags or political status changed (the new values, in full)."""
 
     volunteer_number: VolunteerNumber
     political_status: PoliticalStatus
     skills: list[Skill] = Field(max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=10)
 
 
 @catalog.register(context="registry", aggregate="volunteer", action="suspended")

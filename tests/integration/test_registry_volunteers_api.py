@@ -56,6 +56,7 @@ def volunteer(n: int, **changes: object) -> dict[str, object]:
         "community_code": "370303001001",
         "political_status": "party_member",
         "skills": ["first_aid", "Elder_Care"],
+        "tags": ["会说方言", "有车"],
         "consent": True,
         **changes,
     }
@@ -109,6 +110,7 @@ async def test_personal_data_is_sealed_masked_for_most_and_clear_for_staff(regis
     assert masked["id_number"] == volunteer(1)["id_number"][:6] + "********" + volunteer(1)["id_number"][14:]
     assert masked["phone"] == "139****0001" and masked["name"] == "王**"
     assert masked["skills"] == ["elder_care", "first_aid"] and masked["age_band"] == "35_59"
+    assert masked["tags"] == ["会说方言", "有车"]
     clear = (await client.get(f"/volunteers/{number}", headers=STAFF)).json()
     assert (clear["name"], clear["id_number"], clear["phone"]) == ("王小明", volunteer(1)["id_number"], "13912340001")
 
@@ -129,7 +131,8 @@ async def test_the_same_id_number_twice_is_a_409_naming_the_volunteer_and_bad_fi
         "community_code": volunteer(2, community_code="370303001999"),
         "phone": volunteer(2, phone="12345678901"),
         "consent": volunteer(2, consent=False),
-        "skills": volunteer(2, skills=["急救"]),
+        "skills": volunteer(2, skills=["basket_weaving"]),
+        "tags": volunteer(2, tags=["这个标签实在是太长了超过了二十个字符的限制了吧"]),
     }
     for field, body in cases.items():
         response = await client.post("/volunteers", json=body)
@@ -147,6 +150,9 @@ async def test_the_lifecycle_runs_pending_verified_suspended_reactivated_deregis
     assert (await client.post(f"/volunteers/{number}/reactivate")).status_code == 409
     assert (await client.post(f"/volunteers/{number}/verify", headers=STAFF)).json()["status"] == "verified"
     assert (await client.post(f"/volunteers/{number}/verify", headers=STAFF)).json()["status"] == "verified"  # idempotent
+    profile = await client.put(f"/volunteers/{number}/profile", json={"political_status": "party_member", "skills": ["tutoring"], "tags": ["周末有空"]})
+    assert (profile.json()["skills"], profile.json()["tags"]) == (["tutoring"], ["周末有空"])
+    assert (await client.get(f"/volunteers/{number}")).json()["tags"] == ["周末有空"]
     assert (await client.post(f"/volunteers/{number}/suspend", json={"reason": "no-show"})).json()["status"] == "suspended"
     assert (await client.post(f"/volunteers/{number}/reactivate")).json()["status"] == "verified"
     assert (await client.post(f"/volunteers/{number}/deregister", json={"on_request": False})).json()["status"] == "deregistered"
@@ -154,7 +160,7 @@ async def test_the_lifecycle_runs_pending_verified_suspended_reactivated_deregis
     assert refused.status_code == 409 and refused.json()["state"] == "deregistered"
     history = (await client.get(f"/volunteers/{number}/history")).json()
     assert [h["type"] for h in history] == [
-        "VolunteerRegistered", "VolunteerVerified", "VolunteerSuspended", "VolunteerReactivated", "VolunteerDeregistered",
+        "VolunteerRegistered", "VolunteerVerified", "VolunteerProfileUpdated", "VolunteerSuspended", "VolunteerReactivated", "VolunteerDeregistered",
     ]
     assert history[1]["actor"] == "staff-7"
     assert (await client.get("/volunteers/V99999999")).status_code == 404

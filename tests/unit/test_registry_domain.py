@@ -96,6 +96,7 @@ def test_registration_carries_no_personal_data_and_refuses_a_second_registration
         "gender": Gender.female,
         "political_status": PoliticalStatus.party_member,
         "skills": ["first_aid"],
+        "tags": [],
         "consented_at": NOW,
     }
     with pytest.raises(Conflict, match="V00000007") as refused:

@@ -29,13 +29,15 @@ class NewVolunteer(BaseModel):
     phone: str = Field(min_length=11, max_length=16, description="Mainland mobile number.")
     community_code: DivisionCode
     political_status: PoliticalStatus = PoliticalStatus.masses
-    skills: list[str] = Field(default_factory=list, max_length=50)
+    skills: list[str] = Field(default_factory=list, max_length=50, description="From the skill taxonomy.")
+    tags: list[str] = Field(default_factory=list, max_length=10, description="Free tags, up to 20 characters each.")
     consent: bool = Field(description="The volunteer agrees to the use of their data; required.")
 
 
 class ProfileChange(BaseModel):
     political_status: PoliticalStatus
     skills: list[str] = Field(max_length=50)
+    tags: list[str] = Field(default_factory=list, max_length=10)
 
 
 class Reason(BaseModel):
@@ -64,6 +66,7 @@ def _state(volunteer: Volunteer) -> dict[str, Any]:
         "org_path": list(volunteer.org_path),
         "political_status": volunteer.political_status,
         "skills": list(volunteer.skills),
+        "tags": list(volunteer.tags),
         "reported_in_at": volunteer.reported_in_at,
         "certifications": {k: (v.isoformat() if v else None) for k, v in sorted(volunteer.certifications.items())},
     }
@@ -95,6 +98,7 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
         "age_band": row["age_band"],
         "gender": row["gender"],
         "skills": skills,
+        "tags": [t for t in row["tags"].split("|") if t],
         "reported_in_at": row["reported_in_at"],
         "registered_at": row["registered_at"],
         "consented_at": row["consented_at"],
@@ -213,7 +217,7 @@ async def deregister(number: str, body: Deregistration, request: Request, actor:
 
 @router.put("/volunteers/{number}/profile")
 async def update_profile(number: str, body: ProfileChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    return _state(await handlers.update_profile(registry_of(request), actor, number, body.political_status, body.skills))
+    return _state(await handlers.update_profile(registry_of(request), actor, number, body.political_status, body.skills, body.tags))
 
 
 @router.post("/volunteers/{number}/report-in")

@@ -14,7 +14,7 @@ from services.registry.domain.identity import ResidentId, age_band
 from services.registry.domain.org import OrgUnit
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
-from shared.events.common import OrgLevel, PoliticalStatus, VolunteerStatus
+from shared.events.common import SKILLS, OrgLevel, PoliticalStatus, VolunteerStatus
 from shared.events.registry import (
     CertificationExpired,
     CertificationGranted,
@@ -37,6 +37,7 @@ class Volunteer:
     org_path: tuple[str, ...]
     political_status: PoliticalStatus
     skills: tuple[str, ...]
+    tags: tuple[str, ...] = ()
     reported_in_at: str | None = None  # the community a party member reported in to
     certifications: dict[str, date | None] = field(default_factory=dict)
     version: int = 0
@@ -63,6 +64,7 @@ def evolve(volunteer: Volunteer | None, org_path: tuple[str, ...], event: Event)
             org_path,
             event.political_status,
             tuple(event.skills),
+            tuple(event.tags),
             version=1,
         )
     assert volunteer is not None, f"{type(event).__name__} before registration"
@@ -75,7 +77,7 @@ def evolve(volunteer: Volunteer | None, org_path: tuple[str, ...], event: Event)
         case VolunteerDeregistered():
             return replace(bumped, status=VolunteerStatus.deregistered)
         case VolunteerProfileUpdated():
-            return replace(bumped, political_status=event.political_status, skills=tuple(event.skills))
+            return replace(bumped, political_status=event.political_status, skills=tuple(event.skills), tags=tuple(event.tags))
         case PartyMemberReportedIn():
             return replace(bumped, reported_in_at=event.community_code)
         case VolunteerTransferred():
@@ -92,9 +94,16 @@ def evolve(volunteer: Volunteer | None, org_path: tuple[str, ...], event: Event)
 
 def normalise_skills(skills: Iterable[str]) -> list[str]:
     cleaned = sorted({s.strip().lower() for s in skills if s.strip()})
-    for skill in cleaned:
-        if not skill.replace("_", "").isalnum() or not skill[0].isalpha() or not skill.isascii():
-            raise Invalid(f"skill {skill!r}: lower-case letters, digits and _ (e.g. first_aid)", field="skills")
+    unknown = [s for s in cleaned if s not in SKILLS]
+    if unknown:
+        raise Invalid(f"not in the skill taxonomy: {', '.join(unknown)} (put it in tags instead)", field="skills")
+    return cleaned
+
+
+def normalise_tags(tags: Iterable[str]) -> list[str]:
+    cleaned = sorted({" ".join(t.split()) for t in tags if t.strip()})
+    if len(cleaned) > 10 or any(len(t) > 20 for t in cleaned):
+        raise Invalid("at most 10 tags of at most 20 characters", field="tags")
     return cleaned
 
 
@@ -107,6 +116,7 @@ def register(
     consented_at: datetime | None,
     today: date,
     holder_of_same_id: str | None,
+    tags: Iterable[str] = (),
 ) -> VolunteerRegistered:
     if community.level is not OrgLevel.community:
         raise Invalid(f"{community.code} is a {community.level}, not a community", field="community_code")
@@ -125,6 +135,7 @@ def register(
         gender=resident.gender,
         political_status=political_status,
         skills=normalise_skills(skills),
+        tags=normalise_tags(tags),
         consented_at=consented_at,
     )
 
@@ -161,12 +172,14 @@ def deregister(volunteer: Volunteer, on_request: bool) -> list[Event]:
     return [VolunteerDeregistered(volunteer_number=volunteer.number, on_request=on_request)]
 
 
-def update_profile(volunteer: Volunteer, political_status: PoliticalStatus, skills: Iterable[str]) -> list[Event]:
+def update_profile(
+    volunteer: Volunteer, political_status: PoliticalStatus, skills: Iterable[str], tags: Iterable[str] = ()
+) -> list[Event]:
     _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "update the profile")
-    cleaned = normalise_skills(skills)
-    if (political_status, tuple(cleaned)) == (volunteer.political_status, volunteer.skills):
+    skills, tags = normalise_skills(skills), normalise_tags(tags)
+    if (political_status, tuple(skills), tuple(tags)) == (volunteer.political_status, volunteer.skills, volunteer.tags):
         return []
-    return [VolunteerProfileUpdated(volunteer_number=volunteer.number, political_status=political_status, skills=cleaned)]
+    return [VolunteerProfileUpdated(volunteer_number=volunteer.number, political_status=political_status, skills=skills, tags=tags)]
 
 
 def report_in(volunteer: Volunteer) -> list[Event]:
@@ -200,7 +213,9 @@ def grant_certification(volunteer: Volunteer, certification: str, granted_on: da
     _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "certify")
     if expires_on is not None and expires_on <= granted_on:
         raise Invalid("a certification expires after it is granted", field="expires_on")
-    (name,) = normalise_skills([certification])
+    name = certification.strip().lower()
+    if not name.isascii() or not name.replace("_", "").isalnum() or not name[:1].isalpha():
+        raise Invalid("a certification is named in lower case letters, digits and _ (e.g. first_aid)", field="certification")
     if name in volunteer.certifications and volunteer.certifications[name] == expires_on:
         return []
     return [CertificationGranted(volunteer_number=volunteer.number, certification=name, granted_on=granted_on, expires_on=expires_on)]

@@ -34,6 +34,7 @@ async def register(
     skills: Iterable[str],
     consent: bool,
     today: date,
+    tags: Iterable[str] = (),
 ) -> str:
     resident = identity.parse_resident_id(id_number, today)
     phone = identity.check_mobile(phone)
@@ -44,7 +45,7 @@ async def register(
         async with registry.events.transaction() as tx:
             return await _register(
                 registry, tx, actor, resident, name, phone, id_index, community_code, political_status, skills,
-                now if consent else None, today,
+                now if consent else None, today, tags,
             )
     except IntegrityError:
         # Two registrations of the same person raced; the unique index let one through.
@@ -54,7 +55,7 @@ async def register(
 async def _register(
     registry: Registry, tx: Transaction, actor: Actor, resident: identity.ResidentId, name: str, phone: str,
     id_index: str, community_code: str, political_status: PoliticalStatus, skills: Iterable[str],
-    consented_at: datetime | None, today: date,
+    consented_at: datetime | None, today: date, tags: Iterable[str] = (),
 ) -> str:
     community = await store.find_org_unit(tx.conn, community_code)
     if community is None:
@@ -62,7 +63,7 @@ async def _register(
     number = await store.next_number(tx.conn, "V")
     event = volunteers.register(
         number, resident, community, political_status, skills, consented_at, today,
-        await store.holder_of_id_index(tx.conn, id_index),
+        await store.holder_of_id_index(tx.conn, id_index), tags,
     )
     key, sealed_key = registry.vault.new_key(number)
     seal = registry.vault.seal
@@ -79,6 +80,7 @@ async def _register(
             age_band=event.age_band,
             gender=event.gender,
             status="pending",
+            tags="",
             registered_at=utcnow(),
             consented_at=consented_at,
             personal_data_destroyed=False,
@@ -122,9 +124,9 @@ async def reactivate(registry: Registry, actor: Actor, number: str) -> Volunteer
 
 
 async def update_profile(
-    registry: Registry, actor: Actor, number: str, political_status: PoliticalStatus, skills: list[str]
+    registry: Registry, actor: Actor, number: str, political_status: PoliticalStatus, skills: list[str], tags: list[str]
 ) -> Volunteer:
-    return await change(registry, actor, number, lambda v: volunteers.update_profile(v, political_status, skills))
+    return await change(registry, actor, number, lambda v: volunteers.update_profile(v, political_status, skills, tags))
 
 
 async def report_in(registry: Registry, actor: Actor, number: str) -> Volunteer:

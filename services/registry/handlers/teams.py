@@ -1,0 +1,109 @@
+"""Teams: founding under a site, membership by application or invitation, leadership, dissolution.
+
+Each command loads the team, lets the domain decide and records what it decided, in one
+transaction; a refusal anywhere leaves nothing written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import update
+
+from services.registry import store
+from services.registry.domain import org, teams, volunteers
+from services.registry.domain.teams import Team
+from services.registry.handlers import Registry, load, record
+from shared.catalog import Event
+from shared.errors import Conflict, NotFound
+from shared.events.common import TeamKind, VolunteerStatus
+from shared.eventstore import Transaction
+from shared.web import Actor
+
+# Who may lead or join a team: anyone registered who is neither suspended nor gone.
+_MAY_JOIN = frozenset({VolunteerStatus.pending, VolunteerStatus.verified})
+
+
+async def _ensure_may_join(tx: Transaction, number: str, field: str) -> None:
+    try:
+        history = await load(tx, "volunteer", number, "volunteer")
+    except NotFound as unknown:
+        raise NotFound(unknown.message, field=field) from None
+    volunteer = volunteers.fold(history.entries)
+    assert volunteer is not None
+    if volunteer.status not in _MAY_JOIN:
+        raise Conflict(f"volunteer {number} is {volunteer.status}", field=field, state=str(volunteer.status))
+
+
+async def create_team(
+    registry: Registry, actor: Actor, *, site_id: str, name: str, kind: TeamKind, field: str | None,
+    description: str, capacity: int, leader_number: str,
+) -> str:
+    async with registry.events.transaction() as tx:
+        site = org.ensure_open(await store.find_site(tx.conn, site_id), site_id)
+        await _ensure_may_join(tx, leader_number, "leader_number")
+        team_id = await store.next_number(tx.conn, "T")
+        event = teams.create(team_id, site_id, name, kind, field, capacity, leader_number)
+        # Under the site's path: the team's events reach the site's district subject.
+        await record(tx, team_id, 0, [event], org_path=site.path, actor=actor)
+        # The description is free text for the team's page, not part of the published fact.
+        await tx.conn.execute(update(store.teams).where(store.teams.c.team_id == team_id).values(description=description))
+    return team_id
+
+
+async def _change(
+    registry: Registry, actor: Actor, team_id: str, decide: Callable[[Team], list[Event]], *, joining: str | None = None
+) -> Team:
+    """Load a team, check who joins it (if anyone), let the domain decide, record; the new state."""
+    async with registry.events.transaction() as tx:
+        history = await load(tx, "team", team_id, "team")
+        team = teams.fold(history.payloads)
+        assert team is not None
+        if joining is not None:
+            await _ensure_may_join(tx, joining, "volunteer_number")
+        events = decide(team)
+        await record(tx, team_id, history.version, events, org_path=history.org_path, actor=actor)
+    return teams.fold([*history.payloads, *events])  # type: ignore[return-value]
+
+
+async def apply(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.apply(t, number), joining=number)
+
+
+async def approve(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    # Checked again here: the applicant may have been suspended since applying.
+    return await _change(registry, actor, team_id, lambda t: teams.approve(t, number), joining=number)
+
+
+async def reject(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.reject(t, number))
+
+
+async def invite(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.invite(t, number), joining=number)
+
+
+async def accept_invitation(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.accept_invitation(t, number), joining=number)
+
+
+async def decline_invitation(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.decline_invitation(t, number))
+
+
+async def leave(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.leave(t, number))
+
+
+async def remove(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    """The leader removes a member."""
+    return await _change(registry, actor, team_id, lambda t: teams.leave(t, number, removed=True))
+
+
+async def change_leader(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
+    # A suspended member cannot take over: leading is joining the team's front.
+    return await _change(registry, actor, team_id, lambda t: teams.change_leader(t, number), joining=number)
+
+
+async def dissolve(registry: Registry, actor: Actor, team_id: str, reason: str) -> Team:
+    return await _change(registry, actor, team_id, lambda t: teams.dissolve(t, reason))

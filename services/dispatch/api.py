@@ -19,6 +19,13 @@ async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[s
         row = (
             await conn.execute(select(store.volunteers).where(store.volunteers.c.volunteer_number == volunteer_number))
         ).mappings().first()
+        certs = (
+            await conn.execute(
+                select(store.certifications.c.certification, store.certifications.c.expires_on).where(
+                    store.certifications.c.volunteer_number == volunteer_number
+                )
+            )
+        ).all()
     if row is None:
         raise NotFound(f"dispatch does not know volunteer {volunteer_number}")
     return {
@@ -27,4 +34,6 @@ async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[s
         "org_path": row["org_path"].split("/"),
         "age_band": row["age_band"],
         "skills": [s for s in row["skills"].split(",") if s],
+        "status": row["status"],
+        "certifications": {c: (e.isoformat() if e else None) for c, e in certs},
     }

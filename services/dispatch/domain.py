@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from shared.events.registry import VolunteerRegistered
 
+# Registry's lifecycle, as far as dispatch cares: may this volunteer be sent?
+DISPATCHABLE = {"verified"}
+
 
 @dataclass(frozen=True)
 class KnownVolunteer:
@@ -16,6 +19,7 @@ class KnownVolunteer:
     org_path: tuple[str, ...]
     age_band: str
     skills: tuple[str, ...]
+    status: str = "pending"
 
 
 def known_volunteer(registered: VolunteerRegistered, org_path: tuple[str, ...]) -> KnownVolunteer:

@@ -1,19 +1,55 @@
-"""Dispatch follows registry to know the volunteers it can send."""
+"""Dispatch follows registry to know the volunteers it can send: where they live, what they can
+do, which certifications they hold, and whether they may be dispatched at all."""
 
 from __future__ import annotations
 
 from services.dispatch import domain, store
+from shared.catalog import Event
 from shared.envelope import EventEnvelope
-from shared.events.registry import VolunteerRegistered
+from shared.events import registry as ev
 from shared.eventstore import EventStore, Transaction
 from shared.subscriber import Reactor
 
 
-async def remember_volunteer(tx: Transaction, envelope: EventEnvelope, registered: VolunteerRegistered) -> None:
+async def remember_volunteer(tx: Transaction, envelope: EventEnvelope, registered: ev.VolunteerRegistered) -> None:
     await store.save_volunteer(tx.conn, domain.known_volunteer(registered, envelope.org_path))
+
+
+async def follow_status(tx: Transaction, envelope: EventEnvelope, event: Event) -> None:
+    status = {
+        ev.VolunteerVerified: "verified",
+        ev.VolunteerReactivated: "verified",
+        ev.VolunteerSuspended: "suspended",
+        ev.VolunteerDeregistered: "deregistered",
+    }[type(event)]
+    await store.change_volunteer(tx.conn, event.volunteer_number, status=status)
+
+
+async def follow_profile(tx: Transaction, envelope: EventEnvelope, event: ev.VolunteerProfileUpdated) -> None:
+    await store.change_volunteer(tx.conn, event.volunteer_number, skills=",".join(event.skills))
+
+
+async def follow_transfer(tx: Transaction, envelope: EventEnvelope, event: ev.VolunteerTransferred) -> None:
+    await store.change_volunteer(
+        tx.conn, event.volunteer_number, community_code=event.to_community_code, org_path="/".join(envelope.org_path)
+    )
+
+
+async def follow_certification(tx: Transaction, envelope: EventEnvelope, event: ev.CertificationGranted) -> None:
+    await store.certify(tx.conn, event.volunteer_number, event.certification, event.expires_on)
+
+
+async def follow_expiry(tx: Transaction, envelope: EventEnvelope, event: ev.CertificationExpired) -> None:
+    await store.uncertify(tx.conn, event.volunteer_number, event.certification)
 
 
 def reactor(events: EventStore) -> Reactor:
     dispatch = Reactor("dispatch", events)
-    dispatch.on(VolunteerRegistered)(remember_volunteer)
+    dispatch.on(ev.VolunteerRegistered)(remember_volunteer)
+    for status_event in (ev.VolunteerVerified, ev.VolunteerReactivated, ev.VolunteerSuspended, ev.VolunteerDeregistered):
+        dispatch.on(status_event)(follow_status)
+    dispatch.on(ev.VolunteerProfileUpdated)(follow_profile)
+    dispatch.on(ev.VolunteerTransferred)(follow_transfer)
+    dispatch.on(ev.CertificationGranted)(follow_certification)
+    dispatch.on(ev.CertificationExpired)(follow_expiry)
     return dispatch

@@ -178,3 +178,27 @@ async def test_bad_input_gets_problem_details_naming_the_field(nats_url: str, tm
 
         unknown = await services["reporting"].get("/figures/999999")
         assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+
+
+async def test_dispatch_follows_a_volunteers_status_certifications_and_moves(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with city(nats_url, "sqlite", tmp_path, request) as services:
+        registry, dispatch = services["registry"], services["dispatch"]
+        await create_tree(registry)
+        other = {"code": "370303001002", "level": "community", "name": "新华社区", "population": 9_000, "party_members": 600, "parent_code": "370303001000"}
+        assert (await registry.post("/org-units", json=other)).status_code == 201
+        number = (await registry.post("/volunteers", json=volunteer(1))).json()["volunteer_number"]
+        await registry.post(f"/volunteers/{number}/verify")
+        await registry.post(f"/volunteers/{number}/certifications", json={"certification": "first_aid", "expires_on": "2099-01-01"})
+        await registry.post(f"/volunteers/{number}/transfer", json={"to_community_code": "370303001002"})
+        await registry.put(f"/volunteers/{number}/profile", json={"political_status": "masses", "skills": ["tutoring"]})
+
+        def caught_up(response: httpx.Response) -> bool:
+            return response.status_code == 200 and response.json()["skills"] == ["tutoring"]
+
+        known = (await eventually(lambda: dispatch.get(f"/volunteers/{number}"), caught_up)).json()
+        assert known["status"] == "verified"
+        assert known["community_code"] == "370303001002"
+        assert known["certifications"] == {"first_aid": "2099-01-01"}
+        await registry.post(f"/volunteers/{number}/suspend", json={"reason": "no-show"})
+        suspended = await eventually(lambda: dispatch.get(f"/volunteers/{number}"), lambda r: r.json()["status"] == "suspended")
+        assert suspended.json()["status"] == "suspended"

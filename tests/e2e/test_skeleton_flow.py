@@ -202,3 +202,18 @@ async def test_dispatch_follows_a_volunteers_status_certifications_and_moves(nat
         await registry.post(f"/volunteers/{number}/suspend", json={"reason": "no-show"})
         suspended = await eventually(lambda: dispatch.get(f"/volunteers/{number}"), lambda r: r.json()["status"] == "suspended")
         assert suspended.json()["status"] == "suspended"
+
+
+async def test_destroying_a_volunteers_personal_data_changes_no_reported_figure(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with city(nats_url, "sqlite", tmp_path, request) as services:
+        registry, reporting = services["registry"], services["reporting"]
+        await create_tree(registry)
+        numbers = [(await registry.post("/volunteers", json=volunteer(n, party=n == 1))).json()["volunteer_number"] for n in (1, 2)]
+        before = await eventually(lambda: reporting.get("/figures/370303"), lambda r: settled(r, 2))
+        await registry.post(f"/volunteers/{numbers[0]}/deregister", json={"on_request": True})
+        shown = await registry.get(f"/volunteers/{numbers[0]}", headers={"X-Beacon-Roles": "city_admin"})
+        assert shown.json()["personal_data_destroyed"] is True and shown.json()["name"] is None
+        started = await reporting.post("/admin/rebuild")
+        assert started.status_code == 202
+        await eventually(lambda: reporting.get("/admin/rebuild"), lambda r: r.json()["state"] == "done")
+        assert (await reporting.get("/figures/370303")).json()["figures"] == before.json()["figures"]

@@ -242,3 +242,17 @@ async def test_certifications_expire_by_the_daily_job_and_search_filters_combine
     assert [i["volunteer_number"] for i in rest["items"]] == [numbers[3]] and rest["next"] is None
     assert first["items"][0]["id_number"] is None  # lists never carry personal data
     assert (await client.get("/volunteers", params={"org": "999999"})).status_code == 404
+
+
+async def test_a_site_opens_and_closes_once_and_not_before_it_opened(registry) -> None:
+    client, _ = registry
+    body = {"site_id": "station-1", "org_unit_code": "370303001001", "level": "station", "kind": "community", "name": "和平站", "opened_on": "2025-03-01"}
+    assert (await client.post("/sites", json=body)).status_code == 201
+    assert (await client.post("/sites", json=body)).status_code == 409
+    wrong = await client.post("/sites", json={**body, "site_id": "x", "org_unit_code": "370303001000"})
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "org_unit_code"
+    early = await client.post("/sites/station-1/close", json={"closed_on": "2025-01-01", "reason": "moved"})
+    assert early.status_code == 422 and early.json()["errors"][0]["field"] == "closed_on"
+    assert (await client.post("/sites/station-1/close", json={"closed_on": "2026-01-01", "reason": "moved"})).status_code == 200
+    assert (await client.post("/sites/station-1/close", json={"closed_on": "2026-02-01", "reason": "again"})).status_code == 200
+    assert (await client.get("/sites/station-1")).json()["closed_on"] == "2026-01-01"

@@ -1,5 +1,166 @@
-"""Teams (filled in by the teams work)."""
+"""Teams: founding, lookup and listing, applications, invitations, leaving, leadership, dissolution."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.registry import store
+from services.registry.api import registry_of
+from services.registry.domain.teams import Team
+from services.registry.handlers import teams as handlers
+from shared.db import reading
+from shared.errors import NotFound
+from shared.events.common import SiteId, TeamKind, VolunteerNumber
+from shared.web import CurrentActor
 
 router = APIRouter(tags=["teams"])
+
+Number = Annotated[VolunteerNumber, Path(description="A volunteer number.")]
+
+
+class NewTeam(BaseModel):
+    site_id: SiteId
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    kind: TeamKind = TeamKind.general
+    field: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)] | None = Field(
+        default=None, description="For professional teams (required there): medical, legal, ..."
+    )
+    description: str = Field(default="", max_length=2000)
+    capacity: int = Field(ge=1, le=100_000, description="Most members the team takes, its leader included.")
+    leader_number: VolunteerNumber
+
+
+class Volunteer(BaseModel):
+    volunteer_number: VolunteerNumber
+
+
+class Dissolution(BaseModel):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+def _state(team: Team) -> dict[str, Any]:
+    return {
+        "team_id": team.team_id,
+        "site_id": team.site_id,
+        "leader_number": team.leader,
+        "capacity": team.capacity,
+        "dissolved": team.dissolved,
+        "members": sorted(team.members),
+        "applicants": sorted(team.applicants),
+        "invited": sorted(team.invited),
+    }
+
+
+@router.post("/teams", status_code=201)
+async def create_team(body: NewTeam, request: Request, actor: CurrentActor) -> dict[str, str]:
+    """Found a team under an open site; its leader is its first member."""
+    team_id = await handlers.create_team(registry_of(request), actor, **body.model_dump())
+    return {"team_id": team_id}
+
+
+async def _people(conn: AsyncConnection, team_id: str) -> dict[str, list[str]]:
+    members = store.team_members
+    rows = await conn.execute(
+        select(members.c.state, members.c.volunteer_number)
+        .where(members.c.team_id == team_id)
+        .order_by(members.c.volunteer_number)
+    )
+    people: dict[str, list[str]] = {"members": [], "applicants": [], "invited": []}
+    key = {"member": "members", "applied": "applicants", "invited": "invited"}
+    for state, number in rows:
+        people[key[state]].append(number)
+    return people
+
+
+@router.get("/teams/{team_id}")
+async def get_team(team_id: str, request: Request) -> dict[str, Any]:
+    """A team with its members, open applications and open invitations."""
+    async with reading(registry_of(request).events.engine) as conn:
+        row = (await conn.execute(select(store.teams).where(store.teams.c.team_id == team_id))).mappings().first()
+        if row is None:
+            raise NotFound(f"unknown team {team_id}")
+        return {**row, **await _people(conn, team_id)}
+
+
+@router.get("/teams")
+async def list_teams(
+    request: Request,
+    site: SiteId | None = None,
+    kind: TeamKind | None = None,
+    dissolved: Annotated[bool, Query(description="List dissolved teams instead of active ones.")] = False,
+    after: Annotated[str | None, Query(description="Cursor: the last team id of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    t, m = store.teams, store.team_members
+    conditions = [t.c.dissolved == dissolved]
+    if site is not None:
+        conditions.append(t.c.site_id == site)
+    if kind is not None:
+        conditions.append(t.c.kind == kind)
+    if after is not None:
+        conditions.append(t.c.team_id > after)
+    size = select(func.count()).where(m.c.team_id == t.c.team_id, m.c.state == "member").scalar_subquery()
+    query = select(t, size.label("member_count")).where(and_(*conditions)).order_by(t.c.team_id).limit(limit + 1)
+    async with reading(registry_of(request).events.engine) as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    page = [dict(row) for row in rows[:limit]]
+    return {"items": page, "next": page[-1]["team_id"] if len(rows) > limit else None}
+
+
+@router.post("/teams/{team_id}/applications")
+async def apply(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A volunteer applies; one the team already invited joins at once."""
+    return _state(await handlers.apply(registry_of(request), actor, team_id, body.volunteer_number))
+
+
+@router.post("/teams/{team_id}/applications/{number}/approve")
+async def approve(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.approve(registry_of(request), actor, team_id, number))
+
+
+@router.post("/teams/{team_id}/applications/{number}/reject")
+async def reject(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.reject(registry_of(request), actor, team_id, number))
+
+
+@router.post("/teams/{team_id}/invitations")
+async def invite(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.invite(registry_of(request), actor, team_id, body.volunteer_number))
+
+
+@router.post("/teams/{team_id}/invitations/{number}/accept")
+async def accept_invitation(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.accept_invitation(registry_of(request), actor, team_id, number))
+
+
+@router.post("/teams/{team_id}/invitations/{number}/decline")
+async def decline_invitation(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.decline_invitation(registry_of(request), actor, team_id, number))
+
+
+@router.post("/teams/{team_id}/members/{number}/leave")
+async def leave(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A member leaves; the leader hands the team over first."""
+    return _state(await handlers.leave(registry_of(request), actor, team_id, number))
+
+
+@router.delete("/teams/{team_id}/members/{number}")
+async def remove(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """The leader removes a member."""
+    return _state(await handlers.remove(registry_of(request), actor, team_id, number))
+
+
+@router.put("/teams/{team_id}/leader")
+async def change_leader(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Hand the team to one of its members."""
+    return _state(await handlers.change_leader(registry_of(request), actor, team_id, body.volunteer_number))
+
+
+@router.post("/teams/{team_id}/dissolve")
+async def dissolve(team_id: str, body: Dissolution, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.dissolve(registry_of(request), actor, team_id, body.reason))

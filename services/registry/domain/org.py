@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from shared.errors import Conflict, Invalid
+from shared.errors import Conflict, Invalid, NotFound
 from shared.events.common import OrgLevel, SiteKind, SiteLevel
 from shared.events.registry import OrgUnitCreated, SiteClosed, SiteOpened
 
@@ -159,8 +159,6 @@ def close_site(site: Site, closed_on: date, opened_on: date, reason: str) -> lis
 
 
 def ensure_open(site: Site | None, site_id: str) -> Site:
-    from shared.errors import NotFound
-
     if site is None:
         raise NotFound(f"unknown site {site_id}", field="site_id")
     if site.closed:

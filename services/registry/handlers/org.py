@@ -7,9 +7,10 @@ from datetime import date
 
 from services.registry import store
 from services.registry.domain import org
-from services.registry.handlers import Registry, record
+from services.registry.handlers import Registry, load, record
 from shared.errors import Conflict, NotFound
 from shared.events.common import OrgLevel, SiteKind, SiteLevel
+from shared.events.registry import SiteOpened
 from shared.web import Actor
 
 
@@ -64,7 +65,8 @@ async def close_site(registry: Registry, actor: Actor, site_id: str, *, closed_o
         site = await store.find_site(tx.conn, site_id)
         if site is None:
             raise NotFound(f"unknown site {site_id}")
-        history = await tx.load("site", site_id)
-        opened_on = history[0].payload["opened_on"]
-        events = org.close_site(site, closed_on, date.fromisoformat(opened_on), reason)
-        await record(tx, site_id, len(history), events, org_path=site.path, actor=actor)
+        history = await load(tx, "site", site_id, "site")
+        opened = history.payloads[0]
+        assert isinstance(opened, SiteOpened)
+        events = org.close_site(site, closed_on, opened.opened_on, reason)
+        await record(tx, site_id, history.version, events, org_path=site.path, actor=actor)

@@ -63,7 +63,9 @@ async def _change(
             await _ensure_may_join(tx, joining, "volunteer_number")
         events = decide(team)
         await record(tx, team_id, history.version, events, org_path=history.org_path, actor=actor)
-    return teams.fold([*history.payloads, *events])  # type: ignore[return-value]
+    for event in events:
+        team = teams.evolve(team, event)
+    return team
 
 
 async def apply(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
@@ -101,7 +103,7 @@ async def remove(registry: Registry, actor: Actor, team_id: str, number: str) ->
 
 
 async def change_leader(registry: Registry, actor: Actor, team_id: str, number: str) -> Team:
-    # A suspended member cannot take over: leading is joining the team's front.
+    # The team is handed only to a member who may still serve (not suspended, not gone).
     return await _change(registry, actor, team_id, lambda t: teams.change_leader(t, number), joining=number)
 
 

@@ -1,0 +1,56 @@
+"""Training sessions held at a site, and who attended them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from sqlalchemy import select
+
+from services.registry import store
+from services.registry.domain import training
+from services.registry.handlers import Registry, load, record
+from shared.errors import NotFound
+from shared.eventstore import Transaction
+from shared.web import Actor
+
+
+async def hold_session(
+    registry: Registry, actor: Actor, *, site_id: str, topic: str, held_on: date, hours: float, trainer: str, today: date
+) -> str:
+    async with registry.events.transaction() as tx:
+        site = await store.find_site(tx.conn, site_id)
+        if site is None:
+            raise NotFound(f"unknown site {site_id}", field="site_id")
+        session_id = await store.next_number(tx.conn, "S")
+        event = training.hold(session_id, site_id, topic, held_on, hours, today)
+        await record(tx, session_id, 0, [event], org_path=site.path, actor=actor)
+        # The trainer is a person: their name stays in this row and never enters an event.
+        await tx.conn.execute(
+            store.training_sessions.insert().values(
+                session_id=session_id, site_id=site_id, topic=topic, held_on=held_on, hours=hours, trainer=trainer
+            )
+        )
+    return session_id
+
+
+async def _ensure_registered(tx: Transaction, numbers: set[str]) -> None:
+    table = store.volunteers
+    known = set((await tx.conn.execute(select(table.c.volunteer_number).where(table.c.volunteer_number.in_(numbers)))).scalars())
+    unknown = sorted(numbers - known)
+    if unknown:
+        raise NotFound(f"unknown volunteer {', '.join(unknown)}", field="volunteer_numbers")
+
+
+async def record_attendance(registry: Registry, actor: Actor, session_id: str, volunteer_numbers: Iterable[str]) -> list[str]:
+    """Record who attended; returns those newly recorded (repeating a list records nothing)."""
+    numbers = set(volunteer_numbers)
+    async with registry.events.transaction() as tx:
+        history = await load(tx, "training", session_id, "training session")
+        session = training.fold(history.payloads)
+        assert session is not None
+        # One unknown number refuses the whole list: attendance is recorded all at once or not at all.
+        await _ensure_registered(tx, numbers)
+        events = training.attend(session, numbers)
+        await record(tx, session_id, history.version, events, org_path=history.org_path, actor=actor)
+    return [event.volunteer_number for event in events]

@@ -168,6 +168,17 @@ class Transaction:
             if actual != expected_version:
                 raise ConcurrencyConflict(kind, ident, expected_version, actual)
 
+        await self._insert(envelopes)
+
+    async def append_new(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """Append the first event of many new aggregates at once (a bulk import): one statement
+        for the events and one for the outbox. A clash with an existing aggregate fails it all."""
+        for envelope in envelopes:
+            if envelope.aggregate_version != 1:
+                raise ValueError("append_new takes the first event of new aggregates only")
+        await self._insert(envelopes)
+
+    async def _insert(self, envelopes: Sequence[EventEnvelope]) -> None:
         schema, now = self._store.schema, utcnow()
         event_rows, outbox_rows = [], []
         for envelope in envelopes:
@@ -177,8 +188,8 @@ class Transaction:
                     "event_id": str(envelope.event_id),
                     "event_type": envelope.type,
                     "schema_version": envelope.schema_version,
-                    "aggregate_type": kind,
-                    "aggregate_id": ident,
+                    "aggregate_type": envelope.aggregate_type,
+                    "aggregate_id": envelope.aggregate_id,
                     "aggregate_version": envelope.aggregate_version,
                     "occurred_at": envelope.occurred_at,
                     "recorded_at": envelope.recorded_at,
@@ -197,7 +208,8 @@ class Transaction:
             await self.conn.execute(schema.events.insert(), event_rows)
         except IntegrityError:
             # Another writer got there first; the unique index decided. The transaction is lost.
-            raise ConcurrencyConflict(kind, ident, expected_version, None) from None
+            first = envelopes[0]
+            raise ConcurrencyConflict(first.aggregate_type, first.aggregate_id, first.aggregate_version - 1, None) from None
         await self.conn.execute(schema.outbox.insert(), outbox_rows)
         self.appended.extend(envelopes)
 

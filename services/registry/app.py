@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.registry import store
-from services.registry.api import org, teams, training, volunteers
+from services.registry.api import imports, org, teams, training, volunteers
 from services.registry.handlers import Registry
 from services.registry.handlers import volunteers as volunteer_handlers
 from services.registry.vault import Vault, VaultKeys
@@ -62,7 +62,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     runtime.add_worker(expiry_job)
     app = runtime.create_app(
-        org.router, volunteers.router, teams.router, training.router,
+        org.router, imports.router, volunteers.router, teams.router, training.router,
         title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training.",
     )
     app.state.registry = registry

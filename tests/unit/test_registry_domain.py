@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
-
-from datetime import UTC, datetime
 
 from services.registry.domain import identity, org, volunteers
 from shared.errors import Conflict, Invalid

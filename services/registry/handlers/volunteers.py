@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from services.registry import store
 from services.registry.domain import identity, volunteers
+from services.registry.domain.org import OrgUnit
 from services.registry.domain.volunteers import Volunteer
 from services.registry.handlers import Registry, load, record
 from shared.catalog import Event
 from shared.envelope import utcnow
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound, Refused
 from shared.events.common import PoliticalStatus
-from shared.eventstore import Transaction
+from shared.events.registry import VolunteerRegistered
+from shared.eventstore import ConcurrencyConflict, Transaction
 from shared.web import Actor
 
 SYSTEM = Actor("system:registry")
@@ -207,3 +210,149 @@ async def expire_certifications(registry: Registry, today: date) -> int:
             await record(tx, number, version, events, org_path=volunteer.org_path, actor=SYSTEM)
             expired += len(events)
     return expired
+
+
+@dataclass(frozen=True)
+class NewVolunteer:
+    """One registration as a bulk import hands it over: the same inputs as `register`."""
+
+    name: str
+    id_number: str
+    phone: str
+    community_code: str
+    political_status: PoliticalStatus
+    skills: tuple[str, ...]
+    consent: bool
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Checked:
+    position: int
+    row: NewVolunteer
+    resident: identity.ResidentId
+    name: str
+    phone: str
+    id_index: str
+
+
+@dataclass(frozen=True)
+class _Decided:
+    checked: _Checked
+    event: VolunteerRegistered
+    community: OrgUnit
+
+
+async def register_batch(
+    registry: Registry, actor: Actor, rows: Sequence[NewVolunteer], today: date
+) -> list[str | Refused]:
+    """Register many volunteers in one transaction, each checked as `register` checks one.
+
+    Returns, row by row, the new volunteer number or the refusal (a Conflict with the holder's
+    `volunteer_number` in its details when the ID number is already registered, also earlier in
+    the same batch). When the batch fails in the database, each row is tried in a transaction
+    of its own, so that one bad row cannot take the good ones with it.
+    """
+    outcomes: dict[int, str | Refused] = {}
+    checked = []
+    for position, row in enumerate(rows):
+        try:
+            resident = identity.parse_resident_id(row.id_number, today)
+            phone = identity.check_mobile(row.phone)
+            name = identity.check_name(row.name)
+        except Refused as refusal:
+            outcomes[position] = refusal
+            continue
+        checked.append(_Checked(position, row, resident, name, phone, registry.vault.id_index(resident.number)))
+    if checked:
+        try:
+            async with registry.events.transaction() as tx:
+                outcomes.update(await _register_checked(registry, tx, actor, checked, today))
+        except (DBAPIError, ConcurrencyConflict) as error:
+            if len(checked) > 1:
+                for one in checked:
+                    (outcomes[one.position],) = await register_batch(registry, actor, [one.row], today)
+            elif isinstance(error, IntegrityError | ConcurrencyConflict):
+                outcomes[checked[0].position] = Conflict(
+                    "this ID number was registered at the same moment; look it up", field="id_number"
+                )
+            elif isinstance(error, DataError):
+                outcomes[checked[0].position] = Invalid(f"the database refused this row: {error.orig}")
+            else:
+                raise
+    return [outcomes[position] for position in range(len(rows))]
+
+
+async def _register_checked(
+    registry: Registry, tx: Transaction, actor: Actor, checked: list[_Checked], today: date
+) -> list[tuple[int, str | Refused]]:
+    conn = tx.conn
+    communities = await store.find_org_units(conn, (c.row.community_code for c in checked))
+    holders = await store.holders_of_id_indexes(conn, (c.id_index for c in checked))
+    # Numbers for every row that may pass; the ones refused below are given back at the end.
+    numbers = await store.reserve_numbers(conn, "V", len(checked))
+    now = utcnow()
+    outcomes: list[tuple[int, str | Refused]] = []
+    decided: list[_Decided] = []
+    for c in checked:
+        community = communities.get(c.row.community_code)
+        try:
+            if community is None:
+                raise NotFound(f"unknown community {c.row.community_code}", field="community_code")
+            number = numbers[len(decided)]
+            event = volunteers.register(
+                number, c.resident, community, c.row.political_status, c.row.skills,
+                now if c.row.consent else None, today, holders.get(c.id_index), c.row.tags,
+            )
+        except Refused as refusal:
+            outcomes.append((c.position, refusal))
+            continue
+        holders[c.id_index] = number  # a second row with the same ID number later in this batch
+        decided.append(_Decided(c, event, community))
+        outcomes.append((c.position, number))
+    await store.give_back_numbers(conn, "V", len(numbers) - len(decided))
+    if decided:
+        await _insert_registrations(registry, tx, actor, decided)
+    return outcomes
+
+
+async def _insert_registrations(registry: Registry, tx: Transaction, actor: Actor, decided: list[_Decided]) -> None:
+    """What `_register` writes for one volunteer, for many: rows, keys, events, outbox, views."""
+    seal, registered_at = registry.vault.seal, utcnow()
+    volunteer_rows, key_rows = [], []
+    for d in decided:
+        number, c = d.event.volunteer_number, d.checked
+        key, sealed_key = registry.vault.new_key(number)
+        volunteer_rows.append(
+            {
+                "volunteer_number": number,
+                "id_index": c.id_index,
+                "name_sealed": seal(key, number, "name", c.name),
+                "id_number_sealed": seal(key, number, "id_number", c.resident.number),
+                "phone_sealed": seal(key, number, "phone", c.phone),
+                "community_code": d.community.code,
+                "org_path": "/".join(d.community.path),
+                "political_status": d.event.political_status,
+                "age_band": d.event.age_band,
+                "gender": d.event.gender,
+                "status": "pending",
+                "tags": "|".join(d.event.tags),
+                "registered_at": registered_at,
+                "consented_at": d.event.consented_at,
+                "personal_data_destroyed": False,
+            }
+        )
+        key_rows.append({"volunteer_number": number, "sealed_key": sealed_key})
+    await tx.conn.execute(store.volunteers.insert(), volunteer_rows)
+    await tx.conn.execute(store.volunteer_keys.insert(), key_rows)
+    envelope = registry.events.catalog.envelope
+    envelopes = [
+        envelope(d.event, aggregate_id=d.event.volunteer_number, aggregate_version=1, org_path=d.community.path, actor=actor.id)
+        for d in decided
+    ]
+    await tx.append_new(envelopes)
+    # views.project does this one volunteer at a time (three statements each, most of the time
+    # of an import): the same projection of VolunteerRegistered, for the whole batch at once.
+    skill_rows = [{"volunteer_number": d.event.volunteer_number, "skill": skill} for d in decided for skill in d.event.skills]
+    if skill_rows:
+        await tx.conn.execute(store.volunteer_skills.insert(), skill_rows)

@@ -161,3 +161,20 @@ async def watched(
                 await asyncio.wait({task}, timeout=5.0)
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: it failed while we gave up on it
+
+
+def main_of(name: str, parse_args: Callable[[list[str]], Any], run: Callable[[Any, Path], Awaitable[dict[str, Any]]]) -> Callable[[list[str]], int]:
+    """The `main` of a simple benchmark: parse, run in a temp dir, print the figures last."""
+
+    def main(argv: list[str]) -> int:
+        import tempfile
+
+        exit_cleanly_on_sigterm()
+        args = parse_args(argv)
+        with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
+            figures = asyncio.run(run(args, Path(tmp)))
+        figures["peak_rss_mb"] = peak_rss_mb()
+        emit(name, figures)
+        return 0
+
+    return main

@@ -10,11 +10,9 @@ JSON line. Needs no NATS: the events stay in the outbox.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import secrets
 import sys
-import tempfile
 import uuid
 from datetime import date
 from pathlib import Path
@@ -25,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import shared.events  # noqa: F401  (registers the catalog)
-from bench._common import Stopwatch, current_rss_mb, emit, exit_cleanly_on_sigterm, peak_rss_mb, progress, rate
+from bench._common import Stopwatch, current_rss_mb, main_of, progress, rate
 from services.registry import store
 from services.registry.domain.org import TreeRow
 from services.registry.handlers import Registry
@@ -177,14 +175,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await drop_schema(args.database_url, pg_schema)
 
 
-def main(argv: list[str]) -> int:
-    exit_cleanly_on_sigterm()
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
-    figures["peak_rss_mb"] = peak_rss_mb()
-    emit(NAME, figures)
-    return 0
+main = main_of(NAME, parse_args, run)
 
 
 if __name__ == "__main__":

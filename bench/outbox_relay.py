@@ -15,9 +15,7 @@ throwaway schema is created and dropped). Prints its figures last as one JSON li
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,11 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench._common import (
     Stopwatch,
-    emit,
-    exit_cleanly_on_sigterm,
     jetstream,
     local_nats_server,
-    peak_rss_mb,
+    main_of,
     progress,
     rate,
     ratio,
@@ -238,14 +234,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await drop_schema(args.database_url, pg_schema)
 
 
-def main(argv: list[str]) -> int:
-    exit_cleanly_on_sigterm()
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
-    figures["peak_rss_mb"] = peak_rss_mb()
-    emit(NAME, figures)
-    return 0
+main = main_of(NAME, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,25 @@
-"""Dispatch's HTTP routes."""
+"""Dispatch's HTTP routes: the volunteers it knows, and orders (placing, dispatching, accepting,
+completing, rating; suggestions of whom to send)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from sqlalchemy import select
+from datetime import datetime
+from typing import Annotated, Any
 
-from services.dispatch import store
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import and_, or_, select
+
+from services.dispatch import handlers, orders, store
+from services.dispatch.orders import Order
+from shared.catalog import catalog
 from shared.db import reading
+from shared.envelope import utcnow
 from shared.errors import NotFound
+from shared.events.common import AgeBand, SiteId, Skill, TeamId, VolunteerNumber
+from shared.events.dispatch import GroupServed, OrderId, OrderKind, PlacedVia, Reason, ServiceField, Urgency
+from shared.eventstore import EventStore
+from shared.web import CurrentActor
 
 router = APIRouter()
 
@@ -36,4 +48,254 @@ async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[s
         "skills": [s for s in row["skills"].split(",") if s],
         "status": row["status"],
         "certifications": {c: (e.isoformat() if e else None) for c, e in certs},
+    }
+
+
+# --- Orders (点单 · 派单 · 接单) ---------------------------------------------------------------------
+
+CommunityCode = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
+FreeText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+OrderPath = Annotated[OrderId, Path(description="An order id, e.g. O00000001.")]
+
+
+class NewOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: OrderKind = OrderKind.order
+    group_served: GroupServed
+    field: ServiceField
+    community_code: CommunityCode = Field(description="The 12-digit division code of the community served.")
+    site_id: SiteId = Field(description="The practice site that owns the community and dispatches the order.")
+    description: FreeText = Field(default="", description="What is needed; kept by dispatch, never published.")
+    address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = Field(
+        default="", description="Where; kept by dispatch, never published."
+    )
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    headcount: int = Field(ge=1, le=1000)
+    required_skills: list[Skill] = Field(default_factory=list, max_length=20)
+    required_certifications: list[Skill] = Field(default_factory=list, max_length=20)
+    min_age_band: AgeBand | None = None
+    max_age_band: AgeBand | None = None
+    urgency: Urgency = Urgency.normal
+    risky: bool = False
+    placed_via: PlacedVia = PlacedVia.resident
+
+
+class Dispatching(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team_id: TeamId | None = None
+    volunteer_numbers: list[VolunteerNumber] = Field(default_factory=list, max_length=1000)
+    site_id: SiteId
+    deadline: AwareDatetime = Field(description="Accept or decline by then, or the order times out.")
+
+
+class Opening(BaseModel):
+    site_id: SiteId
+
+
+class Declining(BaseModel):
+    by: VolunteerNumber | TeamId = Field(description="The volunteer number or team id declining.")
+    reason: Reason
+
+
+class Accepting(BaseModel):
+    by: VolunteerNumber | TeamId = Field(description="The volunteer number or team id accepting.")
+
+
+class Taking(BaseModel):
+    team_id: TeamId
+
+
+class Escalating(BaseModel):
+    to_site_id: SiteId
+
+
+class Cancelling(BaseModel):
+    reason: Reason
+
+
+class Completing(BaseModel):
+    people_served: int = Field(ge=0, le=100_000)
+
+
+class Rating(BaseModel):
+    rating: int = Field(ge=1, le=5)
+    comment: FreeText | None = Field(default=None, description="Kept by dispatch, never published.")
+
+
+def _events(request: Request) -> EventStore:
+    return request.app.state.runtime.store
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _state(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "status": order.status,
+        "site_id": order.site_id,
+        "community_code": order.community_code,
+        "org_path": list(order.org_path),
+        "window_start": order.window_start.isoformat(),
+        "window_end": order.window_end.isoformat(),
+        "headcount": order.headcount,
+        "required_skills": list(order.required_skills),
+        "required_certifications": list(order.required_certifications),
+        "risky": order.risky,
+        "attempts": order.attempts,
+        "addressees": sorted(order.addressees),
+        "declined": sorted(order.declined),
+        "accepted_by": list(order.accepted_by),
+        "deadline": _iso(order.deadline),
+        "placed_at": order.placed_at.isoformat(),
+        "dispatched_at": _iso(order.dispatched_at),
+        "accepted_at": _iso(order.accepted_at),
+        "people_served": order.people_served,
+        "rating": order.rating,
+        "version": order.version,
+    }
+
+
+@router.post("/orders", status_code=201, tags=["orders"])
+async def place_order(body: NewOrder, request: Request, actor: CurrentActor) -> dict[str, str]:
+    """Place an order (点单). The description and address stay in dispatch and are never published."""
+    order_id = await handlers.place_order(_events(request), actor, now=utcnow(), **body.model_dump())
+    return {"order_id": order_id}
+
+
+@router.get("/orders/{order_id}", tags=["orders"])
+async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
+    """The order's state, its free text, and its history from the event store."""
+    events = _events(request)
+    envelopes = await events.load("order", order_id)
+    if not envelopes:
+        raise NotFound(f"unknown order {order_id}")
+    order = orders.fold(catalog.payload_of(e) for e in envelopes)
+    assert order is not None
+    async with reading(events.engine) as conn:
+        row = (await conn.execute(select(store.orders).where(store.orders.c.order_id == order_id))).mappings().first()
+    state = _state(order)
+    if row is not None:
+        state.update(
+            kind=row["kind"], group_served=row["group_served"], field=row["field"], urgency=row["urgency"],
+            description=row["description"], address=row["address"], comment=row["comment"],
+            completed_at=_iso(row["completed_at"]),
+        )
+    state["overdue"] = orders.overdue(order, utcnow())
+    state["history"] = [
+        {"version": e.aggregate_version, "type": e.type, "actor": e.actor, "at": e.occurred_at.isoformat()}
+        for e in envelopes
+    ]
+    return state
+
+
+@router.get("/orders", tags=["orders"])
+async def list_orders(
+    request: Request,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    overdue: bool = False,
+    site: Annotated[SiteId | None, Query()] = None,
+    after: Annotated[OrderId | None, Query(description="The last order id of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Orders by id, a page at a time; `overdue=true` lists those staff should look at: a dispatch
+    past its deadline, nobody accepted by the window's start, or not completed by its end."""
+    table, now = store.orders, utcnow()
+    query = select(table).order_by(table.c.order_id).limit(limit)
+    if status:
+        query = query.where(table.c.status == status)
+    if site:
+        query = query.where(table.c.site_id == site)
+    if after:
+        query = query.where(table.c.order_id > after)
+    if overdue:
+        query = query.where(
+            or_(
+                and_(table.c.status == orders.DISPATCHED, table.c.deadline <= now),
+                and_(table.c.status.in_([orders.PLACED, orders.OPEN, orders.DISPATCHED]), table.c.window_start <= now),
+                and_(table.c.status.in_([orders.ACCEPTED, orders.TAKEN]), table.c.window_end <= now),
+            )
+        )
+    async with reading(_events(request).engine) as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    items = [
+        {
+            "order_id": r["order_id"], "status": r["status"], "kind": r["kind"], "group_served": r["group_served"],
+            "field": r["field"], "community_code": r["community_code"], "site_id": r["site_id"],
+            "window_start": _iso(r["window_start"]), "window_end": _iso(r["window_end"]),
+            "headcount": r["headcount"], "urgency": r["urgency"], "attempts": r["attempts"],
+            "deadline": _iso(r["deadline"]), "rating": r["rating"],
+        }
+        for r in rows
+    ]
+    return {"items": items, "next": items[-1]["order_id"] if len(items) == limit else None}
+
+
+@router.post("/orders/{order_id}/dispatch", tags=["orders"])
+async def dispatch_order(order_id: OrderPath, body: Dispatching, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Dispatch the order (派单) to one team or to named volunteers, to answer by the deadline."""
+    order = await handlers.dispatch_order(_events(request), actor, order_id, now=utcnow(), **body.model_dump())
+    return _state(order)
+
+
+@router.post("/orders/{order_id}/open", tags=["orders"])
+async def open_for_taking(order_id: OrderPath, body: Opening, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Open the order for teams to take (抢单)."""
+    return _state(await handlers.open_for_taking(_events(request), actor, order_id, site_id=body.site_id, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/decline", tags=["orders"])
+async def decline(order_id: OrderPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.decline(_events(request), actor, order_id, by=body.by, reason=body.reason, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/accept", tags=["orders"])
+async def accept(order_id: OrderPath, body: Accepting, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Accept the order (接单); accepting again changes nothing."""
+    return _state(await handlers.accept(_events(request), actor, order_id, by=body.by, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/take", tags=["orders"])
+async def take(order_id: OrderPath, body: Taking, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.take(_events(request), actor, order_id, team_id=body.team_id, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/escalate", tags=["orders"])
+async def escalate(order_id: OrderPath, body: Escalating, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Hand the order to the site one level up, which dispatches it from now."""
+    return _state(await handlers.escalate(_events(request), actor, order_id, to_site_id=body.to_site_id, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/cancel", tags=["orders"])
+async def cancel(order_id: OrderPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _state(await handlers.cancel(_events(request), actor, order_id, reason=body.reason, now=utcnow()))
+
+
+@router.post("/orders/{order_id}/complete", tags=["orders"])
+async def complete(order_id: OrderPath, body: Completing, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    order = await handlers.complete(_events(request), actor, order_id, people_served=body.people_served, now=utcnow())
+    return _state(order)
+
+
+@router.post("/orders/{order_id}/rate", tags=["orders"])
+async def rate(order_id: OrderPath, body: Rating, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """The resident's 1–5 rating; the comment stays in dispatch."""
+    order = await handlers.rate(_events(request), actor, order_id, rating=body.rating, comment=body.comment, now=utcnow())
+    return _state(order)
+
+
+@router.get("/orders/{order_id}/suggestions", tags=["orders"])
+async def suggest(order_id: OrderPath, request: Request) -> dict[str, Any]:
+    """Volunteers who may be sent, best first, each with why; and those left out, with why."""
+    _, ranked, left_out = await handlers.suggestions(_events(request), order_id, utcnow())
+    return {
+        "order_id": order_id,
+        "suggestions": [
+            {"volunteer_number": s.volunteer_number, "rank": s.rank, "reasons": list(s.reasons)} for s in ranked
+        ],
+        "excluded": [{"volunteer_number": n, "reasons": why} for n, why in left_out.items()],
     }

@@ -1,14 +1,15 @@
-"""Dispatch's tables: its event store and its local view of volunteers."""
+"""Dispatch's tables: its event store, its local view of volunteers, and its view of orders (with
+the free text that never goes into an event: description, address, the resident's comment)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Column, Date, MetaData, String, Table, delete, update
+from sqlalchemy import Boolean, Column, Date, Integer, MetaData, String, Table, Text, delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch.domain import KnownVolunteer
-from shared.db import upsert
+from shared.db import UtcDateTime, upsert
 from shared.eventstore import EventStoreSchema
 
 metadata = MetaData()
@@ -32,6 +33,50 @@ certifications = Table(
     Column("certification", String(40), primary_key=True),
     Column("expires_on", Date),
 )
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("status", String(20), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("group_served", String(40), nullable=False),
+    Column("field", String(40), nullable=False),
+    Column("community_code", String(15), nullable=False, index=True),
+    Column("org_path", String(200), nullable=False),
+    Column("site_id", String(40), nullable=False, index=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("address", String(500), nullable=False, default=""),
+    Column("window_start", UtcDateTime, nullable=False),
+    Column("window_end", UtcDateTime, nullable=False),
+    Column("headcount", Integer, nullable=False),
+    Column("urgency", String(20), nullable=False),
+    Column("risky", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("placed_at", UtcDateTime, nullable=False),
+    Column("dispatched_at", UtcDateTime),
+    Column("accepted_at", UtcDateTime),
+    Column("deadline", UtcDateTime, index=True),
+    Column("completed_at", UtcDateTime),
+    Column("people_served", Integer),
+    Column("rating", Integer),
+    Column("comment", Text),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+
+async def next_number(conn: AsyncConnection, prefix: str, digits: int = 8) -> str:
+    """The next number of a series (O00000001, ...), one row lock per series."""
+    statement = upsert(conn, counters).values(name=prefix, value=1)
+    statement = statement.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1})
+    value = await conn.scalar(statement.returning(counters.c.value))
+    return f"{prefix}{value:0{digits}d}"
 
 
 async def save_volunteer(conn: AsyncConnection, volunteer: KnownVolunteer) -> None:

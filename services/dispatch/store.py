@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dispatch.domain import KnownVolunteer
 from shared.db import UtcDateTime, upsert
 from shared.eventstore import EventStoreSchema
+from shared.numbering import Counters
 
 metadata = MetaData()
 schema = EventStoreSchema(metadata)
@@ -63,20 +64,8 @@ orders = Table(
     Column("comment", Text),
 )
 
-counters = Table(
-    "counters",
-    metadata,
-    Column("name", String(20), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
-
-
-async def next_number(conn: AsyncConnection, prefix: str, digits: int = 8) -> str:
-    """The next number of a series (O00000001, ...), one row lock per series."""
-    statement = upsert(conn, counters).values(name=prefix, value=1)
-    statement = statement.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1})
-    value = await conn.scalar(statement.returning(counters.c.value))
-    return f"{prefix}{value:0{digits}d}"
+numbers = Counters(metadata)
+next_number = numbers.next
 
 
 async def save_volunteer(conn: AsyncConnection, volunteer: KnownVolunteer) -> None:

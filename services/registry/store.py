@@ -24,9 +24,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.registry.domain.org import OrgUnit, Site
-from shared.db import UtcDateTime, upsert
+from shared.db import UtcDateTime
 from shared.events.common import OrgLevel, SiteLevel
 from shared.eventstore import EventStoreSchema
+from shared.numbering import Counters
 
 metadata = MetaData()
 schema = EventStoreSchema(metadata)
@@ -161,20 +162,11 @@ async def holder_of_id_index(conn: AsyncConnection, id_index: str) -> str | None
     return await conn.scalar(select(volunteers.c.volunteer_number).where(volunteers.c.id_index == id_index))
 
 
-counters = Table(
-    "counters",
-    metadata,
-    Column("name", String(20), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
-
-
-async def next_number(conn: AsyncConnection, prefix: str, digits: int = 8) -> str:
-    """The next number of a series (V00000001, T00000001, ...), one row lock per series."""
-    statement = upsert(conn, counters).values(name=prefix, value=1)
-    statement = statement.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + 1})
-    value = await conn.scalar(statement.returning(counters.c.value))
-    return f"{prefix}{value:0{digits}d}"
+numbers = Counters(metadata)
+counters = numbers.table
+next_number = numbers.next
+reserve_numbers = numbers.reserve
+give_back_numbers = numbers.give_back
 
 
 async def find_org_units(conn: AsyncConnection, codes: Iterable[str]) -> dict[str, OrgUnit]:
@@ -204,21 +196,3 @@ async def holders_of_id_indexes(conn: AsyncConnection, id_indexes: Iterable[str]
         select(volunteers.c.id_index, volunteers.c.volunteer_number).where(volunteers.c.id_index.in_(wanted_here))
     )
     return {row.id_index: row.volunteer_number for row in rows}
-
-
-async def reserve_numbers(conn: AsyncConnection, prefix: str, count: int, digits: int = 8) -> list[str]:
-    """`count` consecutive numbers of a series in one update (the same row lock as next_number,
-    held until the transaction ends)."""
-    statement = upsert(conn, counters).values(name=prefix, value=count)
-    statement = statement.on_conflict_do_update(index_elements=["name"], set_={"value": counters.c.value + count})
-    last = await conn.scalar(statement.returning(counters.c.value))
-    return [f"{prefix}{value:0{digits}d}" for value in range(last - count + 1, last + 1)]
-
-
-async def give_back_numbers(conn: AsyncConnection, prefix: str, count: int) -> None:
-    """Return the last `count` numbers taken by reserve_numbers in this same transaction, unused.
-
-    Safe only before that transaction ends: its row lock kept anyone else from taking numbers since.
-    """
-    if count:
-        await conn.execute(counters.update().where(counters.c.name == prefix).values(value=counters.c.value - count))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -32,6 +33,7 @@ from shared.catalog import Event, EventCatalog
 from shared.catalog import catalog as default_catalog
 from shared.db import UtcDateTime, reading, upsert
 from shared.envelope import EventEnvelope, utcnow
+from shared.errors import NotFound
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
 Position = BigInteger().with_variant(Integer, "sqlite")
@@ -95,6 +97,19 @@ class EventStoreSchema:
         )
 
 
+@dataclass(frozen=True)
+class History:
+    """An aggregate's past: its payloads with the org path each was recorded under, its version."""
+
+    entries: list[tuple[tuple[str, ...], Event]]
+    version: int
+    org_path: tuple[str, ...]
+
+    @property
+    def payloads(self) -> list[Event]:
+        return [event for _, event in self.entries]
+
+
 class Transaction:
     """One database transaction of a service: its events, outbox rows, inbox claims and views."""
 
@@ -111,6 +126,14 @@ class Transaction:
             .order_by(events.c.aggregate_version)
         )
         return [EventEnvelope.model_validate_json(row.envelope) for row in rows]
+
+    async def history(self, aggregate_type: str, aggregate_id: str, what: str | None = None) -> History:
+        """The aggregate's events as payloads; NotFound when it has none (it does not exist)."""
+        envelopes = await self.load(aggregate_type, aggregate_id)
+        if not envelopes:
+            raise NotFound(f"unknown {what or aggregate_type} {aggregate_id}")
+        entries = [(e.org_path, self._store.catalog.payload_of(e)) for e in envelopes]
+        return History(entries, len(envelopes), envelopes[-1].org_path)
 
     async def version_of(self, aggregate_type: str, aggregate_id: str) -> int:
         events = self._store.schema.events
@@ -257,6 +280,10 @@ class EventStore:
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:
         async with reading(self.engine) as conn:
             return await Transaction(conn, self).load(aggregate_type, aggregate_id)
+
+    async def history(self, aggregate_type: str, aggregate_id: str, what: str | None = None) -> History:
+        async with reading(self.engine) as conn:
+            return await Transaction(conn, self).history(aggregate_type, aggregate_id, what)
 
     async def outbox_depth(self) -> int:
         outbox = self.schema.outbox

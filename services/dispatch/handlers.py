@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +18,12 @@ from sqlalchemy import select, update
 from services.dispatch import orders, store
 from services.dispatch import suggestions as ranking
 from services.dispatch.orders import Order
-from shared.catalog import Event, catalog
+from shared.catalog import Event
 from shared.db import reading
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.events.common import AgeBand
 from shared.events.dispatch import GroupServed, OrderCompleted, OrderKind, PlacedVia, Urgency
-from shared.eventstore import ConcurrencyConflict, EventStore, Transaction
+from shared.eventstore import ConcurrencyConflict, EventStore, History, Transaction
 from shared.web import Actor
 
 log = logging.getLogger(__name__)
@@ -121,25 +120,17 @@ async def place_order(
     return order_id
 
 
-@dataclass(frozen=True)
-class Loaded:
-    order: Order
-    version: int
-    org_path: tuple[str, ...]
-
-
-async def _load(tx: Transaction, order_id: str) -> Loaded:
-    envelopes = await tx.load("order", order_id)
-    if not envelopes:
-        raise NotFound(f"unknown order {order_id}")
-    order = orders.fold(catalog.payload_of(e) for e in envelopes)
+async def _load(tx: Transaction, order_id: str) -> tuple[Order, History]:
+    history = await tx.history("order", order_id, "order")
+    order = orders.fold(history.payloads)
     assert order is not None
-    return Loaded(order, len(envelopes), envelopes[-1].org_path)
+    return order, history
 
 
 async def load_order(events: EventStore, order_id: str) -> Order:
-    async with events.transaction() as tx:
-        return (await _load(tx, order_id)).order
+    order = orders.fold((await events.history("order", order_id, "order")).payloads)
+    assert order is not None
+    return order
 
 
 async def _change(
@@ -152,12 +143,11 @@ async def _change(
     """Load an order, let the domain decide, record and update the view; the new state. `view`
     holds extra view columns to set when something was decided (e.g. the rating's comment)."""
     async with events.transaction() as tx:
-        loaded = await _load(tx, order_id)
-        decided = decide(loaded.order)
-        order = loaded.order
+        order, history = await _load(tx, order_id)
+        decided = decide(order)
         if not decided:
             return order
-        await tx.record(order_id, loaded.version, decided, org_path=loaded.org_path, actor=actor.id)
+        await tx.record(order_id, history.version, decided, org_path=history.org_path, actor=actor.id)
         for event in decided:
             order = orders.evolve(order, event)
             if isinstance(event, OrderCompleted):
@@ -261,22 +251,24 @@ def _candidate(row: Any, certifications: dict[str, Any]) -> ranking.Candidate:
 async def suggestions(
     events: EventStore, order_id: str, now: datetime
 ) -> tuple[Order, list[ranking.Suggestion], dict[str, list[str]]]:
-    """The order, the volunteers who may be sent ranked best first, and those left out with why."""
+    """The order, the volunteers who may be sent ranked best first, and those left out with why.
+
+    Only the order's district is read: a city has hundreds of thousands of volunteers, and an
+    order is served from its own district. Unverified ones stay in, to be listed with the reason.
+    """
+    order = await load_order(events, order_id)
+    known, certifications = store.volunteers, store.certifications
+    district = order.org_path[0]
+    in_district = known.c.org_path.like(f"{district}/%")
     async with reading(events.engine) as conn:
-        envelopes = await Transaction(conn, events).load("order", order_id)
-        if not envelopes:
-            raise NotFound(f"unknown order {order_id}")
-        order = orders.fold(catalog.payload_of(e) for e in envelopes)
-        assert order is not None
-        rows = (await conn.execute(select(store.volunteers).order_by(store.volunteers.c.volunteer_number))).mappings().all()
+        rows = (await conn.execute(select(known).where(in_district).order_by(known.c.volunteer_number))).mappings().all()
         certs: dict[str, dict[str, Any]] = {}
-        for number, name, expires_on in await conn.execute(
-            select(
-                store.certifications.c.volunteer_number,
-                store.certifications.c.certification,
-                store.certifications.c.expires_on,
-            )
-        ):
+        held = await conn.execute(
+            select(certifications.c.volunteer_number, certifications.c.certification, certifications.c.expires_on)
+            .join(known, known.c.volunteer_number == certifications.c.volunteer_number)
+            .where(in_district)
+        )
+        for number, name, expires_on in held:
             certs.setdefault(number, {})[name] = expires_on
     candidates = [_candidate(row, certs.get(row["volunteer_number"], {})) for row in rows]
     return order, ranking.rank(order, candidates, now), ranking.excluded(order, candidates, now)

@@ -40,7 +40,8 @@ def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         urls = dict(re.findall(r"^\s+(registry|dispatch|points|reporting)\s+(http://\S+)", output, re.M))
         assert set(urls) == {"registry", "dispatch", "points", "reporting"}
         nats_url = re.search(r"NATS\s+(nats://\S+)", output).group(1)
-        assert nats_url != "nats://127.0.0.1:4222" or "4222 for NATS is taken" not in output
+        if "port 4222 for NATS is taken" in output:  # this machine's own NATS: never used
+            assert not nats_url.endswith(":4222")
 
         with httpx.Client(timeout=5) as client:
             for url in urls.values():

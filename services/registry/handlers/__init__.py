@@ -9,9 +9,8 @@ from uuid import UUID
 
 from services.registry import views
 from services.registry.vault import Vault
-from shared.catalog import Event, catalog
+from shared.catalog import Event
 from shared.envelope import EventEnvelope
-from shared.errors import NotFound
 from shared.eventstore import EventStore, Transaction
 from shared.web import Actor
 
@@ -20,27 +19,6 @@ from shared.web import Actor
 class Registry:
     events: EventStore
     vault: Vault
-
-
-@dataclass(frozen=True)
-class History:
-    """An aggregate's past: its payloads with their org paths, and its version."""
-
-    entries: list[tuple[tuple[str, ...], Event]]
-    version: int
-    org_path: tuple[str, ...]
-
-    @property
-    def payloads(self) -> list[Event]:
-        return [event for _, event in self.entries]
-
-
-async def load(tx: Transaction, aggregate: str, aggregate_id: str, what: str) -> History:
-    envelopes = await tx.load(aggregate, aggregate_id)
-    if not envelopes:
-        raise NotFound(f"unknown {what} {aggregate_id}")
-    entries = [(e.org_path, catalog.payload_of(e)) for e in envelopes]
-    return History(entries, len(envelopes), envelopes[-1].org_path)
 
 
 async def record(

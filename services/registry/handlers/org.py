@@ -7,7 +7,7 @@ from datetime import date
 
 from services.registry import store
 from services.registry.domain import org
-from services.registry.handlers import Registry, load, record
+from services.registry.handlers import Registry, record
 from shared.errors import Conflict, NotFound
 from shared.events.common import OrgLevel, SiteKind, SiteLevel
 from shared.events.registry import SiteOpened
@@ -65,7 +65,7 @@ async def close_site(registry: Registry, actor: Actor, site_id: str, *, closed_o
         site = await store.find_site(tx.conn, site_id)
         if site is None:
             raise NotFound(f"unknown site {site_id}")
-        history = await load(tx, "site", site_id, "site")
+        history = await tx.history("site", site_id, "site")
         opened = history.payloads[0]
         assert isinstance(opened, SiteOpened)
         events = org.close_site(site, closed_on, opened.opened_on, reason)

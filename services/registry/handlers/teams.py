@@ -13,7 +13,7 @@ from sqlalchemy import update
 from services.registry import store
 from services.registry.domain import org, teams, volunteers
 from services.registry.domain.teams import Team
-from services.registry.handlers import Registry, load, record
+from services.registry.handlers import Registry, record
 from shared.catalog import Event
 from shared.errors import Conflict, NotFound
 from shared.events.common import TeamKind, VolunteerStatus
@@ -26,7 +26,7 @@ _MAY_JOIN = frozenset({VolunteerStatus.pending, VolunteerStatus.verified})
 
 async def _ensure_may_join(tx: Transaction, number: str, field: str) -> None:
     try:
-        history = await load(tx, "volunteer", number, "volunteer")
+        history = await tx.history("volunteer", number, "volunteer")
     except NotFound as unknown:
         raise NotFound(unknown.message, field=field) from None
     volunteer = volunteers.fold(history.entries)
@@ -56,7 +56,7 @@ async def _change(
 ) -> Team:
     """Load a team, check who joins it (if anyone), let the domain decide, record; the new state."""
     async with registry.events.transaction() as tx:
-        history = await load(tx, "team", team_id, "team")
+        history = await tx.history("team", team_id, "team")
         team = teams.fold(history.payloads)
         assert team is not None
         if joining is not None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from services.registry import store
 from services.registry.domain import training
-from services.registry.handlers import Registry, load, record
+from services.registry.handlers import Registry, record
 from shared.errors import NotFound
 from shared.eventstore import Transaction
 from shared.web import Actor
@@ -46,7 +46,7 @@ async def record_attendance(registry: Registry, actor: Actor, session_id: str, v
     """Record who attended; returns those newly recorded (repeating a list records nothing)."""
     numbers = set(volunteer_numbers)
     async with registry.events.transaction() as tx:
-        history = await load(tx, "training", session_id, "training session")
+        history = await tx.history("training", session_id, "training session")
         session = training.fold(history.payloads)
         assert session is not None
         # One unknown number refuses the whole list: attendance is recorded all at once or not at all.

@@ -13,8 +13,9 @@ from services.registry import store
 from services.registry.domain import identity, volunteers
 from services.registry.domain.org import OrgUnit
 from services.registry.domain.volunteers import Volunteer
-from services.registry.handlers import Registry, load, record
+from services.registry.handlers import Registry, record
 from shared.catalog import Event
+from shared.db import reading
 from shared.envelope import utcnow
 from shared.errors import Conflict, Invalid, NotFound, Refused
 from shared.events.common import PoliticalStatus
@@ -95,7 +96,7 @@ async def _register(
 
 
 async def _volunteer(tx: Transaction, number: str) -> tuple[Volunteer, int]:
-    history = await load(tx, "volunteer", number, "volunteer")
+    history = await tx.history("volunteer", number, "volunteer")
     volunteer = volunteers.fold(history.entries)
     assert volunteer is not None
     return volunteer, history.version
@@ -178,7 +179,7 @@ async def deregister(registry: Registry, actor: Actor, number: str, *, on_reques
 async def personal_data(registry: Registry, number: str) -> dict[str, str] | None:
     """Name, ID number and phone in clear, for staff allowed to see them; None once destroyed."""
     v, k = store.volunteers, store.volunteer_keys
-    async with registry.events.engine.connect() as conn:
+    async with reading(registry.events.engine) as conn:
         row = (
             await conn.execute(
                 select(v.c.name_sealed, v.c.id_number_sealed, v.c.phone_sealed, k.c.sealed_key)
@@ -200,7 +201,7 @@ async def personal_data(registry: Registry, number: str) -> dict[str, str] | Non
 async def expire_certifications(registry: Registry, today: date) -> int:
     """The daily job: every certification past its date expires, as an event. Returns how many."""
     table = store.certifications
-    async with registry.events.engine.connect() as conn:
+    async with reading(registry.events.engine) as conn:
         due = sorted(set((await conn.execute(select(table.c.volunteer_number).where(table.c.expires_on <= today))).scalars()))
     expired = 0
     for number in due:

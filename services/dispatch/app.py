@@ -10,7 +10,10 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
-from services.dispatch import api, handlers, store, subscribers
+from services.dispatch import store, subscribers
+from services.dispatch.api import orders as order_routes
+from services.dispatch.api import volunteers as volunteer_routes
+from services.dispatch.handlers import orders as handlers
 from shared.envelope import utcnow
 from shared.eventstore import EventStore
 from shared.runtime import ServiceRuntime
@@ -42,4 +45,4 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, store.schema, consumes=("registry",))
     subscribe(runtime.broker, subscribers.reactor(runtime.store), "registry")
     runtime.add_worker(time_out_job(runtime.store))
-    return runtime.create_app(api.router, title="Beacon dispatch", description="Orders, shifts, attendance.")
+    return runtime.create_app(volunteer_routes.router, order_routes.router, title="Beacon dispatch", description="Orders, shifts, attendance.")

@@ -14,9 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.dispatch import handlers, store
+from services.dispatch import store
 from services.dispatch.app import create_app
 from services.dispatch.domain import KnownVolunteer
+from services.dispatch.handlers import orders as handlers
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
 from tests.infra.waiting import eventually

@@ -1,4 +1,4 @@
-"""Dispatch's application services for orders: load the order, let orders.py decide, record the
+"""Orders: load the order, let orders.py decide, record the
 events and bring the `orders` view along, in one transaction. Each function is plain and can be
 called from a test; `now` is the server clock, passed in.
 

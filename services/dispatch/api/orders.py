@@ -1,16 +1,17 @@
-"""Dispatch's HTTP routes: the volunteers it knows, and orders (placing, dispatching, accepting,
-completing, rating; suggestions of whom to send)."""
+"""Orders (点单 · 派单 · 接单): placing, dispatching, accepting, completing, rating; suggestions of
+whom to send."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, or_, select
 
-from services.dispatch import handlers, orders, store
+from services.dispatch import orders, store
+from services.dispatch.api import events_of, iso
+from services.dispatch.handlers import orders as handlers
 from services.dispatch.orders import Order
 from shared.catalog import catalog
 from shared.db import reading
@@ -18,37 +19,9 @@ from shared.envelope import utcnow
 from shared.errors import NotFound
 from shared.events.common import AgeBand, SiteId, Skill, TeamId, VolunteerNumber
 from shared.events.dispatch import GroupServed, OrderId, OrderKind, PlacedVia, Reason, ServiceField, Urgency
-from shared.eventstore import EventStore
 from shared.web import CurrentActor
 
 router = APIRouter()
-
-
-@router.get("/volunteers/{volunteer_number}", tags=["volunteers"])
-async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[str, object]:
-    """The volunteer as dispatch knows them (from registry's events)."""
-    async with reading(request.app.state.runtime.engine) as conn:
-        row = (
-            await conn.execute(select(store.volunteers).where(store.volunteers.c.volunteer_number == volunteer_number))
-        ).mappings().first()
-        certs = (
-            await conn.execute(
-                select(store.certifications.c.certification, store.certifications.c.expires_on).where(
-                    store.certifications.c.volunteer_number == volunteer_number
-                )
-            )
-        ).all()
-    if row is None:
-        raise NotFound(f"dispatch does not know volunteer {volunteer_number}")
-    return {
-        "volunteer_number": row["volunteer_number"],
-        "community_code": row["community_code"],
-        "org_path": row["org_path"].split("/"),
-        "age_band": row["age_band"],
-        "skills": [s for s in row["skills"].split(",") if s],
-        "status": row["status"],
-        "certifications": {c: (e.isoformat() if e else None) for c, e in certs},
-    }
 
 
 # --- Orders (点单 · 派单 · 接单) ---------------------------------------------------------------------
@@ -125,14 +98,6 @@ class Rating(BaseModel):
     comment: FreeText | None = Field(default=None, description="Kept by dispatch, never published.")
 
 
-def _events(request: Request) -> EventStore:
-    return request.app.state.runtime.store
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
-
-
 def _state(order: Order) -> dict[str, Any]:
     return {
         "order_id": order.order_id,
@@ -150,10 +115,10 @@ def _state(order: Order) -> dict[str, Any]:
         "addressees": sorted(order.addressees),
         "declined": sorted(order.declined),
         "accepted_by": list(order.accepted_by),
-        "deadline": _iso(order.deadline),
+        "deadline": iso(order.deadline),
         "placed_at": order.placed_at.isoformat(),
-        "dispatched_at": _iso(order.dispatched_at),
-        "accepted_at": _iso(order.accepted_at),
+        "dispatched_at": iso(order.dispatched_at),
+        "accepted_at": iso(order.accepted_at),
         "people_served": order.people_served,
         "rating": order.rating,
         "version": order.version,
@@ -163,14 +128,14 @@ def _state(order: Order) -> dict[str, Any]:
 @router.post("/orders", status_code=201, tags=["orders"])
 async def place_order(body: NewOrder, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Place an order (点单). The description and address stay in dispatch and are never published."""
-    order_id = await handlers.place_order(_events(request), actor, now=utcnow(), **body.model_dump())
+    order_id = await handlers.place_order(events_of(request), actor, now=utcnow(), **body.model_dump())
     return {"order_id": order_id}
 
 
 @router.get("/orders/{order_id}", tags=["orders"])
 async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
     """The order's state, its free text, and its history from the event store."""
-    events = _events(request)
+    events = events_of(request)
     envelopes = await events.load("order", order_id)
     if not envelopes:
         raise NotFound(f"unknown order {order_id}")
@@ -183,7 +148,7 @@ async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
         state.update(
             kind=row["kind"], group_served=row["group_served"], field=row["field"], urgency=row["urgency"],
             description=row["description"], address=row["address"], comment=row["comment"],
-            completed_at=_iso(row["completed_at"]),
+            completed_at=iso(row["completed_at"]),
         )
     state["overdue"] = orders.overdue(order, utcnow())
     state["history"] = [
@@ -220,15 +185,15 @@ async def list_orders(
                 and_(table.c.status.in_([orders.ACCEPTED, orders.TAKEN]), table.c.window_end <= now),
             )
         )
-    async with reading(_events(request).engine) as conn:
+    async with reading(events_of(request).engine) as conn:
         rows = (await conn.execute(query)).mappings().all()
     items = [
         {
             "order_id": r["order_id"], "status": r["status"], "kind": r["kind"], "group_served": r["group_served"],
             "field": r["field"], "community_code": r["community_code"], "site_id": r["site_id"],
-            "window_start": _iso(r["window_start"]), "window_end": _iso(r["window_end"]),
+            "window_start": iso(r["window_start"]), "window_end": iso(r["window_end"]),
             "headcount": r["headcount"], "urgency": r["urgency"], "attempts": r["attempts"],
-            "deadline": _iso(r["deadline"]), "rating": r["rating"],
+            "deadline": iso(r["deadline"]), "rating": r["rating"],
         }
         for r in rows
     ]
@@ -238,60 +203,60 @@ async def list_orders(
 @router.post("/orders/{order_id}/dispatch", tags=["orders"])
 async def dispatch_order(order_id: OrderPath, body: Dispatching, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Dispatch the order (派单) to one team or to named volunteers, to answer by the deadline."""
-    order = await handlers.dispatch_order(_events(request), actor, order_id, now=utcnow(), **body.model_dump())
+    order = await handlers.dispatch_order(events_of(request), actor, order_id, now=utcnow(), **body.model_dump())
     return _state(order)
 
 
 @router.post("/orders/{order_id}/open", tags=["orders"])
 async def open_for_taking(order_id: OrderPath, body: Opening, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Open the order for teams to take (抢单)."""
-    return _state(await handlers.open_for_taking(_events(request), actor, order_id, site_id=body.site_id, now=utcnow()))
+    return _state(await handlers.open_for_taking(events_of(request), actor, order_id, site_id=body.site_id, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/decline", tags=["orders"])
 async def decline(order_id: OrderPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    return _state(await handlers.decline(_events(request), actor, order_id, by=body.by, reason=body.reason, now=utcnow()))
+    return _state(await handlers.decline(events_of(request), actor, order_id, by=body.by, reason=body.reason, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/accept", tags=["orders"])
 async def accept(order_id: OrderPath, body: Accepting, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Accept the order (接单); accepting again changes nothing."""
-    return _state(await handlers.accept(_events(request), actor, order_id, by=body.by, now=utcnow()))
+    return _state(await handlers.accept(events_of(request), actor, order_id, by=body.by, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/take", tags=["orders"])
 async def take(order_id: OrderPath, body: Taking, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    return _state(await handlers.take(_events(request), actor, order_id, team_id=body.team_id, now=utcnow()))
+    return _state(await handlers.take(events_of(request), actor, order_id, team_id=body.team_id, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/escalate", tags=["orders"])
 async def escalate(order_id: OrderPath, body: Escalating, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Hand the order to the site one level up, which dispatches it from now."""
-    return _state(await handlers.escalate(_events(request), actor, order_id, to_site_id=body.to_site_id, now=utcnow()))
+    return _state(await handlers.escalate(events_of(request), actor, order_id, to_site_id=body.to_site_id, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/cancel", tags=["orders"])
 async def cancel(order_id: OrderPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    return _state(await handlers.cancel(_events(request), actor, order_id, reason=body.reason, now=utcnow()))
+    return _state(await handlers.cancel(events_of(request), actor, order_id, reason=body.reason, now=utcnow()))
 
 
 @router.post("/orders/{order_id}/complete", tags=["orders"])
 async def complete(order_id: OrderPath, body: Completing, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    order = await handlers.complete(_events(request), actor, order_id, people_served=body.people_served, now=utcnow())
+    order = await handlers.complete(events_of(request), actor, order_id, people_served=body.people_served, now=utcnow())
     return _state(order)
 
 
 @router.post("/orders/{order_id}/rate", tags=["orders"])
 async def rate(order_id: OrderPath, body: Rating, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The resident's 1–5 rating; the comment stays in dispatch."""
-    order = await handlers.rate(_events(request), actor, order_id, rating=body.rating, comment=body.comment, now=utcnow())
+    order = await handlers.rate(events_of(request), actor, order_id, rating=body.rating, comment=body.comment, now=utcnow())
     return _state(order)
 
 
 @router.get("/orders/{order_id}/suggestions", tags=["orders"])
 async def suggest(order_id: OrderPath, request: Request) -> dict[str, Any]:
     """Volunteers who may be sent, best first, each with why; and those left out, with why."""
-    _, ranked, left_out = await handlers.suggestions(_events(request), order_id, utcnow())
+    _, ranked, left_out = await handlers.suggestions(events_of(request), order_id, utcnow())
     return {
         "order_id": order_id,
         "suggestions": [

@@ -1,11 +1,26 @@
-"""Dispatch's tables: its event store, its local view of volunteers, and its view of orders (with
-the free text that never goes into an event: description, address, the resident's comment)."""
+"""Dispatch's tables: its event store; its local views of registry's volunteers and sites; and its
+views of orders, activities, shifts, sign-ups, attendance and service records, which also keep
+the free text that never goes into an event (descriptions, addresses, titles, comments)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Boolean, Column, Date, Integer, MetaData, String, Table, Text, delete, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    delete,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch.domain import KnownVolunteer
@@ -62,6 +77,130 @@ orders = Table(
     Column("people_served", Integer),
     Column("rating", Integer),
     Column("comment", Text),
+)
+
+sites = Table(
+    "known_sites",
+    metadata,
+    Column("site_id", String(40), primary_key=True),
+    Column("org_unit_code", String(15), nullable=False, index=True),
+    Column("level", String(20), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("open", Boolean, nullable=False, default=True),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("activity_id", String(40), primary_key=True),
+    Column("site_id", String(40), nullable=False, index=True),
+    Column("org_path", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("theme", String(40), nullable=False),
+    Column("field", String(40), nullable=False),
+    Column("group_served", String(40), nullable=False),
+    Column("order_id", String(40), index=True),
+    Column("brand_team_id", String(20)),
+    Column("starts_on", Date, nullable=False),
+    Column("ends_on", Date, nullable=False),
+    Column("status", String(20), nullable=False),  # scheduled, completed, cancelled
+    Column("people_served", Integer),
+    Column("title", String(200), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("posts", JSON, nullable=False, default=list),  # [{post_id, title, required_skills}]
+)
+
+shifts = Table(
+    "shifts",
+    metadata,
+    Column("shift_id", String(40), primary_key=True),
+    Column("activity_id", String(40), nullable=False, index=True),
+    Column("site_id", String(40), nullable=False),
+    Column("org_path", String(200), nullable=False),
+    Column("post_id", String(40)),
+    Column("series_id", String(40), index=True),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False, index=True),
+    Column("capacity", Integer, nullable=False),
+    Column("geofence", JSON),  # {lat, lon, radius_m} or null
+    Column("status", String(20), nullable=False),  # open, cancelled, closed
+    Column("confirmed", Integer, nullable=False, default=0),
+    Column("waitlisted", Integer, nullable=False, default=0),
+)
+
+signups = Table(
+    "signups",
+    metadata,
+    Column("shift_id", String(40), primary_key=True),
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("position", String(20), nullable=False),  # confirmed, waitlisted, withdrawn, cancelled
+    Column("signed_up_at", UtcDateTime, nullable=False),
+    Index("signups_by_volunteer", "volunteer_number", "shift_id"),
+)
+
+# What Beacon told a volunteer (a shift cancelled, a place freed): read by their app.
+notices = Table(
+    "notices",
+    metadata,
+    Column("notice_id", Integer, primary_key=True, autoincrement=True),
+    Column("volunteer_number", String(20), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("shift_id", String(40)),
+    Column("text", Text, nullable=False),
+)
+
+attendances = Table(
+    "attendances",
+    metadata,
+    Column("shift_id", String(40), primary_key=True),
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("checked_in_at", UtcDateTime, nullable=False),
+    Column("checked_out_at", UtcDateTime),
+    Column("minutes", Integer),
+    Column("flag", String(40)),
+    Index("attendances_by_volunteer", "volunteer_number", "checked_in_at"),
+)
+
+service_records = Table(
+    "service_records",
+    metadata,
+    Column("record_id", String(20), primary_key=True),
+    Column("volunteer_number", String(20), nullable=False, index=True),
+    Column("activity_id", String(40), nullable=False, index=True),
+    Column("shift_id", String(40)),
+    Column("site_id", String(40), nullable=False, index=True),
+    Column("org_path", String(200), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("status", String(20), nullable=False, index=True),  # recorded, confirmed, declined, revoked
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("hours", Numeric(8, 2), nullable=False),
+    Column("flag", String(40)),
+    Column("content", Text, nullable=False, default=""),  # what was done, in the organiser's words
+    Column("correction_pending", Boolean, nullable=False, default=False),
+    Index("one_record_per_attendance", "shift_id", "volunteer_number", unique=True),
+)
+
+# A volunteer's request to correct a record, in their words, and the organiser's answer.
+correction_requests = Table(
+    "correction_requests",
+    metadata,
+    Column("record_id", String(20), primary_key=True),
+    Column("requested_at", UtcDateTime, primary_key=True),
+    Column("requested_minutes", Integer),
+    Column("explanation", Text, nullable=False, default=""),
+    Column("outcome", String(20)),
+    Column("decided_at", UtcDateTime),
+)
+
+rounding_rules = Table(
+    "rounding_rules",
+    metadata,
+    Column("district_code", String(6), primary_key=True),
+    Column("effective_from", UtcDateTime, primary_key=True),
+    Column("bands", JSON, nullable=False),  # [[below_minutes, "hours"], ...]
 )
 
 numbers = Counters(metadata)

@@ -1,5 +1,6 @@
-"""Dispatch's public events: shifts and attendance (check-in and check-out by QR code at the site),
-and orders (点单 · 派单 · 接单: placed, dispatched or opened for taking, accepted or declined, done).
+"""Dispatch's public events: activities, their shifts and sign-ups; attendance (check-in and
+check-out by QR code at the site); service records (志愿服务记录) and their hours; and orders
+(点单 · 派单 · 接单: placed, dispatched or opened for taking, accepted or declined, done).
 
 None carries personal data: a volunteer appears only by volunteer number, a place only by site id
 and, for a geofence, the site's own coordinates. Every time is the server's, in a known zone.
@@ -7,6 +8,8 @@ and, for a geofence, the site's own coordinates. Every time is the server's, in 
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -18,6 +21,8 @@ from shared.events.common import AgeBand, DivisionCode, SiteId, Skill, TeamId, V
 # Letters, digits, "_" and "-" only: a shift id travels inside the QR code as "<shift>.<step>.<mac>".
 ShiftId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
 ActivityId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
+ServiceField = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
@@ -29,68 +34,6 @@ class Geofence(BaseModel):
     lat: float = Field(ge=-90, le=90, description="Centre latitude, WGS 84 degrees.")
     lon: float = Field(ge=-180, le=180, description="Centre longitude, WGS 84 degrees.")
     radius_m: float = Field(gt=0, le=50_000, description="Radius in metres.")
-
-
-@catalog.register(context="dispatch", aggregate="shift", action="opened")
-class ShiftOpened(Event):
-    """A shift of an activity was scheduled at a practice site: volunteers check in and out of it
-    by scanning the rotating QR code shown there, from shortly before it starts until it ends.
-    Service time is counted only between its start and its end. With a geofence, a scan is
-    accepted only from a position inside the circle."""
-
-    shift_id: ShiftId
-    activity_id: ActivityId
-    site_id: SiteId
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    capacity: int = Field(ge=1, le=100_000, description="How many volunteers the shift needs.")
-    geofence: Geofence | None = Field(default=None, description="None: a scan is accepted from anywhere.")
-
-    @model_validator(mode="after")
-    def _ends_after_it_starts(self) -> ShiftOpened:
-        if self.ends_at <= self.starts_at:
-            raise ValueError("a shift ends after it starts")
-        return self
-
-
-@catalog.register(context="dispatch", aggregate="shift", action="checked_in")
-class VolunteerCheckedIn(Event):
-    """A volunteer scanned the shift's QR code at the site and is now present; `at` is the
-    server's time of the scan (an early check-in counts only from the shift's start)."""
-
-    shift_id: ShiftId
-    volunteer_number: VolunteerNumber
-    at: AwareDatetime
-
-
-@catalog.register(context="dispatch", aggregate="shift", action="checked_out")
-class VolunteerCheckedOut(Event):
-    """A volunteer left the shift: they scanned its QR code a second time, or the shift ended
-    without a check-out (then `at` is the shift's end and an AttendanceFlagged follows).
-    `minutes` is the service time in whole minutes, counted only within the shift's hours."""
-
-    shift_id: ShiftId
-    volunteer_number: VolunteerNumber
-    at: AwareDatetime
-    minutes: int = Field(ge=0, description="Whole minutes served, capped by the shift's start and end.")
-
-
-@catalog.register(context="dispatch", aggregate="shift", action="attendance_flagged")
-class AttendanceFlagged(Event):
-    """A volunteer's attendance needs review by station staff before its hours are trusted:
-    `no_check_out` means they never checked out and Beacon closed the attendance at the
-    shift's end (`closed_at`)."""
-
-    shift_id: ShiftId
-    volunteer_number: VolunteerNumber
-    reason: Reason = Field(description="Why it is flagged, e.g. no_check_out.")
-    closed_at: AwareDatetime = Field(description="The check-out time Beacon set: the shift's end.")
-
-
-# --- Orders (点单 · 派单 · 接单) ---------------------------------------------------------------------
-
-OrderId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
-ServiceField = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class OrderKind(StrEnum):
@@ -117,6 +60,323 @@ class PlacedVia(StrEnum):
     resident = "resident"
     community_staff = "community_staff"
     community = "community"
+
+
+# --- Activities, shifts and sign-ups -------------------------------------------------------------
+
+PostId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+Theme = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class ActivityKind(StrEnum):
+    from_order = "from_order"  # serves an order (点单)
+    regular = "regular"  # a station's own, e.g. weekly duty
+    brand_project = "brand_project"  # 品牌项目
+    festival = "festival"  # 我们的节日
+    lecture = "lecture"  # 理论宣讲
+
+
+class Post(BaseModel):
+    """A post of an activity (定岗): a role at a place, e.g. a traffic post at a crossing. Its
+    title stays in dispatch's store; the event names it by code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    post_id: PostId
+    required_skills: list[Skill] = Field(default_factory=list, max_length=20)
+
+
+class ShiftPosition(StrEnum):
+    confirmed = "confirmed"
+    waitlisted = "waitlisted"
+
+
+@catalog.register(context="dispatch", aggregate="activity", action="scheduled")
+class ActivityScheduled(Event):
+    """An activity (场次) was scheduled by a practice site: on its own (a brand project, a festival,
+    a lecture, regular duty) or to serve an order. Its posts are the roles volunteers fill; its
+    shifts follow as ShiftOpened. The title and description stay in dispatch's store."""
+
+    activity_id: ActivityId
+    site_id: SiteId = Field(description="The practice site that organises it; the envelope's org path is the site's.")
+    kind: ActivityKind
+    theme: Theme = Field(description="Open-ended theme code, e.g. lantern_festival, elderly_lunch.")
+    field: ServiceField = Field(description="Field of service, e.g. civilised_traffic.")
+    group_served: GroupServed
+    order_id: OrderId | None = Field(default=None, description="The order it serves, for kind from_order.")
+    brand_team_id: TeamId | None = Field(default=None, description="The brand-project team that runs it, if any.")
+    posts: list[Post] = Field(default_factory=list, max_length=100)
+    starts_on: date
+    ends_on: date
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ActivityScheduled:
+        if self.ends_on < self.starts_on:
+            raise ValueError("an activity ends on or after the day it starts")
+        if (self.kind == ActivityKind.from_order) != (self.order_id is not None):
+            raise ValueError("an activity serves an order exactly when its kind is from_order")
+        return self
+
+
+@catalog.register(context="dispatch", aggregate="activity", action="completed")
+class ActivityCompleted(Event):
+    """The organiser closed the activity; `people_served` counts the people it served (服务人次)."""
+
+    activity_id: ActivityId
+    people_served: int = Field(ge=0, le=10_000_000)
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="activity", action="cancelled")
+class ActivityCancelled(Event):
+    """The activity was cancelled with a reason code; each of its shifts still to come is
+    cancelled with it (ShiftCancelled, which names the volunteers notified)."""
+
+    activity_id: ActivityId
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="shift", action="opened")
+class ShiftOpened(Event):
+    """A shift of an activity was scheduled at a practice site: volunteers sign up for it, then
+    check in and out by scanning the rotating QR code shown there, from shortly before it starts
+    until it ends. Service time is counted only between its start and its end. With a geofence,
+    a scan is accepted only from a position inside the circle. Recurring shifts (every night
+    20:00–22:00 for 30 days) are one ShiftOpened each, sharing a `series_id`."""
+
+    shift_id: ShiftId
+    activity_id: ActivityId
+    site_id: SiteId
+    post_id: PostId | None = Field(default=None, description="The activity's post it staffs, if any.")
+    series_id: ShiftId | None = Field(default=None, description="Shared by the shifts of one recurrence.")
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    capacity: int = Field(ge=1, le=100_000, description="How many volunteers the shift needs.")
+    geofence: Geofence | None = Field(default=None, description="None: a scan is accepted from anywhere.")
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> ShiftOpened:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("a shift ends after it starts")
+        return self
+
+
+@catalog.register(context="dispatch", aggregate="shift", action="signed_up")
+class VolunteerSignedUp(Event):
+    """A volunteer signed up for a shift: `confirmed` while it has room, else `waitlisted` in
+    order of sign-up, to be promoted when a confirmed volunteer withdraws."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    position: ShiftPosition
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="shift", action="sign_up_withdrawn")
+class SignUpWithdrawn(Event):
+    """A volunteer withdrew their sign-up (confirmed or waitlisted); `late` when it was less than
+    24 hours before the shift's start."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    late: bool
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="shift", action="waitlist_promoted")
+class WaitlistPromoted(Event):
+    """The first volunteer on the waiting list got the place a withdrawal freed: now confirmed."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="shift", action="cancelled")
+class ShiftCancelled(Event):
+    """The shift will not take place. `notified` lists every volunteer signed up (confirmed or
+    waitlisted), to whom Beacon sent the notice; notification partners subscribe to this."""
+
+    shift_id: ShiftId
+    activity_id: ActivityId
+    reason: Reason
+    notified: list[VolunteerNumber] = Field(default_factory=list, max_length=100_000)
+    at: AwareDatetime
+
+
+# --- Attendance (one aggregate per volunteer and shift) --------------------------------------------
+
+
+@catalog.register(context="dispatch", aggregate="attendance", action="checked_in")
+class VolunteerCheckedIn(Event):
+    """A volunteer scanned the shift's QR code at the site and is now present; `at` is the
+    server's time of the scan (an early check-in counts only from the shift's start)."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="attendance", action="checked_out")
+class VolunteerCheckedOut(Event):
+    """A volunteer left the shift: they scanned its QR code a second time, or the shift ended
+    without a check-out (then `at` is the shift's end and an AttendanceFlagged follows).
+    `minutes` is the service time in whole minutes, counted only within the shift's hours."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    at: AwareDatetime
+    minutes: int = Field(ge=0, description="Whole minutes served, capped by the shift's start and end.")
+
+
+@catalog.register(context="dispatch", aggregate="attendance", action="flagged")
+class AttendanceFlagged(Event):
+    """A volunteer's attendance needs review by station staff before its hours are trusted:
+    `no_check_out` means they never checked out and Beacon closed the attendance at the
+    shift's end (`closed_at`)."""
+
+    shift_id: ShiftId
+    volunteer_number: VolunteerNumber
+    reason: Reason = Field(description="Why it is flagged, e.g. no_check_out.")
+    closed_at: AwareDatetime = Field(description="The check-out time Beacon set: the shift's end.")
+
+
+# --- Service records (志愿服务记录) ------------------------------------------------------------------
+
+RecordId = Annotated[str, StringConstraints(pattern=r"^R\d{8,12}$")]
+Hours = Annotated[Decimal, Field(ge=0, le=24 * 366, max_digits=8, decimal_places=2)]
+
+
+class RecordSource(StrEnum):
+    attendance = "attendance"  # from a check-in and check-out
+    admin_entry = "admin_entry"  # entered afterwards by an administrator: hours, but no points
+
+
+class CorrectionOutcome(StrEnum):
+    granted = "granted"
+    refused = "refused"
+
+
+class RoundingBand(BaseModel):
+    """Minutes left over after whole hours, below `below_minutes`, count `hours`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    below_minutes: int = Field(ge=1, le=60)
+    hours: Decimal = Field(ge=0, le=1, max_digits=3, decimal_places=2)
+
+
+class _ServiceAttribution(Event):
+    """What every hour-bearing record event repeats, so that a consumer needs no other event."""
+
+    record_id: RecordId
+    volunteer_number: VolunteerNumber
+    activity_id: ActivityId
+    shift_id: ShiftId | None = Field(default=None, description="None for hours entered by an administrator.")
+    site_id: SiteId
+    field: ServiceField
+    group_served: GroupServed
+    service_date: date = Field(description="The day served, in the city's time zone.")
+    source: RecordSource
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="recorded")
+class ServiceRecorded(_ServiceAttribution):
+    """A service record (志愿服务记录, per the 2020 national measures) was drawn up and waits for the
+    organiser: from a check-in and check-out, or entered afterwards by an administrator. `hours`
+    are the minutes rounded by the district's rule in force. `flag` says why it needs a careful
+    look (e.g. no_check_out). It counts nowhere until confirmed."""
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    minutes: int = Field(ge=0)
+    hours: Hours
+    flag: Reason | None = None
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="hours_confirmed")
+class ServiceHoursConfirmed(_ServiceAttribution):
+    """The organiser confirmed the record: its hours count from now (figures, points, stars). When
+    the organiser changed the minutes while confirming, `adjusted_from_minutes` holds the recorded
+    ones and `reason` why. Hours from an administrator's entry (`source` admin_entry) earn no points."""
+
+    minutes: int = Field(ge=0)
+    hours: Hours
+    adjusted_from_minutes: int | None = Field(default=None, ge=0)
+    reason: Reason | None = None
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="declined")
+class ServiceRecordDeclined(Event):
+    """The organiser declined a record that was waiting: it never counted and never will."""
+
+    record_id: RecordId
+    volunteer_number: VolunteerNumber
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="hours_adjusted")
+class ServiceHoursAdjusted(_ServiceAttribution):
+    """A correction of confirmed hours: it reverses `previous_hours` and restates `hours` in one
+    event (apply hours − previous_hours). Nothing is deleted; every correction is kept."""
+
+    previous_minutes: int = Field(ge=0)
+    previous_hours: Hours
+    minutes: int = Field(ge=0)
+    hours: Hours
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="hours_revoked")
+class ServiceHoursRevoked(_ServiceAttribution):
+    """Confirmed hours were withdrawn (e.g. found not served): reverse `hours`. The record stays."""
+
+    minutes: int = Field(ge=0)
+    hours: Hours
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="correction_requested")
+class CorrectionRequested(Event):
+    """The volunteer asked for their record to be corrected; their explanation stays in dispatch."""
+
+    record_id: RecordId
+    volunteer_number: VolunteerNumber
+    requested_minutes: int | None = Field(default=None, ge=0, description="The minutes they believe right.")
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="service_record", action="correction_decided")
+class CorrectionDecided(Event):
+    """The organiser answered a correction request; a granted one is followed by the change itself
+    (ServiceHoursConfirmed or ServiceHoursAdjusted)."""
+
+    record_id: RecordId
+    volunteer_number: VolunteerNumber
+    outcome: CorrectionOutcome
+    reason: Reason
+    at: AwareDatetime
+
+
+@catalog.register(context="dispatch", aggregate="rounding_rule", action="set")
+class RoundingRuleSet(Event):
+    """A district set how service minutes round to hours, for records drawn up from
+    `effective_from` on: each whole hour counts 1 h, and the minutes left over count the hours of
+    the first band they fall below (e.g. below 15 → 0, below 45 → 0.5, below 60 → 1)."""
+
+    district_code: DivisionCode
+    bands: list[RoundingBand] = Field(min_length=1, max_length=60)
+    effective_from: AwareDatetime
+
+
+# --- Orders (点单 · 派单 · 接单) ---------------------------------------------------------------------
+
 
 
 _AGE_ORDER = list(AgeBand)

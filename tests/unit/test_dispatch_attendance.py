@@ -248,13 +248,13 @@ def test_a_shift_id_cannot_break_the_code_format() -> None:
 
 
 def test_the_attendance_events_are_in_the_dispatch_context() -> None:
-    for model, action in (
-        (ShiftOpened, "opened"),
-        (VolunteerCheckedIn, "checked_in"),
-        (VolunteerCheckedOut, "checked_out"),
-        (AttendanceFlagged, "attendance_flagged"),
+    for model, subject in (
+        (ShiftOpened, "shift.opened"),
+        (VolunteerCheckedIn, "attendance.checked_in"),
+        (VolunteerCheckedOut, "attendance.checked_out"),
+        (AttendanceFlagged, "attendance.flagged"),
     ):
-        assert model.spec.subject("370303") == f"dispatch.370303.shift.{action}"
+        assert model.spec.subject("370303") == f"dispatch.370303.{subject}"
         assert catalog.lookup(model.__name__, 1).model is model
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
@@ -68,7 +69,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:
         status = 422 if isinstance(error, Invalid) else 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 400
-        extra: dict[str, Any] = dict(error.details)
+        extra: dict[str, Any] = jsonable_encoder(error.details)  # times, decimals: as JSON says them
         if error.field:
             extra["errors"] = [{"field": error.field, "reason": error.message}]
         return problem(status, type(error).__name__, error.message, **extra)

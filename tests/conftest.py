@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from shared.eventstore import EventStore
 from tests.factories import event_store
 from tests.infra.nats import nats_server
 from tests.infra.postgres import postgres_server, throwaway_database
+
+# Dispatch signs its shifts' QR codes with this key wherever a test starts it on PostgreSQL
+# (on SQLite it would make a development key beside the database file).
+os.environ.setdefault("BEACON_SHIFT_CODE_SECRET", "dGVzdC1zaGlmdC1jb2RlLXNlY3JldC0zMi1ieXRlcyE=")
 
 
 @pytest.fixture

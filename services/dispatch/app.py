@@ -1,8 +1,9 @@
-"""Wiring of the dispatch service."""
+"""Wiring of the dispatch service: settings, store, bus, routes, and the jobs that run on the clock."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -11,38 +12,74 @@ from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.dispatch import store, subscribers
+from services.dispatch.api import activities as activity_routes
+from services.dispatch.api import attendance as attendance_routes
 from services.dispatch.api import orders as order_routes
 from services.dispatch.api import volunteers as volunteer_routes
-from services.dispatch.handlers import orders as handlers
+from services.dispatch.attendance import ShiftCodes
+from services.dispatch.handlers import attendance as attendance_handlers
+from services.dispatch.handlers import orders as order_handlers
+from shared.devkeys import beside_sqlite, load_or_make
 from shared.envelope import utcnow
-from shared.eventstore import EventStore
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from shared.subscriber import subscribe
 
 log = logging.getLogger(__name__)
 
-# How often the job looks for dispatched orders past their deadline.
-TIME_OUT_EVERY_SECONDS = 30.0
+# How often the clock jobs look for orders past their deadline and shifts past their end.
+CLOCK_EVERY_SECONDS = 30.0
 
 
-def time_out_job(events: EventStore, every: float = TIME_OUT_EVERY_SECONDS) -> Callable[[Client], Awaitable[None]]:
-    async def time_out_orders(nc: Client) -> None:
+class DispatchSettings(ServiceSettings):
+    shift_code_secret: str = ""  # base64 of at least 16 bytes: signs the shifts' rotating QR codes
+    shift_code_period_seconds: int = 30
+    public_url: str = ""  # the base URL phones reach dispatch at; the request's own when empty
+
+
+def shift_code_secret(settings: DispatchSettings) -> bytes:
+    if settings.shift_code_secret:
+        return base64.b64decode(settings.shift_code_secret)
+    path = beside_sqlite(settings.database_url, ".keys.json")
+    if path is None:
+        raise RuntimeError("set BEACON_SHIFT_CODE_SECRET: it signs the shifts' QR codes")
+    stored = load_or_make(path, ("shift_codes",), warn="set BEACON_SHIFT_CODE_SECRET in production")
+    return base64.b64decode(stored["shift_codes"])
+
+
+def clock_job(name: str, run: Callable[[], Awaitable[list[str]]], every: float) -> Callable[[Client], Awaitable[None]]:
+    async def on_the_clock(nc: Client) -> None:
         while True:
             try:
-                timed_out = await handlers.time_out_due(events, utcnow())
-                if timed_out:
-                    log.info("timed out orders %s", ", ".join(timed_out))
+                done = await run()
+                if done:
+                    log.info("%s: %s", name, ", ".join(done))
             except Exception:  # the store may be away for a moment: try again next round
-                log.exception("order time-out job failed; retrying")
+                log.exception("%s failed; retrying", name)
             await asyncio.sleep(every)
 
-    return time_out_orders
+    return on_the_clock
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = (settings or ServiceSettings()).for_service("dispatch")
-    runtime = ServiceRuntime(settings, store.schema, consumes=("registry",))
-    subscribe(runtime.broker, subscribers.reactor(runtime.store), "registry")
-    runtime.add_worker(time_out_job(runtime.store))
-    return runtime.create_app(volunteer_routes.router, order_routes.router, title="Beacon dispatch", description="Orders, shifts, attendance.")
+def create_app(settings: ServiceSettings | None = None, *, clock_every: float = CLOCK_EVERY_SECONDS) -> FastAPI:
+    base = (settings or DispatchSettings()).for_service("dispatch")
+    dispatch_settings = base if isinstance(base, DispatchSettings) else DispatchSettings(**base.model_dump())
+    runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry",))
+    events = runtime.store
+    subscribe(runtime.broker, subscribers.reactor(events), "registry")
+    runtime.add_worker(clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every))
+    runtime.add_worker(
+        clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)
+    )
+    app = runtime.create_app(
+        volunteer_routes.router,
+        order_routes.router,
+        activity_routes.router,
+        attendance_routes.router,
+        title="Beacon dispatch",
+        description="Orders, activities and shifts, QR attendance, service records.",
+    )
+    app.state.shift_codes = ShiftCodes(shift_code_secret(dispatch_settings), dispatch_settings.shift_code_period_seconds)
+    app.state.public_url = dispatch_settings.public_url
+    app.state.clock = utcnow
+    return app

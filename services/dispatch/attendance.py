@@ -71,6 +71,10 @@ class ShiftCodes:
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
+    def valid_until(self, at: datetime) -> datetime:
+        """When a code shown at `at` stops being accepted."""
+        return _EPOCH + self.period * (self.step_at(at) + 1 + self.tolerance_steps)
+
     def code_for(self, shift_id: str, at: datetime) -> str:
         step = self.step_at(at)
         return f"{shift_id}.{step}.{self._mac(shift_id, step)}"

@@ -77,6 +77,21 @@ orders = Table(
     Column("people_served", Integer),
     Column("rating", Integer),
     Column("comment", Text),
+    # Set while the order waits for staff after a dispatch nobody accepted: overdue at once.
+    Column("unanswered_at", UtcDateTime),
+)
+
+# Who serves which order, and when: makes a volunteer busy for other orders in that window.
+# `active` turns false when the order is completed or cancelled.
+order_assignees = Table(
+    "order_assignees",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("assignee", String(20), primary_key=True),  # a volunteer number or a team id
+    Column("window_start", UtcDateTime, nullable=False),
+    Column("window_end", UtcDateTime, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Index("order_assignees_by_assignee", "assignee", "window_end"),
 )
 
 sites = Table(
@@ -84,9 +99,19 @@ sites = Table(
     metadata,
     Column("site_id", String(40), primary_key=True),
     Column("org_unit_code", String(15), nullable=False, index=True),
+    Column("org_path", String(200), nullable=False),  # the SiteOpened envelope's org path
     Column("level", String(20), nullable=False),
     Column("kind", String(30), nullable=False),
     Column("open", Boolean, nullable=False, default=True),
+)
+
+# Registry's insurance records, as far as dispatch needs them: risky work needs the window covered.
+insurance = Table(
+    "known_insurance",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("valid_from", Date, primary_key=True),
+    Column("valid_until", Date, primary_key=True),
 )
 
 activities = Table(
@@ -235,3 +260,24 @@ async def certify(conn: AsyncConnection, number: str, certification: str, expire
 async def uncertify(conn: AsyncConnection, number: str, certification: str) -> None:
     table = certifications
     await conn.execute(delete(table).where(table.c.volunteer_number == number, table.c.certification == certification))
+
+
+async def save_site(
+    conn: AsyncConnection, site_id: str, org_unit_code: str, org_path: tuple[str, ...], level: str, kind: str
+) -> None:
+    statement = upsert(conn, sites).values(
+        site_id=site_id, org_unit_code=org_unit_code, org_path="/".join(org_path), level=level, kind=kind, open=True
+    )
+    await conn.execute(statement.on_conflict_do_nothing(index_elements=["site_id"]))
+
+
+async def close_site(conn: AsyncConnection, site_id: str) -> None:
+    """Raises LookupError when registry's SiteOpened has not reached us yet: retried later."""
+    result = await conn.execute(update(sites).where(sites.c.site_id == site_id).values(open=False))
+    if result.rowcount == 0:
+        raise LookupError(f"site {site_id} is not known here yet")
+
+
+async def insure(conn: AsyncConnection, number: str, valid_from: date, valid_until: date) -> None:
+    statement = upsert(conn, insurance).values(volunteer_number=number, valid_from=valid_from, valid_until=valid_until)
+    await conn.execute(statement.on_conflict_do_nothing())

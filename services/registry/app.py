@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from fastapi import FastAPI
 from nats.aio.client import Client
-from sqlalchemy.engine import make_url
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.registry import store
@@ -17,6 +15,7 @@ from services.registry.api import imports, org, teams, training, volunteers
 from services.registry.handlers import Registry
 from services.registry.handlers import volunteers as volunteer_handlers
 from services.registry.vault import Vault, VaultKeys
+from shared.devkeys import beside_sqlite
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 
@@ -31,9 +30,9 @@ class RegistrySettings(ServiceSettings):
 def vault_keys(settings: RegistrySettings) -> VaultKeys:
     if settings.personal_data_key and settings.id_index_key:
         return VaultKeys.from_settings(settings.personal_data_key, settings.id_index_key)
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        return VaultKeys.from_file(Path(url.database).with_suffix(".keys.json"))
+    path = beside_sqlite(settings.database_url, ".keys.json")
+    if path is not None:
+        return VaultKeys.from_file(path)
     raise RuntimeError("set BEACON_PERSONAL_DATA_KEY and BEACON_ID_INDEX_KEY: personal data is sealed with them")
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.devkeys import load_or_make
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,7 @@ class VaultKeys:
     @classmethod
     def from_file(cls, path: Path) -> VaultKeys:
         """Development only: keys kept in a file beside the SQLite store, made on first use."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = {"master": base64.b64encode(secrets.token_bytes(32)).decode(), "index": base64.b64encode(secrets.token_bytes(32)).decode()}
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(fresh, file)
-            log.warning("personal-data keys generated in %s: set BEACON_PERSONAL_DATA_KEY and BEACON_ID_INDEX_KEY in production", path)
-        stored = json.loads(path.read_text())
+        stored = load_or_make(path, ("master", "index"), warn="set BEACON_PERSONAL_DATA_KEY and BEACON_ID_INDEX_KEY in production")
         return cls.from_settings(stored["master"], stored["index"])
 
 

@@ -13,5 +13,10 @@ def events_of(request: Request) -> EventStore:
     return request.app.state.runtime.store
 
 
+def now_of(request: Request) -> datetime:
+    """The server's clock: the app's `clock` (utcnow; a test may hold it still or move it on)."""
+    return request.app.state.clock()
+
+
 def iso(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()

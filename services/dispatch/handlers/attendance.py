@@ -1,0 +1,215 @@
+"""Attendance: a scan of the shift's rotating code checks a signed-up volunteer in or out; shifts
+that have ended are closed, checking out at the end whoever forgot and flagging it. Each check-out
+draws up the service record in the same transaction.
+
+Each volunteer's attendance at a shift is its own aggregate ("<shift>.<volunteer>"), so that two
+thousand volunteers scanning into one shift never wait on each other's version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.dispatch import activities, attendance, store
+from services.dispatch.attendance import Attendance, Shift, ShiftCodes
+from services.dispatch.handlers import records
+from shared.catalog import Event
+from shared.db import reading, upsert
+from shared.errors import Conflict, Invalid, NotFound
+from shared.events.dispatch import AttendanceFlagged, Geofence, ShiftPosition, VolunteerCheckedIn, VolunteerCheckedOut
+from shared.eventstore import ConcurrencyConflict, EventStore, Transaction
+from shared.web import Actor
+
+log = logging.getLogger(__name__)
+
+# Who records what the closing job decides.
+CLOSING_ACTOR = Actor("system:dispatch")
+
+CHECKED_IN, CHECKED_OUT, UNCHANGED = "checked_in", "checked_out", "unchanged"
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    result: str  # checked_in, checked_out or unchanged
+    shift_id: str
+    volunteer_number: str
+    at: datetime  # of the check-in or check-out in effect
+    minutes: int | None = None
+    record_id: str | None = None
+
+
+def attendance_id(shift_id: str, volunteer_number: str) -> str:
+    return f"{shift_id}.{volunteer_number}"
+
+
+def _shift_of(row: Any) -> Shift:
+    fence = row["geofence"]
+    return Shift(row["shift_id"], row["starts_at"], row["ends_at"], row["capacity"], Geofence(**fence) if fence else None)
+
+
+async def _signed_up_shift(conn: AsyncConnection, shift_id: str, volunteer_number: str) -> Any:
+    """The shift's view row, if the volunteer holds a confirmed place on it; refused otherwise."""
+    shifts, signups = store.shifts, store.signups
+    row = (
+        await conn.execute(
+            select(shifts, signups.c.position)
+            .outerjoin(
+                signups,
+                (signups.c.shift_id == shifts.c.shift_id) & (signups.c.volunteer_number == volunteer_number),
+            )
+            .where(shifts.c.shift_id == shift_id)
+        )
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"unknown shift {shift_id}")
+    if row["status"] == activities.CANCELLED:
+        raise Conflict(f"shift {shift_id} was cancelled", state="cancelled")
+    if row["position"] != ShiftPosition.confirmed:
+        state = "waitlisted" if row["position"] == ShiftPosition.waitlisted else "not_signed_up"
+        raise Conflict(f"volunteer {volunteer_number} has no confirmed place on shift {shift_id}", state=state)
+    return row
+
+
+async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version: int, decided: list[Event]) -> str | None:
+    """Append the attendance's events, bring its view along; the record drawn up at a check-out."""
+    org_path = tuple(row["org_path"].split("/"))
+    await tx.record(attendance_id(row["shift_id"], number), version, decided, org_path=org_path, actor=actor.id)
+    table, record_id = store.attendances, None
+    checked_in = flag = None
+    for event in decided:
+        match event:
+            case VolunteerCheckedIn():
+                checked_in = event.at
+                values = {"shift_id": event.shift_id, "volunteer_number": number, "checked_in_at": event.at}
+                await tx.conn.execute(upsert(tx.conn, table).values(**values).on_conflict_do_nothing())
+            case AttendanceFlagged():
+                flag = event.reason
+                await tx.conn.execute(
+                    update(table)
+                    .where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
+                    .values(flag=event.reason)
+                )
+    for event in decided:
+        if isinstance(event, VolunteerCheckedOut):
+            await tx.conn.execute(
+                update(table)
+                .where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
+                .values(checked_out_at=event.at, minutes=event.minutes)
+            )
+            if checked_in is None:
+                checked_in = await tx.conn.scalar(
+                    select(table.c.checked_in_at).where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
+                )
+            record_id = await records.draw_up_from_attendance(
+                tx,
+                actor,
+                shift_id=event.shift_id,
+                volunteer_number=number,
+                checked_in_at=checked_in,
+                checked_out_at=event.at,
+                minutes=event.minutes,
+                flag=flag,
+            )
+    return record_id
+
+
+async def scan(
+    events: EventStore,
+    codes: ShiftCodes,
+    actor: Actor,
+    *,
+    code: str,
+    volunteer_number: str,
+    now: datetime,
+    shift_id: str | None = None,
+    position: tuple[float, float] | None = None,
+) -> ScanResult:
+    """A volunteer scanned a shift's code: check in, check out, or nothing (a repeat). With
+    `shift_id`, the code must be that shift's (the page the volunteer has open)."""
+    if not isinstance(code, str) or "." not in code:
+        raise Invalid("this is not a Beacon shift code", field="code", reason="malformed")
+    codes.verify(code, shift_id or code.split(".", 1)[0], now)
+    shift_id = code.split(".", 1)[0]
+    for attempt in range(2):
+        try:
+            async with events.transaction() as tx:
+                row = await _signed_up_shift(tx.conn, shift_id, volunteer_number)
+                shift = _shift_of(row)
+                history = await tx.load("attendance", attendance_id(shift_id, volunteer_number))
+                state = attendance.fold((events.catalog.payload_of(e) for e in history), volunteer_number)
+                decided = attendance.scan(state, shift, volunteer_number, now, position)
+                if not decided:
+                    return _unchanged(shift_id, volunteer_number, state, now)
+                record_id = await _record(tx, actor, row, volunteer_number, len(history), decided)
+        except ConcurrencyConflict:
+            if attempt:
+                raise
+            continue  # the same volunteer's other scan got in first: decide again on what it wrote
+        event = decided[0]
+        if isinstance(event, VolunteerCheckedIn):
+            return ScanResult(CHECKED_IN, shift_id, volunteer_number, event.at)
+        assert isinstance(event, VolunteerCheckedOut)
+        return ScanResult(CHECKED_OUT, shift_id, volunteer_number, event.at, event.minutes, record_id)
+    raise AssertionError("unreachable")
+
+
+def _unchanged(shift_id: str, number: str, state: Attendance | None, now: datetime) -> ScanResult:
+    if state is None:
+        return ScanResult(UNCHANGED, shift_id, number, now)
+    at = state.checked_out_at or state.checked_in_at
+    return ScanResult(UNCHANGED, shift_id, number, at, state.minutes)
+
+
+async def close_ended_shifts(events: EventStore, now: datetime) -> list[str]:
+    """Close every open shift that has ended: check out at its end, and flag, each volunteer still
+    present (one transaction each), then mark the shift closed. The shifts closed."""
+    shifts, present = store.shifts, store.attendances
+    async with reading(events.engine) as conn:
+        ended = (
+            await conn.execute(
+                select(shifts.c.shift_id)
+                .where(shifts.c.status == activities.OPEN, shifts.c.ends_at <= now)
+                .order_by(shifts.c.shift_id)
+            )
+        ).scalars().all()
+    closed = []
+    for shift_id in ended:
+        async with reading(events.engine) as conn:
+            forgot = (
+                await conn.execute(
+                    select(present.c.volunteer_number)
+                    .where(present.c.shift_id == shift_id, present.c.checked_out_at.is_(None))
+                    .order_by(present.c.volunteer_number)
+                )
+            ).scalars().all()
+        for number in forgot:
+            try:
+                await _close_one(events, shift_id, number, now)
+            except ConcurrencyConflict:
+                log.info("attendance %s changed while closing; next round", attendance_id(shift_id, number))
+        async with events.transaction() as tx:
+            still = await tx.conn.scalar(
+                select(present.c.volunteer_number).where(present.c.shift_id == shift_id, present.c.checked_out_at.is_(None))
+            )
+            if still is None:
+                await tx.conn.execute(update(shifts).where(shifts.c.shift_id == shift_id).values(status="closed"))
+                closed.append(shift_id)
+    return closed
+
+
+async def _close_one(events: EventStore, shift_id: str, number: str, now: datetime) -> None:
+    async with events.transaction() as tx:
+        row = (await tx.conn.execute(select(store.shifts).where(store.shifts.c.shift_id == shift_id))).mappings().one()
+        history = await tx.load("attendance", attendance_id(shift_id, number))
+        state = attendance.fold((events.catalog.payload_of(e) for e in history), number)
+        if state is None:
+            return
+        decided = attendance.close_shift([state], _shift_of(row), now)
+        if decided:
+            await _record(tx, CLOSING_ACTOR, row, number, len(history), decided)

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.catalog import Event, EventCatalog
 from shared.catalog import catalog as default_catalog
-from shared.db import UtcDateTime, reading, upsert
+from shared.db import UtcDateTime, reading, upsert, writing
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 
@@ -266,7 +266,7 @@ class EventStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             tx = Transaction(conn, self)
             yield tx
         if tx.appended:
@@ -274,7 +274,7 @@ class EventStore:
                 listener()
 
     async def create_tables(self) -> None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.run_sync(self.schema.metadata.create_all)
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:

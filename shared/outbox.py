@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from sqlalchemy import bindparam, select, update
 
-from shared.db import reading
+from shared.db import reading, writing
 from shared.envelope import utcnow
 from shared.eventstore import EventStore
 
@@ -153,7 +153,7 @@ class OutboxRelay:
             .where(outbox.c.position == bindparam("row_position"))
             .values(published_at=now, stream_sequence=bindparam("sequence"))
         )
-        async with self._store.engine.begin() as conn:
+        async with writing(self._store.engine) as conn:
             await conn.execute(
                 statement, [{"row_position": row.position, "sequence": ack.seq} for row, ack in stored]
             )

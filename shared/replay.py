@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.bus import dead_letter, stream_name
 from shared.catalog import Event, EventCatalog, EventRejected
 from shared.catalog import catalog as default_catalog
-from shared.db import reading, upsert
+from shared.db import reading, upsert, writing
 from shared.envelope import EventEnvelope
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class Projector:
 
     async def setup(self) -> int:
         """Create the bookkeeping tables and a first generation; return the active one."""
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.run_sync(self.metadata.create_all)
             active = await self._active(conn)
             if active is None:
@@ -338,7 +338,7 @@ class Projector:
         The active generation keeps serving meanwhile; the swap is one transaction. Followers
         notice the swap at their next batch and continue the new generation from its checkpoints.
         """
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             newest = await conn.scalar(
                 select(func.max(self.generations.c.generation)).where(
                     self.generations.c.projection == self.projection.name
@@ -356,7 +356,7 @@ class Projector:
                 await self._apply_with_retry(nc, generation, stream, batch, live=False)
                 if progress:
                     progress(stream, batch[-1].metadata.sequence.stream, stop)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             previous = await self._active(conn)
             await conn.execute(
                 update(self.generations)
@@ -369,7 +369,7 @@ class Projector:
 
     async def _drop(self, generation: int) -> None:
         tables = self.projection.tables(generation)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.run_sync(lambda sync: tables[0].metadata.drop_all(sync, tables=list(tables)))
             await conn.execute(
                 self.checkpoints.delete().where(
@@ -417,7 +417,7 @@ class Projector:
     async def _apply(
         self, generation: int, stream: str, sequence: int, decoded: list[_Decoded], live: bool
     ) -> bool:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             if live and await self._active(conn) != generation:
                 return False
             done = await self._checkpoint(conn, generation, stream)

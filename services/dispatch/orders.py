@@ -1,6 +1,7 @@
 """Orders, pure: placing (点单), dispatching or opening for taking (派单), accepting or declining
-(接单), time-outs and escalation, completion and rating; and the ranked, explained suggestion of
-volunteers (in suggestions.py).
+(接单), time-outs, what follows an unanswered dispatch by itself (the next volunteers, or one level
+up the practice tree), completion and rating; and the ranked, explained suggestion of volunteers
+(in suggestions.py).
 
 An order's state is folded from its events; each command returns the events it decides, none when
 it changes nothing (a repeated command is harmless), or raises a refusal. Times are the caller's
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
-from shared.events.common import SKILLS, AgeBand
+from shared.events.common import SKILLS, AgeBand, SiteLevel
 from shared.events.dispatch import (
     GroupServed,
     OrderAccepted,
@@ -48,6 +49,10 @@ PLACED, DISPATCHED, OPEN, ACCEPTED, TAKEN, COMPLETED, RATED, CANCELLED = (
 _FINISHED = {COMPLETED, RATED, CANCELLED}
 AGES = list(AgeBand)
 
+# An automatic re-dispatch gives the next volunteers as long to answer as the previous dispatch
+# gave, but never less than this: a message read on the bus home still gets an answer.
+MIN_ANSWER_TIME = timedelta(minutes=10)
+
 
 def aware(at: datetime, name: str) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
@@ -73,6 +78,10 @@ class Order:
     attempts: int = 0  # dispatches so far
     addressees: frozenset[str] = frozenset()  # the current dispatch's team or volunteers
     declined: frozenset[str] = frozenset()  # of the current dispatch
+    tried: frozenset[str] = frozenset()  # every team or volunteer any dispatch of it went to
+    sent_to_team: bool = False  # the last dispatch went to a team
+    answer_time: timedelta | None = None  # the last dispatch's deadline minus its time
+    unanswered_at: datetime | None = None  # its last dispatch ended unaccepted; it waits for staff
     accepted_by: tuple[str, ...] = ()
     deadline: datetime | None = None
     dispatched_at: datetime | None = None  # the first dispatch, for the time to dispatch
@@ -138,17 +147,24 @@ def evolve(order: Order | None, event: Event) -> Order:
                 attempts=event.attempt,
                 addressees=frozenset(to),
                 declined=frozenset(),
+                tried=order.tried | to,
+                sent_to_team=event.team_id is not None,
+                answer_time=event.deadline - event.at,
+                unanswered_at=None,
                 deadline=event.deadline,
                 dispatched_at=order.dispatched_at or event.at,
             )
         case OrderOpenedForTaking():
-            return replace(order, status=OPEN, addressees=frozenset(), declined=frozenset(), deadline=None)
+            return replace(
+                order, status=OPEN, addressees=frozenset(), declined=frozenset(), deadline=None, unanswered_at=None
+            )
         case OrderDeclined():
             declined = order.declined | {event.declined_by}
-            everyone = declined >= order.addressees and not order.accepted_by
-            return replace(order, declined=declined, status=PLACED if everyone else order.status)
+            if declined >= order.addressees and not order.accepted_by:
+                return replace(order, declined=declined, status=PLACED, unanswered_at=event.at)
+            return replace(order, declined=declined)
         case OrderTimedOut():
-            return replace(order, status=PLACED, deadline=None)
+            return replace(order, status=PLACED, deadline=None, unanswered_at=event.at)
         case OrderAccepted():
             return replace(
                 order,
@@ -159,9 +175,16 @@ def evolve(order: Order | None, event: Event) -> Order:
         case OrderTaken():
             return replace(order, status=TAKEN, accepted_by=(event.team_id,), accepted_at=order.accepted_at or event.at)
         case OrderEscalated():
-            return replace(order, status=PLACED, site_id=event.to_site_id, addressees=frozenset(), deadline=None)
+            return replace(
+                order,
+                status=PLACED,
+                site_id=event.to_site_id,
+                addressees=frozenset(),
+                deadline=None,
+                unanswered_at=None,
+            )
         case OrderCancelled():
-            return replace(order, status=CANCELLED, deadline=None)
+            return replace(order, status=CANCELLED, deadline=None, unanswered_at=None)
         case OrderCompleted():
             return replace(order, status=COMPLETED, people_served=event.people_served)
         case OrderRated():
@@ -240,8 +263,10 @@ def dispatch(
     *,
     team_id: str | None = None,
     volunteer_numbers: Sequence[str] = (),
+    automatic: bool = False,
 ) -> list[Event]:
-    """Send the order to one team or to named volunteers, to accept or decline by the deadline."""
+    """Send the order to one team or to named volunteers, to accept or decline by the deadline;
+    `automatic` when Beacon does it by itself (see `follow_up`), not staff."""
     aware(now, "now")
     _refuse_finished(order, "dispatch it")
     if (team_id is None) == (not volunteer_numbers):
@@ -259,6 +284,7 @@ def dispatch(
             deadline=deadline,
             attempt=order.attempts + 1,
             at=now,
+            automatic=automatic,
         )
     ]
 
@@ -326,7 +352,7 @@ def take(order: Order, team_id: str, now: datetime) -> list[Event]:
     return [OrderTaken(order_id=order.order_id, team_id=team_id, at=aware(now, "now"))]
 
 
-def escalate(order: Order, to_site_id: str, now: datetime) -> list[Event]:
+def escalate(order: Order, to_site_id: str, now: datetime, *, automatic: bool = False) -> list[Event]:
     """Up one level of the practice tree: the higher site owns and dispatches the order from now."""
     _refuse_finished(order, "escalate it")
     if order.status not in (PLACED, OPEN):
@@ -337,9 +363,49 @@ def escalate(order: Order, to_site_id: str, now: datetime) -> list[Event]:
         return []
     return [
         OrderEscalated(
-            order_id=order.order_id, from_site_id=order.site_id, to_site_id=to_site_id, at=aware(now, "now")
+            order_id=order.order_id,
+            from_site_id=order.site_id,
+            to_site_id=to_site_id,
+            at=aware(now, "now"),
+            automatic=automatic,
         )
     ]
+
+
+def parent_site_of(level: SiteLevel, org_unit_code: str) -> tuple[SiteLevel, str] | None:
+    """Where the site one level up the practice tree stands, by level and org unit: a point's
+    station in its community, a station's institute in its street (the community code with the
+    last three digits zeroed), an institute's centre in its district; None above a centre."""
+    match level:
+        case SiteLevel.point:
+            return SiteLevel.station, org_unit_code[:12]
+        case SiteLevel.station:
+            return SiteLevel.institute, org_unit_code[:9] + "000"
+        case SiteLevel.institute:
+            return SiteLevel.centre, org_unit_code[:6]
+    return None
+
+
+def follow_up(order: Order, ranked: Sequence[str], parent_site_id: str | None, now: datetime) -> list[Event]:
+    """What Beacon does by itself once a dispatch went unanswered (everyone it went to declined,
+    or its deadline passed): send the order to the next volunteers of `ranked` (the suggestions,
+    best first) not tried on it yet, as many as it still needs, with as long to answer as the
+    last dispatch gave (at least MIN_ANSWER_TIME); when none is left, or a team had it, escalate
+    it to `parent_site_id`, the site one level up. With no site above known, nothing: the order
+    waits for staff and is overdue (see `overdue`)."""
+    aware(now, "now")
+    if order.status != PLACED or order.unanswered_at is None:
+        return []  # still waiting for answers, or not dispatched yet, or staff moved it on
+    needed = order.headcount - len(order.accepted_by)
+    untried = [number for number in ranked if number not in order.tried]
+    if not order.sent_to_team and untried and needed > 0:
+        answer_time = max(order.answer_time or MIN_ANSWER_TIME, MIN_ANSWER_TIME)
+        return dispatch(
+            order, order.site_id, now + answer_time, now, volunteer_numbers=untried[:needed], automatic=True
+        )
+    if parent_site_id is None:
+        return []
+    return escalate(order, parent_site_id, now, automatic=True)
 
 
 def cancel(order: Order, reason: str, now: datetime) -> list[Event]:
@@ -373,10 +439,13 @@ def rate(order: Order, rating: int, now: datetime) -> list[Event]:
 
 
 def overdue(order: Order, now: datetime) -> bool:
-    """To list for staff: a dispatch past its deadline, an order nobody has accepted by the time
-    its window starts, or an accepted order not completed by the end of its window."""
+    """To list for staff: a dispatch past its deadline, an order whose dispatch went unanswered
+    with nobody left to send it to and no site above (it waits for staff), an order nobody has
+    accepted by the time its window starts, or an accepted order not completed by its end."""
     aware(now, "now")
     if order.status == DISPATCHED and order.deadline is not None and now >= order.deadline:
+        return True
+    if order.status == PLACED and order.unanswered_at is not None:
         return True
     if order.status in (PLACED, OPEN, DISPATCHED):
         return now >= order.window_start

@@ -1,5 +1,6 @@
 """Dispatch follows registry to know the volunteers it can send: where they live, what they can
-do, which certifications they hold, and whether they may be dispatched at all."""
+do, which certifications and insurance they hold, and whether they may be dispatched at all; and
+the practice sites, to know where an order goes when it is escalated one level up."""
 
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ async def follow_expiry(tx: Transaction, envelope: EventEnvelope, event: ev.Cert
     await store.uncertify(tx.conn, event.volunteer_number, event.certification)
 
 
+async def follow_insurance(tx: Transaction, envelope: EventEnvelope, event: ev.VolunteerInsured) -> None:
+    await store.insure(tx.conn, event.volunteer_number, event.valid_from, event.valid_until)
+
+
+async def remember_site(tx: Transaction, envelope: EventEnvelope, opened: ev.SiteOpened) -> None:
+    await store.save_site(tx.conn, opened.site_id, opened.org_unit_code, envelope.org_path, opened.level, opened.kind)
+
+
+async def follow_site_closing(tx: Transaction, envelope: EventEnvelope, closed: ev.SiteClosed) -> None:
+    await store.close_site(tx.conn, closed.site_id)
+
+
 def reactor(events: EventStore) -> Reactor:
     dispatch = Reactor("dispatch", events)
     dispatch.on(ev.VolunteerRegistered)(remember_volunteer)
@@ -52,4 +65,7 @@ def reactor(events: EventStore) -> Reactor:
     dispatch.on(ev.VolunteerTransferred)(follow_transfer)
     dispatch.on(ev.CertificationGranted)(follow_certification)
     dispatch.on(ev.CertificationExpired)(follow_expiry)
+    dispatch.on(ev.VolunteerInsured)(follow_insurance)
+    dispatch.on(ev.SiteOpened)(remember_site)
+    dispatch.on(ev.SiteClosed)(follow_site_closing)
     return dispatch

@@ -21,9 +21,9 @@ class Candidate:
     certifications: Mapping[str, date | None]  # name -> expires on (None: never)
     age_band: AgeBand
     status: str = "verified"
-    busy: tuple[tuple[datetime, datetime], ...] = ()  # their shifts and accepted orders
-    recent_load: int = 0  # shifts in the last 30 days
-    insured: bool = False
+    busy: tuple[tuple[datetime, datetime], ...] = ()  # their confirmed shifts and accepted orders
+    recent_load: int = 0  # shifts served (checked in) in the last 30 days
+    insured: bool = False  # an insurance record covers the order's window (see `covered`)
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,13 @@ class Suggestion:
 
 
 _NEARNESS = {3: "same community", 2: "same street", 1: "same district", 0: "elsewhere"}
+
+
+def covered(order: Order, insurance: Iterable[tuple[date, date]]) -> bool:
+    """Whether one of the volunteer's insurance records (first and last day covered) covers the
+    whole of the order's window, by its dates in UTC as certifications are checked."""
+    first, last = order.window_start.date(), order.window_end.date()
+    return any(valid_from <= first and last <= valid_until for valid_from, valid_until in insurance)
 
 
 def _nearness(order: Order, candidate: Candidate) -> int:

@@ -103,6 +103,17 @@ certifications = Table(
     Column("expires_on", Date, index=True),
 )
 
+# Insurance records (risky work needs one): codes and dates, never a policy number or a name.
+insurance = Table(
+    "insurance",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("insurer", String(40), primary_key=True),
+    Column("cover", String(40), primary_key=True),
+    Column("valid_from", Date, primary_key=True),
+    Column("valid_until", Date, primary_key=True),
+)
+
 teams = Table(
     "teams",
     metadata,

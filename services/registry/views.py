@@ -101,6 +101,12 @@ async def _project(conn: AsyncConnection, envelope: EventEnvelope, event: Event)
             await conn.execute(
                 delete(table).where(table.c.volunteer_number == event.volunteer_number, table.c.certification == event.certification)
             )
+        case ev.VolunteerInsured():
+            statement = upsert(conn, store.insurance).values(
+                volunteer_number=event.volunteer_number, insurer=event.insurer, cover=event.cover,
+                valid_from=event.valid_from, valid_until=event.valid_until,
+            )
+            await conn.execute(statement.on_conflict_do_nothing())
         case ev.TeamCreated():
             await conn.execute(
                 store.teams.insert().values(

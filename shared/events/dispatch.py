@@ -243,6 +243,11 @@ class AttendanceFlagged(Event):
 
 
 # --- Service records (志愿服务记录) ------------------------------------------------------------------
+#
+# The hours a record counts (for figures, points, stars) change only by these events, each of which
+# says by how much: ServiceHoursConfirmed +hours, ServiceHoursAdjusted hours − previous_hours,
+# ServiceHoursRevoked −hours; ServiceRecorded, ServiceRecordDeclined and the correction events
+# change nothing. Summed over a record's events, that is what the record counts now.
 
 RecordId = Annotated[str, StringConstraints(pattern=r"^R\d{8,12}$")]
 Hours = Annotated[Decimal, Field(ge=0, le=24 * 366, max_digits=8, decimal_places=2)]
@@ -277,29 +282,39 @@ class _ServiceAttribution(Event):
     site_id: SiteId
     field: ServiceField
     group_served: GroupServed
-    service_date: date = Field(description="The day served, in the city's time zone.")
-    source: RecordSource
+    service_date: date = Field(description="The day the service started, in the city's time zone (Asia/Shanghai).")
+    source: RecordSource = Field(
+        description="attendance: from a check-in and check-out; admin_entry: entered afterwards by an administrator."
+    )
 
 
 @catalog.register(context="dispatch", aggregate="service_record", action="recorded")
 class ServiceRecorded(_ServiceAttribution):
     """A service record (志愿服务记录, per the 2020 national measures) was drawn up and waits for the
-    organiser: from a check-in and check-out, or entered afterwards by an administrator. `hours`
-    are the minutes rounded by the district's rule in force. `flag` says why it needs a careful
-    look (e.g. no_check_out). It counts nowhere until confirmed."""
+    organiser: from a check-in and check-out, or entered afterwards by an administrator (`source`
+    admin_entry). `hours` are the minutes rounded by `rounding`, the district's rule in force when
+    the service started; every later change of this record's minutes rounds by that same rule.
+    `flag` says why it needs a careful look (e.g. no_check_out). It counts nowhere until confirmed:
+    it changes no counted hours. What was done (the record's content) stays in dispatch."""
 
     started_at: AwareDatetime
     ended_at: AwareDatetime
-    minutes: int = Field(ge=0)
+    minutes: int = Field(ge=0, description="Whole minutes served, at most the time from start to end.")
     hours: Hours
+    rounding: list[RoundingBand] = Field(
+        min_length=1,
+        max_length=60,
+        description="The district's rounding rule the hours were (and will be) rounded by; see RoundingRuleSet.",
+    )
     flag: Reason | None = None
 
 
 @catalog.register(context="dispatch", aggregate="service_record", action="hours_confirmed")
 class ServiceHoursConfirmed(_ServiceAttribution):
-    """The organiser confirmed the record: its hours count from now (figures, points, stars). When
-    the organiser changed the minutes while confirming, `adjusted_from_minutes` holds the recorded
-    ones and `reason` why. Hours from an administrator's entry (`source` admin_entry) earn no points."""
+    """The organiser (the envelope's actor) confirmed the record: its `hours` count from now
+    (figures, points, stars): add them. When the organiser changed the minutes while confirming,
+    `adjusted_from_minutes` holds the recorded ones and `reason` why; both are null otherwise.
+    Hours from an administrator's entry (`source` admin_entry) earn no points."""
 
     minutes: int = Field(ge=0)
     hours: Hours
@@ -310,7 +325,8 @@ class ServiceHoursConfirmed(_ServiceAttribution):
 
 @catalog.register(context="dispatch", aggregate="service_record", action="declined")
 class ServiceRecordDeclined(Event):
-    """The organiser declined a record that was waiting: it never counted and never will."""
+    """The organiser declined a record that was waiting: it never counted and never will (no
+    change of counted hours). The record stays, with its history."""
 
     record_id: RecordId
     volunteer_number: VolunteerNumber
@@ -333,7 +349,8 @@ class ServiceHoursAdjusted(_ServiceAttribution):
 
 @catalog.register(context="dispatch", aggregate="service_record", action="hours_revoked")
 class ServiceHoursRevoked(_ServiceAttribution):
-    """Confirmed hours were withdrawn (e.g. found not served): reverse `hours`. The record stays."""
+    """Confirmed hours were withdrawn (e.g. found not served): subtract `hours`, the hours the
+    record counted until now. The record stays, revoked for good."""
 
     minutes: int = Field(ge=0)
     hours: Hours
@@ -343,7 +360,8 @@ class ServiceHoursRevoked(_ServiceAttribution):
 
 @catalog.register(context="dispatch", aggregate="service_record", action="correction_requested")
 class CorrectionRequested(Event):
-    """The volunteer asked for their record to be corrected; their explanation stays in dispatch."""
+    """The volunteer asked for their record to be corrected, with a reason code; a record has at
+    most one request waiting at a time. Their explanation, in their words, stays in dispatch."""
 
     record_id: RecordId
     volunteer_number: VolunteerNumber
@@ -354,8 +372,10 @@ class CorrectionRequested(Event):
 
 @catalog.register(context="dispatch", aggregate="service_record", action="correction_decided")
 class CorrectionDecided(Event):
-    """The organiser answered a correction request; a granted one is followed by the change itself
-    (ServiceHoursConfirmed or ServiceHoursAdjusted)."""
+    """The organiser answered the record's waiting correction request. A granted one is followed,
+    in the same transaction, by the change itself: ServiceHoursConfirmed (the record was waiting)
+    or ServiceHoursAdjusted (it was confirmed), unless the minutes were right already. This event
+    changes no counted hours by itself."""
 
     record_id: RecordId
     volunteer_number: VolunteerNumber
@@ -366,9 +386,12 @@ class CorrectionDecided(Event):
 
 @catalog.register(context="dispatch", aggregate="rounding_rule", action="set")
 class RoundingRuleSet(Event):
-    """A district set how service minutes round to hours, for records drawn up from
-    `effective_from` on: each whole hour counts 1 h, and the minutes left over count the hours of
-    the first band they fall below (e.g. below 15 → 0, below 45 → 0.5, below 60 → 1)."""
+    """A district set how service minutes round to hours, for service that starts at or after
+    `effective_from` (never in the past: records already drawn up keep their hours). Each whole
+    hour counts 1 h, and the minutes left over count the hours of the first band they fall below
+    (e.g. below 15 → 0, below 45 → 0.5, below 60 → 1). Where a district has set none, Beacon
+    rounds by exactly that example. A rule applies until the next one takes effect; of two rules
+    from the same time, the later set wins."""
 
     district_code: DivisionCode
     bands: list[RoundingBand] = Field(min_length=1, max_length=60)
@@ -423,7 +446,9 @@ class OrderPlaced(Event):
 @catalog.register(context="dispatch", aggregate="order", action="dispatched")
 class OrderDispatched(Event):
     """A site dispatched the order (派单) to one team or to named volunteers, who must accept or
-    decline before the deadline; `attempt` counts the dispatches of this order, 1 for the first."""
+    decline before the deadline; `attempt` counts the dispatches of this order, 1 for the first.
+    When everyone a dispatch went to declined, or its deadline passed, Beacon re-dispatches the
+    order by itself to the next suggested volunteers not yet tried (`automatic` is true)."""
 
     order_id: OrderId
     team_id: TeamId | None = Field(default=None, description="Set when dispatched to a team.")
@@ -432,6 +457,11 @@ class OrderDispatched(Event):
     deadline: AwareDatetime = Field(description="Accept or decline by then, or the order times out.")
     attempt: int = Field(ge=1)
     at: AwareDatetime
+    automatic: bool = Field(
+        default=False,
+        description="True when Beacon re-dispatched it after the previous attempt was declined or timed out; "
+        "false when staff dispatched it.",
+    )
 
     @model_validator(mode="after")
     def _one_addressee(self) -> OrderDispatched:
@@ -452,7 +482,8 @@ class OrderOpenedForTaking(Event):
 @catalog.register(context="dispatch", aggregate="order", action="declined")
 class OrderDeclined(Event):
     """A team or volunteer the order was dispatched to declined it, with a reason code; once
-    everyone it went to has declined, the order waits to be dispatched again or escalated."""
+    everyone it went to has declined, Beacon re-dispatches it to the next suggested volunteers or
+    escalates it (the events that follow say which), or it waits for staff, listed as overdue."""
 
     order_id: OrderId
     declined_by: VolunteerNumber | TeamId = Field(description="A volunteer number or a team id.")
@@ -463,8 +494,9 @@ class OrderDeclined(Event):
 
 @catalog.register(context="dispatch", aggregate="order", action="timed_out")
 class OrderTimedOut(Event):
-    """Nobody accepted the dispatched order before its deadline; it waits to be dispatched again
-    or escalated to the site one level up."""
+    """Nobody accepted the dispatched order before its deadline. Beacon then re-dispatches it to
+    the next suggested volunteers or escalates it to the site one level up (the events that
+    follow say which); at the top of the tree it waits for staff, listed as overdue."""
 
     order_id: OrderId
     attempt: int = Field(ge=1)
@@ -494,12 +526,15 @@ class OrderTaken(Event):
 @catalog.register(context="dispatch", aggregate="order", action="escalated")
 class OrderEscalated(Event):
     """The order went up one level of the practice tree (station to institute, institute to
-    centre): the site `to_site_id` now owns it and dispatches it."""
+    centre): the site `to_site_id` now owns it and dispatches it. Beacon escalates by itself
+    (`automatic` is true) when a dispatch went unanswered and no suggested volunteer is left to
+    try, or when the team it went to declined or let it time out."""
 
     order_id: OrderId
     from_site_id: SiteId
     to_site_id: SiteId
     at: AwareDatetime
+    automatic: bool = Field(default=False, description="True when Beacon escalated it; false when staff did.")
 
 
 @catalog.register(context="dispatch", aggregate="order", action="cancelled")

@@ -5,9 +5,10 @@ volunteer number, with age band, gender, political status and skills."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from pydantic import AwareDatetime as AwareDatetimeField
-from pydantic import Field
+from pydantic import Field, StringConstraints, model_validator
 
 from shared.catalog import Event, catalog
 from shared.events.common import (
@@ -256,3 +257,26 @@ class CertificationExpired(Event):
     volunteer_number: VolunteerNumber
     certification: Skill
     expired_on: date
+
+
+InsuranceCode = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+@catalog.register(context="registry", aggregate="volunteer", action="insured")
+class VolunteerInsured(Event):
+    """A volunteer's insurance was recorded: who insures them and what kind of cover, by code, and
+    the days it covers (both included). Dispatch sends a volunteer to risky work only when a
+    recorded insurance covers the whole service window. No policy number and no name: the
+    policy document stays with the volunteer's station."""
+
+    volunteer_number: VolunteerNumber
+    insurer: InsuranceCode = Field(description="The insurer, as a code, e.g. picc, cpic.")
+    cover: InsuranceCode = Field(description="The kind of policy, e.g. accident, liability.")
+    valid_from: date
+    valid_until: date = Field(description="The last day covered.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolunteerInsured:
+        if self.valid_until < self.valid_from:
+            raise ValueError("an insurance ends on or after the day it starts")
+        return self

@@ -291,7 +291,9 @@ async def test_a_scan_checks_in_a_repeat_changes_nothing_and_a_later_scan_checks
 
     attendance = (await client.get(f"/shifts/{shift_id}/attendance")).json()["items"]
     assert [(a["volunteer_number"], a["minutes"], a["flag"]) for a in attendance] == [("V00000001", 120, None)]
-    assert (await event_types(app))[-2:] == ["VolunteerCheckedIn", "VolunteerCheckedOut"]
+    # The check-out draws up the service record, in the same transaction.
+    assert (await event_types(app))[-3:] == ["VolunteerCheckedIn", "VolunteerCheckedOut", "ServiceRecorded"]
+    assert late.json()["record_id"] is not None and after.json()["record_id"] is None
 
 
 async def test_stale_forged_malformed_future_and_other_shift_codes_are_refused_with_the_reason(dispatch) -> None:
@@ -376,7 +378,7 @@ async def test_closing_an_ended_shift_checks_out_at_its_end_and_flags_whoever_fo
     before = await event_count(app)
     assert await attendance_handlers.close_ended_shifts(events, end + timedelta(minutes=2)) == []
     assert await event_count(app) == before
-    assert (await event_types(app))[-2:] == ["VolunteerCheckedOut", "AttendanceFlagged"]
+    assert (await event_types(app))[-3:] == ["VolunteerCheckedOut", "AttendanceFlagged", "ServiceRecorded"]
     clock.now = end + timedelta(minutes=3)
     late = await scan(client, await code_now(client, shift_id), "V00000002")
     assert (late.json()["result"], late.json()["minutes"]) == ("unchanged", 115)

@@ -1,5 +1,6 @@
-"""Orders' pure rules: placing, dispatching, accepting and declining, time-outs, escalation,
-completion and rating, overdue orders, and the ranked suggestion of volunteers with its reasons."""
+"""Orders' pure rules: placing, dispatching, accepting and declining, time-outs, escalation, what
+follows an unanswered dispatch by itself, completion and rating, overdue orders, and the ranked
+suggestion of volunteers with its reasons."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.dispatch.orders import Order
 from services.dispatch.suggestions import Candidate
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
-from shared.events.common import AgeBand
+from shared.events.common import AgeBand, SiteLevel
 from shared.events.dispatch import (
     GroupServed,
     OrderAccepted,
@@ -312,6 +313,133 @@ def test_an_order_awaiting_an_answer_is_not_escalated() -> None:
     assert refused.value.details["state"] == "dispatched"
 
 
+# --- What follows an unanswered dispatch, by itself -----------------------------------------------
+
+ANSWER_TIME = DEADLINE - (T0 + timedelta(minutes=10))  # what `dispatched_to` gives
+
+
+def declined_by_all(order: Order, at: datetime = T0 + timedelta(minutes=20)) -> Order:
+    for who in sorted(order.addressees):
+        order = then(order, orders.decline(order, who, "unavailable", at))
+    return order
+
+
+def test_when_the_last_addressee_declines_the_order_goes_to_the_next_volunteer_not_yet_tried() -> None:
+    order = declined_by_all(dispatched_to(order_after(), ANN))
+    now = T0 + timedelta(minutes=21)
+    events = orders.follow_up(order, [ANN, BOB, CAT], INSTITUTE, now)
+    assert events == [
+        OrderDispatched(
+            order_id="O-1",
+            volunteer_numbers=[BOB],
+            site_id=STATION,
+            deadline=now + ANSWER_TIME,  # as long to answer as the dispatch before gave
+            attempt=2,
+            at=now,
+            automatic=True,
+        )
+    ]
+    order = then(order, events)
+    assert order.status == "dispatched" and order.addressees == {BOB} and order.tried == {ANN, BOB}
+    assert order.history == ("placed", "dispatched", "declined", "dispatched")
+    assert order.time_to_dispatch == timedelta(minutes=10)  # still from the first dispatch
+    assert not orders.overdue(order, now)
+
+
+def test_staff_dispatches_are_not_marked_automatic() -> None:
+    [event] = orders.dispatch(order_after(), STATION, DEADLINE, T0, volunteer_numbers=[ANN])
+    assert isinstance(event, OrderDispatched) and event.automatic is False
+    # Events recorded before the field existed read as staff dispatches.
+    older = event.model_dump(mode="json")
+    del older["automatic"]
+    assert OrderDispatched.model_validate(older).automatic is False
+
+
+def test_an_automatic_redispatch_sends_as_many_as_the_headcount_still_needs() -> None:
+    order = declined_by_all(dispatched_to(order_after(headcount=2), ANN, BOB))
+    [event] = orders.follow_up(order, [ANN, CAT, BOB, DAN, "V00000005"], INSTITUTE, T0 + timedelta(minutes=21))
+    assert isinstance(event, OrderDispatched) and event.volunteer_numbers == [CAT, DAN] and event.attempt == 2
+
+
+def test_a_timed_out_dispatch_goes_to_the_next_volunteer() -> None:
+    order = dispatched_to(order_after(), ANN)
+    order = then(order, orders.time_out(order, DEADLINE))
+    [event] = orders.follow_up(order, [ANN, BOB], INSTITUTE, DEADLINE)
+    assert isinstance(event, OrderDispatched)
+    assert (event.volunteer_numbers, event.attempt, event.automatic) == ([BOB], 2, True)
+    order = then(order, [event])
+    assert order.history == ("placed", "dispatched", "timed_out", "dispatched")
+
+
+def test_the_next_volunteers_get_at_least_ten_minutes_to_answer() -> None:
+    order = order_after()
+    sent_at = T0 + timedelta(minutes=10)
+    order = then(order, orders.dispatch(order, STATION, sent_at + timedelta(minutes=2), sent_at, volunteer_numbers=[ANN]))
+    late = sent_at + timedelta(minutes=2)
+    order = then(order, orders.time_out(order, late))
+    [event] = orders.follow_up(order, [BOB], INSTITUTE, late)
+    assert isinstance(event, OrderDispatched) and event.deadline == late + orders.MIN_ANSWER_TIME
+
+
+def test_with_nobody_left_to_try_the_order_is_escalated_to_the_site_above() -> None:
+    order = declined_by_all(dispatched_to(order_after(), ANN, BOB))
+    now = T0 + timedelta(minutes=21)
+    assert orders.overdue(order, now)  # waiting, until what follows is recorded
+    events = orders.follow_up(order, [BOB, ANN], INSTITUTE, now)
+    assert events == [
+        OrderEscalated(order_id="O-1", from_site_id=STATION, to_site_id=INSTITUTE, at=now, automatic=True)
+    ]
+    order = then(order, events)
+    assert order.status == "placed" and order.site_id == INSTITUTE and order.unanswered_at is None
+    assert not orders.overdue(order, now)  # the institute has it, and the window is tomorrow
+    assert orders.follow_up(order, [], "C-ZHANGDIAN", now) == []  # it waits for the institute's staff
+    order = then(order, orders.dispatch(order, INSTITUTE, now + timedelta(hours=1), now, volunteer_numbers=[CAT]))
+    assert order.attempts == 2 and order.history[-3:] == ("declined", "escalated", "dispatched")
+
+
+def test_an_order_a_team_declined_or_let_time_out_goes_up_a_level_not_to_volunteers() -> None:
+    for unanswered in (
+        lambda o: orders.decline(o, TEAM, "unavailable", T0 + timedelta(minutes=20)),
+        lambda o: orders.time_out(o, DEADLINE),
+    ):
+        order = dispatched_to(order_after(), team=TEAM)
+        order = then(order, unanswered(order))
+        [event] = orders.follow_up(order, [ANN, BOB], INSTITUTE, DEADLINE)
+        assert isinstance(event, OrderEscalated) and event.to_site_id == INSTITUTE and event.automatic
+
+
+def test_at_the_top_of_the_tree_the_order_stays_placed_and_is_overdue_until_staff_act() -> None:
+    order = dispatched_to(order_after(), ANN)
+    order = then(order, orders.time_out(order, DEADLINE))
+    assert orders.follow_up(order, [ANN], None, DEADLINE) == []
+    assert order.status == "placed" and order.unanswered_at == DEADLINE
+    assert START > DEADLINE and orders.overdue(order, DEADLINE)  # overdue before its window starts
+    order = then(order, orders.dispatch(order, STATION, START, DEADLINE, volunteer_numbers=[BOB]))
+    assert not orders.overdue(order, DEADLINE)
+
+
+def test_nothing_follows_while_someone_it_went_to_may_still_answer() -> None:
+    order = dispatched_to(order_after(), ANN, BOB)
+    order = then(order, orders.decline(order, ANN, "unavailable", T0 + timedelta(minutes=20)))
+    assert orders.follow_up(order, [CAT], INSTITUTE, T0 + timedelta(minutes=21)) == []
+    assert orders.follow_up(order_after(), [CAT], INSTITUTE, T0) == []  # never dispatched: staff's turn
+    assert orders.follow_up(accepted(), [CAT], INSTITUTE, T0 + timedelta(minutes=40)) == []
+
+
+@pytest.mark.parametrize(
+    ("level", "unit", "above"),
+    [
+        (SiteLevel.point, "370303001001007", (SiteLevel.station, COMMUNITY)),
+        (SiteLevel.point, COMMUNITY, (SiteLevel.station, COMMUNITY)),
+        (SiteLevel.station, COMMUNITY, (SiteLevel.institute, "370303001000")),
+        (SiteLevel.institute, "370303001000", (SiteLevel.centre, "370303")),
+        (SiteLevel.centre, "370303", None),
+    ],
+)
+def test_the_site_above_stands_on_the_parent_org_unit(level: SiteLevel, unit: str, above: object) -> None:
+    assert orders.parent_site_of(level, unit) == above
+
+
 # --- Open for taking (抢单) ------------------------------------------------------------------------
 
 
@@ -565,6 +693,15 @@ def test_risky_work_needs_an_insurance_record() -> None:
     candidates = [volunteer(ANN), volunteer(BOB, insured=True)]
     assert [s.volunteer_number for s in suggestions.rank(order, candidates, T0)] == [BOB]
     assert suggestions.excluded(order, candidates, T0) == {ANN: ["no insurance record for risky work"]}
+
+
+def test_an_insurance_covers_an_order_only_for_its_whole_window() -> None:
+    order = order_after(risky=True)  # the window is on 2026-05-05
+    assert suggestions.covered(order, [(date(2026, 1, 1), date(2026, 12, 31))])
+    assert suggestions.covered(order, [(date(2025, 1, 1), date(2025, 12, 31)), (date(2026, 5, 5), date(2026, 5, 5))])
+    assert not suggestions.covered(order, [(date(2026, 5, 6), date(2027, 5, 5))])
+    assert not suggestions.covered(order, [(date(2025, 5, 5), date(2026, 5, 4))])
+    assert not suggestions.covered(order, [])
 
 
 def test_every_exclusion_reason_is_given() -> None:

@@ -1,5 +1,6 @@
 """Orders (点单 · 派单 · 接单): placing, dispatching, accepting, completing, rating; suggestions of
-whom to send."""
+whom to send. A dispatch nobody accepted goes on by itself (the next suggested volunteers, or the
+site one level up); staff may still dispatch and escalate by hand."""
 
 from __future__ import annotations
 
@@ -114,8 +115,10 @@ def _state(order: Order) -> dict[str, Any]:
         "attempts": order.attempts,
         "addressees": sorted(order.addressees),
         "declined": sorted(order.declined),
+        "tried": sorted(order.tried),
         "accepted_by": list(order.accepted_by),
         "deadline": iso(order.deadline),
+        "unanswered_at": iso(order.unanswered_at),
         "placed_at": order.placed_at.isoformat(),
         "dispatched_at": iso(order.dispatched_at),
         "accepted_at": iso(order.accepted_at),
@@ -134,7 +137,9 @@ async def place_order(body: NewOrder, request: Request, actor: CurrentActor) -> 
 
 @router.get("/orders/{order_id}", tags=["orders"])
 async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
-    """The order's state, its free text, and its history from the event store."""
+    """The order's state, its free text, and its history from the event store: every dispatch,
+    decline, time-out, re-dispatch, escalation, taking or cancellation, with who did it (staff,
+    or `system:dispatch` for what followed by itself) and the event's payload."""
     events = events_of(request)
     envelopes = await events.load("order", order_id)
     if not envelopes:
@@ -152,7 +157,10 @@ async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
         )
     state["overdue"] = orders.overdue(order, utcnow())
     state["history"] = [
-        {"version": e.aggregate_version, "type": e.type, "actor": e.actor, "at": e.occurred_at.isoformat()}
+        {
+            "version": e.aggregate_version, "type": e.type, "actor": e.actor, "at": e.occurred_at.isoformat(),
+            "payload": e.payload,  # no personal data: the free text is above, from the view
+        }
         for e in envelopes
     ]
     return state
@@ -168,7 +176,8 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Orders by id, a page at a time; `overdue=true` lists those staff should look at: a dispatch
-    past its deadline, nobody accepted by the window's start, or not completed by its end."""
+    past its deadline, a dispatch nobody accepted with nobody left to send it to and no site
+    above, nobody accepted by the window's start, or not completed by its end."""
     table, now = store.orders, utcnow()
     query = select(table).order_by(table.c.order_id).limit(limit)
     if status:
@@ -181,6 +190,7 @@ async def list_orders(
         query = query.where(
             or_(
                 and_(table.c.status == orders.DISPATCHED, table.c.deadline <= now),
+                and_(table.c.status == orders.PLACED, table.c.unanswered_at.is_not(None)),
                 and_(table.c.status.in_([orders.PLACED, orders.OPEN, orders.DISPATCHED]), table.c.window_start <= now),
                 and_(table.c.status.in_([orders.ACCEPTED, orders.TAKEN]), table.c.window_end <= now),
             )
@@ -193,7 +203,7 @@ async def list_orders(
             "field": r["field"], "community_code": r["community_code"], "site_id": r["site_id"],
             "window_start": iso(r["window_start"]), "window_end": iso(r["window_end"]),
             "headcount": r["headcount"], "urgency": r["urgency"], "attempts": r["attempts"],
-            "deadline": iso(r["deadline"]), "rating": r["rating"],
+            "deadline": iso(r["deadline"]), "unanswered_at": iso(r["unanswered_at"]), "rating": r["rating"],
         }
         for r in rows
     ]
@@ -215,6 +225,8 @@ async def open_for_taking(order_id: OrderPath, body: Opening, request: Request, 
 
 @router.post("/orders/{order_id}/decline", tags=["orders"])
 async def decline(order_id: OrderPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Decline the order. When the last one it went to declines, it goes on at once to the next
+    suggested volunteers, or up a level; the answer is the order after that."""
     return _state(await handlers.decline(events_of(request), actor, order_id, by=body.by, reason=body.reason, now=utcnow()))
 
 
@@ -231,7 +243,8 @@ async def take(order_id: OrderPath, body: Taking, request: Request, actor: Curre
 
 @router.post("/orders/{order_id}/escalate", tags=["orders"])
 async def escalate(order_id: OrderPath, body: Escalating, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """Hand the order to the site one level up, which dispatches it from now."""
+    """Hand the order to the site one level up, which dispatches it from now (by hand; Beacon does
+    it by itself when a dispatch went unanswered and no suggested volunteer is left)."""
     return _state(await handlers.escalate(events_of(request), actor, order_id, to_site_id=body.to_site_id, now=utcnow()))
 
 

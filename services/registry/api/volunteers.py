@@ -1,4 +1,5 @@
-"""Volunteers: registration, lookup and search, lifecycle, report-in, transfer, certifications."""
+"""Volunteers: registration, lookup and search, lifecycle, report-in, transfer, certifications,
+insurance records."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -58,6 +59,20 @@ class Certification(BaseModel):
     expires_on: date | None = None
 
 
+class InsuranceRecord(BaseModel):
+    # A policy number or a name sent along is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
+    insurer: str = Field(min_length=1, max_length=40, description="The insurer, as a code, e.g. picc.")
+    cover: str = Field(min_length=1, max_length=40, description="The kind of policy, as a code, e.g. accident.")
+    valid_from: date
+    valid_until: date = Field(description="The last day covered.")
+
+
+def _insurance(insurer: str, cover: str, valid_from: date, valid_until: date) -> dict[str, str]:
+    return {"insurer": insurer, "cover": cover, "valid_from": valid_from.isoformat(), "valid_until": valid_until.isoformat()}
+
+
 def _state(volunteer: Volunteer) -> dict[str, Any]:
     return {
         "volunteer_number": volunteer.number,
@@ -69,6 +84,7 @@ def _state(volunteer: Volunteer) -> dict[str, Any]:
         "tags": list(volunteer.tags),
         "reported_in_at": volunteer.reported_in_at,
         "certifications": {k: (v.isoformat() if v else None) for k, v in sorted(volunteer.certifications.items())},
+        "insurance": [_insurance(i.insurer, i.cover, i.valid_from, i.valid_until) for i in volunteer.insurance],
     }
 
 
@@ -125,7 +141,15 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
 async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A volunteer; name, ID number and phone are masked unless the caller's role allows."""
     async with reading(registry_of(request).events.engine) as conn:
-        return await _shape(request, conn, await _row(conn, number), actor, clear=True)
+        shaped = await _shape(request, conn, await _row(conn, number), actor, clear=True)
+        i = store.insurance
+        held = await conn.execute(
+            select(i.c.insurer, i.c.cover, i.c.valid_from, i.c.valid_until)
+            .where(i.c.volunteer_number == number)
+            .order_by(i.c.valid_from, i.c.insurer, i.c.cover)
+        )
+        shaped["insurance"] = [_insurance(*row) for row in held]
+    return shaped
 
 
 @router.get("/volunteers/{number}/history")
@@ -235,3 +259,11 @@ async def transfer(number: str, body: Transfer, request: Request, actor: Current
 async def certify(number: str, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
     granted_on = body.granted_on or date.today()
     return _state(await handlers.grant_certification(registry_of(request), actor, number, body.certification, granted_on, body.expires_on))
+
+
+@router.post("/volunteers/{number}/insurance")
+async def record_insurance(number: str, body: InsuranceRecord, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Record the volunteer's insurance, which risky work requires: insurer and kind of cover as
+    codes, and the days covered. Keep the policy number and names out: they are not taken."""
+    volunteer = await handlers.record_insurance(registry_of(request), actor, number, **body.model_dump())
+    return _state(volunteer)

@@ -1,4 +1,5 @@
-"""Volunteers: registration, lifecycle, party-member report-in and transfer, certifications.
+"""Volunteers: registration, lifecycle, party-member report-in and transfer, certifications,
+insurance records.
 
 A volunteer's state is folded from their events; each command returns the events it decides,
 or none when it changes nothing (so repeating a command is harmless), or raises a refusal.
@@ -20,6 +21,7 @@ from shared.events.registry import (
     CertificationGranted,
     PartyMemberReportedIn,
     VolunteerDeregistered,
+    VolunteerInsured,
     VolunteerProfileUpdated,
     VolunteerReactivated,
     VolunteerRegistered,
@@ -27,6 +29,16 @@ from shared.events.registry import (
     VolunteerTransferred,
     VolunteerVerified,
 )
+
+
+@dataclass(frozen=True)
+class Insurance:
+    """One recorded insurance: insurer and kind of cover as codes, the days it covers (both included)."""
+
+    insurer: str
+    cover: str
+    valid_from: date
+    valid_until: date
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Volunteer:
     tags: tuple[str, ...] = ()
     reported_in_at: str | None = None  # the community a party member reported in to
     certifications: dict[str, date | None] = field(default_factory=dict)
+    insurance: tuple[Insurance, ...] = ()  # as recorded, oldest first
     version: int = 0
 
     @property
@@ -89,6 +102,9 @@ def evolve(volunteer: Volunteer | None, org_path: tuple[str, ...], event: Event)
         case CertificationExpired():
             remaining = {k: v for k, v in volunteer.certifications.items() if k != event.certification}
             return replace(bumped, certifications=remaining)
+        case VolunteerInsured():
+            insurance = Insurance(event.insurer, event.cover, event.valid_from, event.valid_until)
+            return replace(bumped, insurance=(*volunteer.insurance, insurance))
     return bumped
 
 
@@ -226,4 +242,33 @@ def expire_certifications(volunteer: Volunteer, today: date) -> list[Event]:
         CertificationExpired(volunteer_number=volunteer.number, certification=name, expired_on=expires)
         for name, expires in sorted(volunteer.certifications.items())
         if expires is not None and expires <= today
+    ]
+
+
+def _code(value: str, field: str, example: str) -> str:
+    code = value.strip().lower()
+    if not code.isascii() or not code.replace("_", "").isalnum() or not code[:1].isalpha():
+        raise Invalid(f"{field} is a code in lower case letters, digits and _ (e.g. {example})", field=field)
+    return code
+
+
+def record_insurance(
+    volunteer: Volunteer, insurer: str, cover: str, valid_from: date, valid_until: date
+) -> list[Event]:
+    """Record the volunteer's insurance (risky work needs it). Codes only: the policy number and
+    the insured's name stay on the paper the station keeps."""
+    _refuse_unless(volunteer, {VolunteerStatus.pending, VolunteerStatus.verified, VolunteerStatus.suspended}, "insure")
+    if valid_until < valid_from:
+        raise Invalid("an insurance ends on or after the day it starts", field="valid_until")
+    insurance = Insurance(_code(insurer, "insurer", "picc"), _code(cover, "cover", "accident"), valid_from, valid_until)
+    if insurance in volunteer.insurance:
+        return []
+    return [
+        VolunteerInsured(
+            volunteer_number=volunteer.number,
+            insurer=insurance.insurer,
+            cover=insurance.cover,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
     ]

@@ -1,4 +1,5 @@
-"""Volunteers: real-name registration, lifecycle, report-in and transfer, certifications."""
+"""Volunteers: real-name registration, lifecycle, report-in and transfer, certifications,
+insurance records."""
 
 from __future__ import annotations
 
@@ -142,6 +143,14 @@ async def grant_certification(
 ) -> Volunteer:
     return await change(
         registry, actor, number, lambda v: volunteers.grant_certification(v, certification, granted_on, expires_on)
+    )
+
+
+async def record_insurance(
+    registry: Registry, actor: Actor, number: str, *, insurer: str, cover: str, valid_from: date, valid_until: date
+) -> Volunteer:
+    return await change(
+        registry, actor, number, lambda v: volunteers.record_insurance(v, insurer, cover, valid_from, valid_until)
     )
 
 

@@ -1,9 +1,14 @@
-"""A small demo city, loaded through registry's API: one district, its streets, communities,
-practice sites and volunteers. Safe to load twice (what exists is left as it is)."""
+"""A small demo city, loaded through the services' APIs: one district, its streets, communities,
+practice sites and volunteers (registry); then, once dispatch has heard of them, a lantern-festival
+activity with a shift on now, volunteers signed up, and an order (dispatch). Safe to load twice
+(what exists is left as it is)."""
 
 from __future__ import annotations
 
 import random
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -59,4 +64,66 @@ def load(registry_url: str) -> dict[str, int]:
                 "consent": True,
             }
             created["volunteers"] += _post(client, "/volunteers", body)
+            _post(client, f"/volunteers/V{n + 1:08d}/verify", {})
     return created
+
+
+DEMO_STATION = "station-370303001001"
+DEMO_COMMUNITY = "370303001001"
+CITY_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _known_to_dispatch(client: httpx.Client, number: str, timeout: float = 60.0) -> None:
+    """Dispatch learns volunteers from registry's events: wait until it has heard of the last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/volunteers/{number}")
+        if response.status_code == 200 and response.json()["status"] == "verified":
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"dispatch has not heard of volunteer {number} from registry within {timeout:.0f} s")
+
+
+def load_dispatch(dispatch_url: str) -> dict[str, str]:
+    """A lantern-festival activity at 和平社区's station: a shift on now (to try the check-in page),
+    the next 29 nights 20:00–22:00, the community's volunteers signed up; and an order.
+    The ids of what the demo made (or found)."""
+    staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
+    with httpx.Client(base_url=dispatch_url, timeout=30) as client:
+        existing = client.get("/activities/A00000001")
+        if existing.status_code == 200:
+            shift_id = existing.json()["shifts"][0]["shift_id"]
+            return {"activity_id": "A00000001", "shift_id": shift_id}
+        # The community's volunteers: every ninth of the demo's, in registration order.
+        members = [f"V{n + 1:08d}" for n in range(0, VOLUNTEERS, 9)]
+        _known_to_dispatch(client, f"V{VOLUNTEERS:08d}")
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        today = now.astimezone(CITY_ZONE).date()
+        activity = {
+            "site_id": DEMO_STATION, "kind": "festival", "theme": "lantern_festival", "field": "civilised_traffic",
+            "group_served": "public_needs", "starts_on": today.isoformat(), "ends_on": (today + timedelta(days=30)).isoformat(),
+            "title": "元宵灯会文明交通引导", "description": "灯会期间东门路口文明交通引导",
+            "posts": [{"post_id": "east_gate", "title": "东门路口", "required_skills": ["traffic_guidance"]}],
+        }
+        activity_id = _created(client.post("/activities", json=activity, headers=staff))["activity_id"]
+        on_now = {"starts_at": (now - timedelta(minutes=10)).isoformat(), "ends_at": (now + timedelta(hours=2)).isoformat(), "capacity": 4, "post_id": "east_gate"}
+        (shift_id,) = _created(client.post(f"/activities/{activity_id}/shifts", json=on_now, headers=staff))["shift_ids"]
+        first_night = datetime.combine(today + timedelta(days=1), datetime.min.time(), CITY_ZONE).replace(hour=20)
+        nights = {"starts_at": first_night.isoformat(), "ends_at": (first_night + timedelta(hours=2)).isoformat(), "capacity": 40, "post_id": "east_gate", "count": 29}
+        _created(client.post(f"/activities/{activity_id}/shifts", json=nights, headers=staff))
+        for number in members:
+            _created(client.post(f"/shifts/{shift_id}/sign-ups", json={"volunteer_number": number}, headers=staff))
+        start = now + timedelta(days=1)
+        order = {
+            "group_served": "elderly", "field": "smart_help_for_elderly", "community_code": DEMO_COMMUNITY, "site_id": DEMO_STATION,
+            "description": "帮独居老人学用智能手机挂号", "address": "和平小区3号楼", "window_start": start.isoformat(),
+            "window_end": (start + timedelta(hours=2)).isoformat(), "headcount": 1, "placed_via": "community_staff",
+        }
+        _created(client.post("/orders", json=order, headers=staff))
+    return {"activity_id": activity_id, "shift_id": shift_id}
+
+
+def _created(response: httpx.Response) -> dict[str, object]:
+    if response.is_error:
+        raise RuntimeError(f"{response.request.url.path} refused the demo data: {response.status_code} {response.text}")
+    return response.json()

@@ -6,10 +6,13 @@ claims an event id in the same transaction as the state change it makes (idempot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -35,6 +38,8 @@ from shared.db import UtcDateTime, reading, upsert, writing
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 
+T = TypeVar("T")
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
 Position = BigInteger().with_variant(Integer, "sqlite")
 
@@ -49,6 +54,20 @@ class ConcurrencyConflict(Exception):
         self.actual = actual
         found = "was changed concurrently" if actual is None else f"is at version {actual}"
         super().__init__(f"{aggregate_type} {aggregate_id} {found}, expected version {expected}")
+
+
+async def retrying(command: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
+    """Run a command (load, decide, append in one transaction) again when another writer changed
+    the same aggregate first: it decides afresh on what that writer recorded. A user sees a 409
+    only if the aggregate keeps changing under them."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await command()
+        except ConcurrencyConflict:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # let the winner commit
+    raise AssertionError("unreachable")
 
 
 class EventStoreSchema:
@@ -134,6 +153,14 @@ class Transaction:
             raise NotFound(f"unknown {what or aggregate_type} {aggregate_id}")
         entries = [(e.org_path, self._store.catalog.payload_of(e)) for e in envelopes]
         return History(entries, len(envelopes), envelopes[-1].org_path)
+
+    async def lock(self, aggregate_type: str, aggregate_id: str) -> None:
+        """Hold the aggregate until this transaction ends, for a hot one (a shift many sign up for
+        at once): concurrent commands then queue instead of failing their appends and retrying.
+        PostgreSQL takes a transaction-scoped advisory lock; SQLite's one writer already queues."""
+        if self.conn.dialect.name == "postgresql":
+            key = f"{aggregate_type}:{aggregate_id}"
+            await self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
     async def version_of(self, aggregate_type: str, aggregate_id: str) -> int:
         events = self._store.schema.events

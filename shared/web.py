@@ -33,7 +33,7 @@ class Actor:
         return bool(self.roles.intersection(roles))
 
 
-def _actor(
+async def _actor(
     x_beacon_actor: Annotated[str | None, Header(max_length=100)] = None,
     x_beacon_roles: Annotated[str | None, Header(max_length=500)] = None,
 ) -> Actor:
@@ -72,6 +72,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = jsonable_encoder(error.details)  # times, decimals: as JSON says them
         if error.field:
             extra["errors"] = [{"field": error.field, "reason": error.message}]
+        for reserved in ("type", "title", "status", "detail"):  # RFC 9457's own members win
+            extra.pop(reserved, None)
         return problem(status, type(error).__name__, error.message, **extra)
 
     @app.exception_handler(ConcurrencyConflict)

@@ -15,6 +15,8 @@ from services.dispatch import store, subscribers
 from services.dispatch.api import activities as activity_routes
 from services.dispatch.api import attendance as attendance_routes
 from services.dispatch.api import orders as order_routes
+from services.dispatch.api import pages as page_routes
+from services.dispatch.api import records as record_routes
 from services.dispatch.api import volunteers as volunteer_routes
 from services.dispatch.attendance import ShiftCodes
 from services.dispatch.handlers import attendance as attendance_handlers
@@ -76,6 +78,8 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
         order_routes.router,
         activity_routes.router,
         attendance_routes.router,
+        page_routes.router,
+        record_routes.router,
         title="Beacon dispatch",
         description="Orders, activities and shifts, QR attendance, service records.",
     )

@@ -187,45 +187,64 @@ attendances = Table(
     Index("attendances_by_volunteer", "volunteer_number", "checked_in_at"),
 )
 
+# One row per service record, kept in step with its events; `content` (what was done, in the
+# organiser's or administrator's words) is free text and lives only here.
 service_records = Table(
     "service_records",
     metadata,
     Column("record_id", String(20), primary_key=True),
-    Column("volunteer_number", String(20), nullable=False, index=True),
+    Column("volunteer_number", String(20), nullable=False),
     Column("activity_id", String(40), nullable=False, index=True),
     Column("shift_id", String(40)),
     Column("site_id", String(40), nullable=False, index=True),
     Column("org_path", String(200), nullable=False),
-    Column("source", String(20), nullable=False),
+    Column("field", String(40), nullable=False),
+    Column("group_served", String(40), nullable=False),
+    Column("source", String(20), nullable=False),  # attendance, admin_entry
     Column("status", String(20), nullable=False, index=True),  # recorded, confirmed, declined, revoked
+    Column("service_date", Date, nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime, nullable=False),
-    Column("minutes", Integer, nullable=False),
-    Column("hours", Numeric(8, 2), nullable=False),
+    Column("recorded_minutes", Integer, nullable=False),
+    Column("minutes", Integer, nullable=False),  # in effect now
+    Column("hours", Numeric(8, 2), nullable=False),  # in effect now
+    Column("counted_hours", Numeric(8, 2), nullable=False),  # hours while confirmed, else 0
     Column("flag", String(40)),
-    Column("content", Text, nullable=False, default=""),  # what was done, in the organiser's words
+    Column("content", Text, nullable=False, default=""),
     Column("correction_pending", Boolean, nullable=False, default=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
     Index("one_record_per_attendance", "shift_id", "volunteer_number", unique=True),
+    Index("service_records_by_volunteer", "volunteer_number", "started_at"),
 )
 
-# A volunteer's request to correct a record, in their words, and the organiser's answer.
+# A volunteer's requests to correct a record, numbered per record, their explanation in their own
+# words (never published), and the organiser's answer.
 correction_requests = Table(
     "correction_requests",
     metadata,
     Column("record_id", String(20), primary_key=True),
-    Column("requested_at", UtcDateTime, primary_key=True),
+    Column("request_no", Integer, primary_key=True),
+    Column("volunteer_number", String(20), nullable=False),
     Column("requested_minutes", Integer),
+    Column("reason", String(40), nullable=False),
     Column("explanation", Text, nullable=False, default=""),
-    Column("outcome", String(20)),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("outcome", String(20)),  # granted, refused; null while it waits
+    Column("decided_reason", String(40)),
+    Column("decided_by", String(100)),
     Column("decided_at", UtcDateTime),
 )
 
+# Each district's rounding rules over time (the rounding_rule aggregate's events, one row per
+# effective time: of two set for the same time, the later replaced the earlier).
 rounding_rules = Table(
     "rounding_rules",
     metadata,
     Column("district_code", String(6), primary_key=True),
     Column("effective_from", UtcDateTime, primary_key=True),
-    Column("bands", JSON, nullable=False),  # [[below_minutes, "hours"], ...]
+    Column("bands", JSON, nullable=False),  # [{"below_minutes": 15, "hours": "0"}, ...]
+    Column("set_by", String(100), nullable=False),
 )
 
 numbers = Counters(metadata)

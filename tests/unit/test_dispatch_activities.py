@@ -19,7 +19,6 @@ from shared.events.dispatch import (
     ShiftCancelled,
     ShiftPosition,
     SignUpWithdrawn,
-    VolunteerSignedUp,
     WaitlistPromoted,
 )
 

@@ -29,7 +29,7 @@ from shared.events.dispatch import (
     VolunteerSignedUp,
     WaitlistPromoted,
 )
-from shared.eventstore import EventStore, Transaction
+from shared.eventstore import EventStore, Transaction, retrying
 from shared.web import Actor
 
 
@@ -279,6 +279,7 @@ async def _project(tx: Transaction, events: Sequence[Event]) -> None:
 
 
 async def _change_shift(tx: Transaction, actor: Actor, shift_id: str, decide: Any) -> tuple[ShiftState, list[Event]]:
+    await tx.lock("shift", shift_id)  # sign-ups for one shift come in crowds: they queue here
     state, version, org_path = await _shift(tx, shift_id)
     decided = decide(state)
     if decided:
@@ -299,25 +300,35 @@ async def _dispatchable(conn: AsyncConnection, volunteer_number: str) -> None:
 
 
 async def sign_up(events: EventStore, actor: Actor, shift_id: str, volunteer_number: str, now: datetime) -> ShiftPosition:
-    """Sign a verified volunteer up; their position (confirmed or waitlisted). Again: the same."""
-    async with events.transaction() as tx:
-        await _dispatchable(tx.conn, volunteer_number)
-        state, _ = await _change_shift(tx, actor, shift_id, lambda s: activities.sign_up(s, volunteer_number, now))
-    position = state.position_of(volunteer_number)
+    """Sign a verified volunteer up; their position (confirmed or waitlisted). Again: the same.
+    Volunteers signing up for one shift at once queue on its version: each decides afresh."""
+
+    async def attempt() -> ShiftState:
+        async with events.transaction() as tx:
+            await _dispatchable(tx.conn, volunteer_number)
+            state, _ = await _change_shift(tx, actor, shift_id, lambda s: activities.sign_up(s, volunteer_number, now))
+        return state
+
+    position = (await retrying(attempt)).position_of(volunteer_number)
     assert position is not None
     return position
 
 
+async def _shift_command(events: EventStore, actor: Actor, shift_id: str, decide: Any) -> ShiftState:
+    async def attempt() -> ShiftState:
+        async with events.transaction() as tx:
+            state, _ = await _change_shift(tx, actor, shift_id, decide)
+        return state
+
+    return await retrying(attempt)
+
+
 async def withdraw(events: EventStore, actor: Actor, shift_id: str, volunteer_number: str, now: datetime) -> ShiftState:
-    async with events.transaction() as tx:
-        state, _ = await _change_shift(tx, actor, shift_id, lambda s: activities.withdraw(s, volunteer_number, now))
-    return state
+    return await _shift_command(events, actor, shift_id, lambda s: activities.withdraw(s, volunteer_number, now))
 
 
 async def cancel_shift(events: EventStore, actor: Actor, shift_id: str, *, reason: str, now: datetime) -> ShiftState:
-    async with events.transaction() as tx:
-        state, _ = await _change_shift(tx, actor, shift_id, lambda s: activities.cancel_shift(s, reason, now))
-    return state
+    return await _shift_command(events, actor, shift_id, lambda s: activities.cancel_shift(s, reason, now))
 
 
 async def shift_row(conn: AsyncConnection, shift_id: str) -> dict[str, Any]:

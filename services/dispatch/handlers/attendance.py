@@ -23,7 +23,7 @@ from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import AttendanceFlagged, Geofence, ShiftPosition, VolunteerCheckedIn, VolunteerCheckedOut
-from shared.eventstore import ConcurrencyConflict, EventStore, Transaction
+from shared.eventstore import ConcurrencyConflict, EventStore, Transaction, retrying
 from shared.web import Actor
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,20 @@ async def _signed_up_shift(conn: AsyncConnection, shift_id: str, volunteer_numbe
     return row
 
 
-async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version: int, decided: list[Event]) -> str | None:
+async def _record(
+    tx: Transaction,
+    actor: Actor,
+    row: Any,
+    number: str,
+    version: int,
+    decided: list[Event],
+    checked_in_at: datetime | None,
+) -> str | None:
     """Append the attendance's events, bring its view along; the record drawn up at a check-out."""
     org_path = tuple(row["org_path"].split("/"))
     await tx.record(attendance_id(row["shift_id"], number), version, decided, org_path=org_path, actor=actor.id)
     table, record_id = store.attendances, None
-    checked_in = flag = None
+    checked_in, flag = checked_in_at, None
     for event in decided:
         match event:
             case VolunteerCheckedIn():
@@ -102,10 +110,7 @@ async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version:
                 .where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
                 .values(checked_out_at=event.at, minutes=event.minutes)
             )
-            if checked_in is None:
-                checked_in = await tx.conn.scalar(
-                    select(table.c.checked_in_at).where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
-                )
+            assert checked_in is not None, "a check-out without its check-in"
             record_id = await records.draw_up_from_attendance(
                 tx,
                 actor,
@@ -136,27 +141,28 @@ async def scan(
         raise Invalid("this is not a Beacon shift code", field="code", reason="malformed")
     codes.verify(code, shift_id or code.split(".", 1)[0], now)
     shift_id = code.split(".", 1)[0]
-    for attempt in range(2):
-        try:
-            async with events.transaction() as tx:
-                row = await _signed_up_shift(tx.conn, shift_id, volunteer_number)
-                shift = _shift_of(row)
-                history = await tx.load("attendance", attendance_id(shift_id, volunteer_number))
-                state = attendance.fold((events.catalog.payload_of(e) for e in history), volunteer_number)
-                decided = attendance.scan(state, shift, volunteer_number, now, position)
-                if not decided:
-                    return _unchanged(shift_id, volunteer_number, state, now)
-                record_id = await _record(tx, actor, row, volunteer_number, len(history), decided)
-        except ConcurrencyConflict:
-            if attempt:
-                raise
-            continue  # the same volunteer's other scan got in first: decide again on what it wrote
+
+    async def attempt() -> ScanResult:
+        # The reads go first, on a read connection: under a rush the write lock (one writer at a
+        # time on SQLite) is then held only for the writes. Appending at the version read makes
+        # a concurrent scan of the same volunteer a conflict, decided afresh by `retrying`.
+        async with reading(events.engine) as conn:
+            row = await _signed_up_shift(conn, shift_id, volunteer_number)
+            history = await Transaction(conn, events).load("attendance", attendance_id(shift_id, volunteer_number))
+        state = attendance.fold((events.catalog.payload_of(e) for e in history), volunteer_number)
+        decided = attendance.scan(state, _shift_of(row), volunteer_number, now, position)
+        if not decided:
+            return _unchanged(shift_id, volunteer_number, state, now)
+        async with events.transaction() as tx:
+            checked_in_at = state.checked_in_at if state else None
+            record_id = await _record(tx, actor, row, volunteer_number, len(history), decided, checked_in_at)
         event = decided[0]
         if isinstance(event, VolunteerCheckedIn):
             return ScanResult(CHECKED_IN, shift_id, volunteer_number, event.at)
         assert isinstance(event, VolunteerCheckedOut)
         return ScanResult(CHECKED_OUT, shift_id, volunteer_number, event.at, event.minutes, record_id)
-    raise AssertionError("unreachable")
+
+    return await retrying(attempt)
 
 
 def _unchanged(shift_id: str, number: str, state: Attendance | None, now: datetime) -> ScanResult:
@@ -212,4 +218,4 @@ async def _close_one(events: EventStore, shift_id: str, number: str, now: dateti
             return
         decided = attendance.close_shift([state], _shift_of(row), now)
         if decided:
-            await _record(tx, CLOSING_ACTOR, row, number, len(history), decided)
+            await _record(tx, CLOSING_ACTOR, row, number, len(history), decided, state.checked_in_at)

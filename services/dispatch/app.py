@@ -69,6 +69,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry",))
     events = runtime.store
     subscribe(runtime.broker, subscribers.reactor(events), "registry")
+    subscribe(runtime.broker, subscribers.records_reactor(events), "dispatch")
     runtime.add_worker(clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every))
     runtime.add_worker(
         clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)

@@ -1,15 +1,26 @@
 """Dispatch follows registry to know the volunteers it can send: where they live, what they can
 do, which certifications and insurance they hold, and whether they may be dispatched at all; and
-the practice sites, to know where an order goes when it is escalated one level up."""
+the practice sites, to know where an order goes when it is escalated one level up.
+
+Dispatch also follows its own check-outs to draw up their service records: off the scan's
+transaction, so that a rush of check-outs commits as fast as check-ins, and in batches."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from services.dispatch import domain, store
+from services.dispatch.handlers import records
 from shared.catalog import Event
 from shared.envelope import EventEnvelope
 from shared.events import registry as ev
+from shared.events.dispatch import VolunteerCheckedOut
 from shared.eventstore import EventStore, Transaction
 from shared.subscriber import Reactor
+from shared.web import Actor
+
+# Who draws up the records of check-outs.
+RECORDS_ACTOR = Actor("system:dispatch")
 
 
 async def remember_volunteer(tx: Transaction, envelope: EventEnvelope, registered: ev.VolunteerRegistered) -> None:
@@ -69,3 +80,32 @@ def reactor(events: EventStore) -> Reactor:
     dispatch.on(ev.SiteOpened)(remember_site)
     dispatch.on(ev.SiteClosed)(follow_site_closing)
     return dispatch
+
+
+async def draw_up_record(tx: Transaction, envelope: EventEnvelope, out: VolunteerCheckedOut) -> None:
+    """The service record of a check-out, flagged when the attendance was (a forgotten check-out
+    closed at the shift's end: the flag is recorded with the check-out, in the same transaction)."""
+    table = store.attendances
+    row = (
+        await tx.conn.execute(
+            select(table.c.checked_in_at, table.c.flag).where(
+                table.c.shift_id == out.shift_id, table.c.volunteer_number == out.volunteer_number
+            )
+        )
+    ).one()
+    await records.draw_up_from_attendance(
+        tx,
+        RECORDS_ACTOR,
+        shift_id=out.shift_id,
+        volunteer_number=out.volunteer_number,
+        checked_in_at=row.checked_in_at,
+        checked_out_at=out.at,
+        minutes=out.minutes,
+        flag=row.flag,
+    )
+
+
+def records_reactor(events: EventStore) -> Reactor:
+    drawing_up = Reactor("dispatch-records", events)
+    drawing_up.on(VolunteerCheckedOut)(draw_up_record)
+    return drawing_up

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import nats
 import pytest
 from sqlalchemy import func, select
 
@@ -22,6 +23,7 @@ from services.dispatch.app import create_app
 from services.dispatch.attendance import ShiftCodes
 from services.dispatch.domain import KnownVolunteer
 from services.dispatch.handlers import attendance as attendance_handlers
+from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.settings import ServiceSettings
 from tests.infra.waiting import eventually
 
@@ -52,6 +54,12 @@ class Clock:
 
 @contextlib.asynccontextmanager
 async def dispatch_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
+    # Dispatch's subscribers start once registry's stream exists, as when registry runs.
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_stream(nc.jetstream(), context_stream("registry", StreamSettings()))
+    finally:
+        await nc.close()
     app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
     clock = Clock(FIRST_NIGHT.astimezone(UTC) - timedelta(days=2))
     transport = httpx.ASGITransport(app=app)
@@ -147,6 +155,10 @@ async def event_count(app: Any) -> int:
     events = app.state.runtime.store
     async with events.engine.connect() as conn:
         return await conn.scalar(select(func.count()).select_from(events.schema.events))
+
+
+async def records_of(client: httpx.AsyncClient, number: str) -> list[dict[str, Any]]:
+    return (await client.get("/service-records", params={"volunteer": number})).json()["items"]
 
 
 def problem(response: httpx.Response) -> tuple[int, str | None, str | None]:
@@ -291,9 +303,10 @@ async def test_a_scan_checks_in_a_repeat_changes_nothing_and_a_later_scan_checks
 
     attendance = (await client.get(f"/shifts/{shift_id}/attendance")).json()["items"]
     assert [(a["volunteer_number"], a["minutes"], a["flag"]) for a in attendance] == [("V00000001", 120, None)]
-    # The check-out draws up the service record, in the same transaction.
-    assert (await event_types(app))[-3:] == ["VolunteerCheckedIn", "VolunteerCheckedOut", "ServiceRecorded"]
-    assert late.json()["record_id"] is not None and after.json()["record_id"] is None
+    assert (await event_types(app))[-2:] == ["VolunteerCheckedIn", "VolunteerCheckedOut"]
+    # Dispatch's own subscriber draws up the service record once the check-out is published.
+    recorded = await eventually(lambda: records_of(client, "V00000001"), lambda items: len(items) == 1)
+    assert [(r["shift_id"], r["minutes"], r["flag"], r["status"]) for r in recorded] == [(shift_id, 120, None, "recorded")]
 
 
 async def test_stale_forged_malformed_future_and_other_shift_codes_are_refused_with_the_reason(dispatch) -> None:
@@ -375,10 +388,14 @@ async def test_closing_an_ended_shift_checks_out_at_its_end_and_flags_whoever_fo
     assert (forgot["minutes"], forgot["flag"]) == (115, "no_check_out")
     assert datetime.fromisoformat(forgot["checked_out_at"]) == end
     assert (await client.get(f"/shifts/{shift_id}")).json()["status"] == "closed"
+    recorded = await eventually(lambda: records_of(client, "V00000002"), lambda items: len(items) == 1)
+    assert [(r["minutes"], r["flag"]) for r in recorded] == [(115, "no_check_out")]
+    attendance_types = [t for t in await event_types(app) if t != "ServiceRecorded"]
+    assert attendance_types[-2:] == ["VolunteerCheckedOut", "AttendanceFlagged"]
+    await eventually(lambda: records_of(client, "V00000001"), lambda items: len(items) == 1)
     before = await event_count(app)
     assert await attendance_handlers.close_ended_shifts(events, end + timedelta(minutes=2)) == []
     assert await event_count(app) == before
-    assert (await event_types(app))[-3:] == ["VolunteerCheckedOut", "AttendanceFlagged", "ServiceRecorded"]
     clock.now = end + timedelta(minutes=3)
     late = await scan(client, await code_now(client, shift_id), "V00000002")
     assert (late.json()["result"], late.json()["minutes"]) == ("unchanged", 115)

@@ -87,7 +87,6 @@ async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, A
         "volunteer_number": result.volunteer_number,
         "at": result.at.isoformat(),
         "minutes": result.minutes,
-        "record_id": result.record_id,
     }
 
 

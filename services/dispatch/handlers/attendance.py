@@ -1,6 +1,6 @@
 """Attendance: a scan of the shift's rotating code checks a signed-up volunteer in or out; shifts
 that have ended are closed, checking out at the end whoever forgot and flagging it. Each check-out
-draws up the service record in the same transaction.
+is then drawn up as a service record by dispatch's own subscriber (subscribers.draw_up_record).
 
 Each volunteer's attendance at a shift is its own aggregate ("<shift>.<volunteer>"), so that two
 thousand volunteers scanning into one shift never wait on each other's version.
@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, attendance, store
 from services.dispatch.attendance import Attendance, Shift, ShiftCodes
-from services.dispatch.handlers import records
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.errors import Conflict, Invalid, NotFound
@@ -41,7 +40,6 @@ class ScanResult:
     volunteer_number: str
     at: datetime  # of the check-in or check-out in effect
     minutes: int | None = None
-    record_id: str | None = None
 
 
 def attendance_id(shift_id: str, volunteer_number: str) -> str:
@@ -76,52 +74,21 @@ async def _signed_up_shift(conn: AsyncConnection, shift_id: str, volunteer_numbe
     return row
 
 
-async def _record(
-    tx: Transaction,
-    actor: Actor,
-    row: Any,
-    number: str,
-    version: int,
-    decided: list[Event],
-    checked_in_at: datetime | None,
-) -> str | None:
-    """Append the attendance's events, bring its view along; the record drawn up at a check-out."""
+async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version: int, decided: list[Event]) -> None:
+    """Append the attendance's events and bring its view along (one row per volunteer and shift)."""
     org_path = tuple(row["org_path"].split("/"))
     await tx.record(attendance_id(row["shift_id"], number), version, decided, org_path=org_path, actor=actor.id)
-    table, record_id = store.attendances, None
-    checked_in, flag = checked_in_at, None
+    table = store.attendances
+    this_one = (table.c.shift_id == row["shift_id"]) & (table.c.volunteer_number == number)
     for event in decided:
         match event:
             case VolunteerCheckedIn():
-                checked_in = event.at
                 values = {"shift_id": event.shift_id, "volunteer_number": number, "checked_in_at": event.at}
                 await tx.conn.execute(upsert(tx.conn, table).values(**values).on_conflict_do_nothing())
+            case VolunteerCheckedOut():
+                await tx.conn.execute(update(table).where(this_one).values(checked_out_at=event.at, minutes=event.minutes))
             case AttendanceFlagged():
-                flag = event.reason
-                await tx.conn.execute(
-                    update(table)
-                    .where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
-                    .values(flag=event.reason)
-                )
-    for event in decided:
-        if isinstance(event, VolunteerCheckedOut):
-            await tx.conn.execute(
-                update(table)
-                .where(table.c.shift_id == event.shift_id, table.c.volunteer_number == number)
-                .values(checked_out_at=event.at, minutes=event.minutes)
-            )
-            assert checked_in is not None, "a check-out without its check-in"
-            record_id = await records.draw_up_from_attendance(
-                tx,
-                actor,
-                shift_id=event.shift_id,
-                volunteer_number=number,
-                checked_in_at=checked_in,
-                checked_out_at=event.at,
-                minutes=event.minutes,
-                flag=flag,
-            )
-    return record_id
+                await tx.conn.execute(update(table).where(this_one).values(flag=event.reason))
 
 
 async def scan(
@@ -154,13 +121,12 @@ async def scan(
         if not decided:
             return _unchanged(shift_id, volunteer_number, state, now)
         async with events.transaction() as tx:
-            checked_in_at = state.checked_in_at if state else None
-            record_id = await _record(tx, actor, row, volunteer_number, len(history), decided, checked_in_at)
+            await _record(tx, actor, row, volunteer_number, len(history), decided)
         event = decided[0]
         if isinstance(event, VolunteerCheckedIn):
             return ScanResult(CHECKED_IN, shift_id, volunteer_number, event.at)
         assert isinstance(event, VolunteerCheckedOut)
-        return ScanResult(CHECKED_OUT, shift_id, volunteer_number, event.at, event.minutes, record_id)
+        return ScanResult(CHECKED_OUT, shift_id, volunteer_number, event.at, event.minutes)
 
     return await retrying(attempt)
 
@@ -218,4 +184,4 @@ async def _close_one(events: EventStore, shift_id: str, number: str, now: dateti
             return
         decided = attendance.close_shift([state], _shift_of(row), now)
         if decided:
-            await _record(tx, CLOSING_ACTOR, row, number, len(history), decided, state.checked_in_at)
+            await _record(tx, CLOSING_ACTOR, row, number, len(history), decided)

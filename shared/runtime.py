@@ -6,6 +6,7 @@ Each service's `app.py` builds one of these; it is the only place real things ar
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from shared.settings import ServiceSettings
 from shared.web import install_problem_handlers
 
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 10.0
 
 Worker = Callable[[Client], Awaitable[None]]
 
@@ -125,7 +128,13 @@ class ServiceRuntime:
             self.relay.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task that ignores its cancellation must not keep the process from stopping.
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in pending:
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error("%s did not stop within %.0f s; left behind at:\n%s", task.get_name(), STOP_TIMEOUT_SECONDS, where.getvalue())
         self._tasks.clear()
         try:
             await asyncio.wait_for(self.broker.stop(), 5.0)

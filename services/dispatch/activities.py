@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.dispatch.attendance import Shift
+from services.dispatch.domain import aware
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
 from shared.events.common import SKILLS
@@ -42,10 +43,6 @@ SCHEDULED, COMPLETED, CANCELLED = "scheduled", "completed", "cancelled"
 OPEN = "open"
 
 
-def _aware(at: datetime, name: str) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise Invalid(f"{name} must carry a time zone", field=name)
-    return at
 
 
 def city_date(at: datetime) -> date:
@@ -145,8 +142,8 @@ class Occurrence:
 def occurrences(starts_at: datetime, ends_at: datetime, every_days: int, count: int) -> list[Occurrence]:
     """A shift and its repetitions: `count` shifts, each `every_days` after the previous, at the
     same wall-clock time in the city (20:00–22:00 stays 20:00–22:00)."""
-    _aware(starts_at, "starts_at")
-    _aware(ends_at, "ends_at")
+    aware(starts_at, "starts_at")
+    aware(ends_at, "ends_at")
     if ends_at <= starts_at:
         raise Invalid("a shift ends after it starts", field="ends_at")
     if not 1 <= count <= MAX_OCCURRENCES:
@@ -177,7 +174,7 @@ def open_shifts(
     geofence: Geofence | None = None,
 ) -> list[Event]:
     """One ShiftOpened per occurrence, sharing a series id (the first shift's) when they recur."""
-    _aware(now, "now")
+    aware(now, "now")
     _refuse_unless_scheduled(activity, "open shifts")
     if len(shift_ids) != len(planned):
         raise ValueError("one shift id per occurrence")
@@ -218,7 +215,7 @@ def complete(activity: Activity, people_served: int, now: datetime) -> list[Even
     if activity.status == COMPLETED and activity.people_served == people_served:
         return []
     _refuse_unless_scheduled(activity, "complete it")
-    return [ActivityCompleted(activity_id=activity.activity_id, people_served=people_served, at=_aware(now, "now"))]
+    return [ActivityCompleted(activity_id=activity.activity_id, people_served=people_served, at=aware(now, "now"))]
 
 
 def cancel(activity: Activity, reason: str, now: datetime) -> list[Event]:
@@ -226,7 +223,7 @@ def cancel(activity: Activity, reason: str, now: datetime) -> list[Event]:
     if activity.status == CANCELLED:
         return []
     _refuse_unless_scheduled(activity, "cancel it")
-    return [ActivityCancelled(activity_id=activity.activity_id, reason=reason, at=_aware(now, "now"))]
+    return [ActivityCancelled(activity_id=activity.activity_id, reason=reason, at=aware(now, "now"))]
 
 
 # --- Shifts and sign-ups --------------------------------------------------------------------------
@@ -290,7 +287,7 @@ def _refuse_closed(state: ShiftState, now: datetime, doing: str) -> None:
 
 def sign_up(state: ShiftState, volunteer_number: str, now: datetime) -> list[Event]:
     """A place while the shift has room, else the end of the waiting list; again changes nothing."""
-    _aware(now, "now")
+    aware(now, "now")
     if state.position_of(volunteer_number) is not None:
         return []
     _refuse_closed(state, now, "sign up")
@@ -303,7 +300,7 @@ def sign_up(state: ShiftState, volunteer_number: str, now: datetime) -> list[Eve
 
 def withdraw(state: ShiftState, volunteer_number: str, now: datetime) -> list[Event]:
     """Withdraw a sign-up; a confirmed place freed before the end goes to the first one waiting."""
-    _aware(now, "now")
+    aware(now, "now")
     position = state.position_of(volunteer_number)
     if position is None:
         return []
@@ -318,7 +315,7 @@ def withdraw(state: ShiftState, volunteer_number: str, now: datetime) -> list[Ev
 
 def cancel_shift(state: ShiftState, reason: str, now: datetime) -> list[Event]:
     """Cancel a shift still to come, naming everyone signed up: they are told."""
-    _aware(now, "now")
+    aware(now, "now")
     if state.status == CANCELLED:
         return []
     if now >= state.shift.ends_at:

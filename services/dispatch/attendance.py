@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 
+from services.dispatch.domain import aware
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
 from shared.events.dispatch import (
@@ -37,10 +38,6 @@ _CODE = re.compile(r"([A-Za-z0-9_-]{1,40})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})")
 _EARTH_RADIUS_M = 6_371_008.8
 
 
-def _aware(at: datetime, name: str) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"{name} must carry a time zone (the server clock, in UTC)")
-    return at
 
 
 # --- Rotating codes -------------------------------------------------------------------------------
@@ -63,7 +60,7 @@ class ShiftCodes:
         self.tolerance_steps = tolerance_steps
 
     def step_at(self, at: datetime) -> int:
-        return (_aware(at, "at") - _EPOCH) // self.period
+        return (aware(at, "at") - _EPOCH) // self.period
 
     def _mac(self, shift_id: str, step: int) -> str:
         # Domain-separated so that the secret's MACs can never be mistaken for another use's.
@@ -209,7 +206,7 @@ def scan(
 ) -> list[Event]:
     """A volunteer scanned the shift's (already verified) code: the first scan checks in, the next
     checks out; a repeated scan, or one after the check-out, changes nothing."""
-    _aware(now, "now")
+    aware(now, "now")
     if attendance is not None and (attendance.shift_id, attendance.volunteer_number) != (
         shift.shift_id,
         volunteer_number,
@@ -234,7 +231,7 @@ def scan(
 
 def close_shift(attendances: Iterable[Attendance], shift: Shift, now: datetime) -> list[Event]:
     """Once the shift has ended, check out at its end everyone still present and flag it for review."""
-    _aware(now, "now")
+    aware(now, "now")
     if now < shift.ends_at:
         raise Conflict("the shift has not ended yet", state="not_ended")
     events: list[Event] = []

@@ -1,10 +1,20 @@
-"""Dispatch's rules, pure. (Orders, shifts and attendance come with issue 4.)"""
+"""Dispatch's rules shared by its pure modules (orders, activities, attendance, records)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from shared.errors import Invalid
 from shared.events.registry import VolunteerRegistered
+
+
+def aware(at: datetime, name: str) -> datetime:
+    """Times carry their zone (the server clock, in UTC): a naive one is refused, naming it."""
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise Invalid(f"{name} must carry a time zone (the server clock, in UTC)", field=name)
+    return at
+
 
 # Registry's lifecycle, as far as dispatch cares: may this volunteer be sent?
 DISPATCHABLE = {"verified"}

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from services.dispatch.domain import aware
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
 from shared.events.common import SKILLS, AgeBand, SiteLevel
@@ -54,10 +55,6 @@ AGES = list(AgeBand)
 MIN_ANSWER_TIME = timedelta(minutes=10)
 
 
-def aware(at: datetime, name: str) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"{name} must carry a time zone (the server clock, in UTC)")
-    return at
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from services.dispatch.activities import city_date
 from services.dispatch.attendance import DEFAULT_ROUNDING, RoundingRule, hours_for
+from services.dispatch.domain import aware
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
 from shared.events.dispatch import (
@@ -54,10 +55,6 @@ _CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _DISTRICT = re.compile(r"^\d{6}$")
 
 
-def _aware(at: datetime, name: str) -> datetime:
-    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
-        raise Invalid(f"{name} must be a time with its zone", field=name)
-    return at
 
 
 def _code(value: str | None, name: str) -> str:
@@ -135,8 +132,8 @@ def set_rounding_rule(
     later. Never in the past: a record's hours are the rule in force at its start, for good."""
     if not _DISTRICT.match(schedule.district_code):
         raise Invalid("a rounding rule is set for a district: a 6-digit division code", field="district_code")
-    _aware(effective_from, "effective_from")
-    _aware(now, "now")
+    aware(effective_from, "effective_from")
+    aware(now, "now")
     if effective_from < now:
         raise Invalid("a rounding rule takes effect now or later, never in the past", field="effective_from")
     rule = RoundingRule(tuple(bands))  # Invalid (field "bands") for a rule that breaks one
@@ -280,9 +277,9 @@ def counted_hours_change(event: Event) -> Decimal:
 def entry_minutes(started_at: datetime, ended_at: datetime, now: datetime, minutes: int | None = None) -> int:
     """The minutes of an administrator's entry: those from start to end, or fewer if stated (a
     break); an entry is made afterwards, for one service of at most a day."""
-    _aware(started_at, "started_at")
-    _aware(ended_at, "ended_at")
-    _aware(now, "now")
+    aware(started_at, "started_at")
+    aware(ended_at, "ended_at")
+    aware(now, "now")
     if ended_at <= started_at:
         raise Invalid("the service ends after it starts", field="ended_at")
     if ended_at > now:
@@ -314,8 +311,8 @@ def draw_up(
     flag: str | None = None,
 ) -> list[Event]:
     """Draw up a record waiting for the organiser; `rule` is the district's in force at the start."""
-    _aware(started_at, "started_at")
-    _aware(ended_at, "ended_at")
+    aware(started_at, "started_at")
+    aware(ended_at, "ended_at")
     if ended_at < started_at:
         raise Invalid("the service ends after it starts", field="ended_at")
     if _whole_minutes(minutes) > span_minutes(started_at, ended_at):
@@ -399,7 +396,7 @@ def confirm(
     record: ServiceRecord, now: datetime, *, minutes: int | None = None, reason: str | None = None
 ) -> list[Event]:
     """The organiser confirms the record's minutes, or other ones with the reason why."""
-    _aware(now, "now")
+    aware(now, "now")
     target = record.minutes if minutes is None else _check_minutes(record, minutes)
     if reason is not None:
         _code(reason, "reason")
@@ -414,7 +411,7 @@ def confirm(
 
 def decline(record: ServiceRecord, reason: str, now: datetime) -> list[Event]:
     """The organiser declines a record that waits: it will never count."""
-    _aware(now, "now")
+    aware(now, "now")
     _code(reason, "reason")
     if record.status == DECLINED:
         return []
@@ -429,7 +426,7 @@ def decline(record: ServiceRecord, reason: str, now: datetime) -> list[Event]:
 
 def adjust(record: ServiceRecord, minutes: int, reason: str, now: datetime) -> list[Event]:
     """Correct confirmed minutes: one event reverses the previous hours and restates them."""
-    _aware(now, "now")
+    aware(now, "now")
     minutes = _check_minutes(record, minutes)
     _code(reason, "reason")
     if record.status == CONFIRMED and minutes == record.minutes:
@@ -441,7 +438,7 @@ def adjust(record: ServiceRecord, minutes: int, reason: str, now: datetime) -> l
 
 def revoke(record: ServiceRecord, reason: str, now: datetime) -> list[Event]:
     """Withdraw confirmed hours (e.g. found not served); the record stays, revoked."""
-    _aware(now, "now")
+    aware(now, "now")
     _code(reason, "reason")
     if record.status == REVOKED:
         return []
@@ -457,7 +454,7 @@ def request_correction(
 ) -> list[Event]:
     """The volunteer themself asks for a correction, while the record waits or counts; one request
     waits at a time."""
-    _aware(now, "now")
+    aware(now, "now")
     if by != record.volunteer_number:
         raise Invalid(
             f"only the volunteer themself ({record.volunteer_number}) may ask to correct this record", field="actor"
@@ -496,7 +493,7 @@ def decide_correction(
 ) -> list[Event]:
     """The organiser answers the waiting request. Granted: the minutes given, or else those the
     volunteer asked for, are confirmed (a waiting record) or the confirmed ones adjusted."""
-    _aware(now, "now")
+    aware(now, "now")
     try:
         outcome = CorrectionOutcome(outcome)
     except ValueError:

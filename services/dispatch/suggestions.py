@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from services.dispatch.orders import AGES, Order, aware
+from services.dispatch.domain import aware
+from services.dispatch.orders import AGES, Order
 from shared.events.common import AgeBand
 
 

@@ -19,7 +19,7 @@ from services.registry.app import create_app as registry_app
 from services.reporting.app import create_app as reporting_app
 from shared.settings import ServiceSettings
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
-from tests.infra.postgres import throwaway_database
+from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
 BUILDERS = {"registry": registry_app, "dispatch": dispatch_app, "points": points_app, "reporting": reporting_app}
@@ -38,15 +38,6 @@ async def service(name: str, nats_url: str, database_url: str) -> AsyncIterator[
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
             yield client
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / (name + '.db')}"
-        return
-    async with throwaway_database(request.getfixturevalue("postgres_admin_url")) as url:
-        yield url
 
 
 @contextlib.asynccontextmanager

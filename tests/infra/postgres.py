@@ -7,8 +7,10 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import make_url
 
 from tests.infra.docker import docker_available
@@ -48,3 +50,13 @@ async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh store for one service of a test: a SQLite file, or a throwaway PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / (name + '.db')}"
+        return
+    async with throwaway_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url

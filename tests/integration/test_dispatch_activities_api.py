@@ -5,26 +5,19 @@ code can earn, the geofence, the closing of shifts nobody checked out of, and wh
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import nats
 import pytest
 from sqlalchemy import func, select
 
-from services.dispatch import store
-from services.dispatch.app import create_app
 from services.dispatch.attendance import ShiftCodes
-from services.dispatch.domain import KnownVolunteer
 from services.dispatch.handlers import attendance as attendance_handlers
-from shared.bus import StreamSettings, context_stream, ensure_stream
-from shared.settings import ServiceSettings
+from tests.infra.dispatch import Clock, dispatch_app, know_site, know_volunteer
 from tests.infra.waiting import eventually
 
 STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
@@ -39,59 +32,13 @@ FIRST_NIGHT = datetime(2027, 2, 11, 20, 0, tzinfo=SHANGHAI)
 CENTRE = (36.8130, 118.0550)
 
 
-@dataclass
-class Clock:
-    """The server's clock, held still by the test and moved on when it says."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def move(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@contextlib.asynccontextmanager
-async def dispatch_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    # Dispatch's subscribers start once registry's stream exists, as when registry runs.
-    nc = await nats.connect(nats_url)
-    try:
-        await ensure_stream(nc.jetstream(), context_stream("registry", StreamSettings()))
-    finally:
-        await nc.close()
-    app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
-    clock = Clock(FIRST_NIGHT.astimezone(UTC) - timedelta(days=2))
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
-        app.state.clock = clock
-        yield client, app, clock
-
-
 @pytest.fixture
 async def dispatch(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    async with dispatch_app(nats_url, database_url) as running:
-        await know_site(running[1])
+    async with dispatch_app(nats_url, database_url, FIRST_NIGHT.astimezone(UTC) - timedelta(days=2)) as running:
+        await know_site(running[1], SITE, PATH)
         for n in range(1, 7):
-            await know_volunteer(running[1], f"V{n:08d}")
+            await know_volunteer(running[1], f"V{n:08d}", PATH)
         yield running
-
-
-async def know_site(app: Any, site_id: str = SITE, *, open_: bool = True) -> None:
-    """Stands in for registry's SiteOpened, which dispatch's reactor turns into this row."""
-    async with app.state.runtime.store.transaction() as tx:
-        await tx.conn.execute(
-            store.sites.insert().values(
-                site_id=site_id, org_unit_code=COMMUNITY, org_path="/".join(PATH), level="station", kind="community", open=open_
-            )
-        )
-
-
-async def know_volunteer(app: Any, number: str, status: str = "verified") -> None:
-    """Stands in for registry's VolunteerRegistered and VolunteerVerified (tests/e2e follows those)."""
-    async with app.state.runtime.store.transaction() as tx:
-        await store.save_volunteer(tx.conn, KnownVolunteer(number, COMMUNITY, PATH, "18_34", ("traffic_guidance",)))
-        await store.change_volunteer(tx.conn, number, status=status)
 
 
 def new_activity(**changes: object) -> dict[str, object]:
@@ -234,7 +181,7 @@ async def test_only_a_known_verified_volunteer_signs_up(dispatch) -> None:
     client, app, _ = dispatch
     (shift_id,) = await open_shifts(client, await schedule(client))
     assert problem(await sign_up(client, shift_id, "V00000099"))[:2] == (422, "volunteer_number")
-    await know_volunteer(app, "V00000050", status="suspended")
+    await know_volunteer(app, "V00000050", PATH, status="suspended")
     refused = await sign_up(client, shift_id, "V00000050")
     assert refused.status_code == 409 and refused.json()["state"] == "suspended"
     assert problem(await sign_up(client, shift_id, "not-a-number"))[:2] == (422, "volunteer_number")
@@ -303,7 +250,7 @@ async def test_a_scan_checks_in_a_repeat_changes_nothing_and_a_later_scan_checks
 
     attendance = (await client.get(f"/shifts/{shift_id}/attendance")).json()["items"]
     assert [(a["volunteer_number"], a["minutes"], a["flag"]) for a in attendance] == [("V00000001", 120, None)]
-    assert (await event_types(app))[-2:] == ["VolunteerCheckedIn", "VolunteerCheckedOut"]
+    assert [t for t in await event_types(app) if t != "ServiceRecorded"][-2:] == ["VolunteerCheckedIn", "VolunteerCheckedOut"]
     # Dispatch's own subscriber draws up the service record once the check-out is published.
     recorded = await eventually(lambda: records_of(client, "V00000001"), lambda items: len(items) == 1)
     assert [(r["shift_id"], r["minutes"], r["flag"], r["status"]) for r in recorded] == [(shift_id, 120, None, "recorded")]

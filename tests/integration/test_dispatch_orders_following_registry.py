@@ -23,7 +23,7 @@ from services.registry.app import create_app as registry_app
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
-from tests.infra.postgres import throwaway_database
+from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
 STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
@@ -35,15 +35,6 @@ TREE = """code,parent_code,level,name,population,party_members
 """
 COMMUNITY, STREET, DISTRICT = "370303001001", "370303001000", "370303"
 STATION, INSTITUTE, CLOSED_INSTITUTE, CENTRE = "ST-HEPING", "IN-CHEZHAN", "IN-A-OLD", "CE-ZHANGDIAN"
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / (name + '.db')}"
-        return
-    async with throwaway_database(request.getfixturevalue("postgres_admin_url")) as url:
-        yield url
 
 
 @contextlib.asynccontextmanager

@@ -5,10 +5,8 @@ unknown shift as a 404 problem. (No browser runs the pages' scripts here: see th
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,10 +15,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from services.dispatch import qr, store
-from services.dispatch.app import create_app
-from services.dispatch.domain import KnownVolunteer
-from shared.settings import ServiceSettings
+from services.dispatch import qr
+from tests.infra.dispatch import Clock, dispatch_app, know_site, know_volunteer
 
 STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
 SITE = "ST-DENGHUI"
@@ -34,56 +30,15 @@ PERIOD = 30  # seconds: the service's default code period
 PROBLEM = "application/problem+json"
 
 
-@dataclass
-class Clock:
-    """The server's clock, held still by the test and moved on when it says."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def move(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@contextlib.asynccontextmanager
-async def dispatch_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
-    # Two days before the first night, at the very start of a code period.
-    start = FIRST_NIGHT.astimezone(UTC) - timedelta(days=2)
-    clock = Clock(start - timedelta(seconds=start.timestamp() % PERIOD))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client,
-    ):
-        app.state.clock = clock
-        yield client, app, clock
-
-
 @pytest.fixture
 async def dispatch(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    async with dispatch_app(nats_url, database_url) as (client, app, clock):
-        async with app.state.runtime.store.transaction() as tx:  # stands in for registry's SiteOpened
-            await tx.conn.execute(
-                store.sites.insert().values(
-                    site_id=SITE,
-                    org_unit_code=COMMUNITY,
-                    org_path="/".join(PATH),
-                    level="station",
-                    kind="community",
-                    open=True,
-                )
-            )
-        for n in (1, 2, 3):  # stands in for registry's VolunteerRegistered and VolunteerVerified
-            async with app.state.runtime.store.transaction() as tx:
-                number = f"V{n:08d}"
-                await store.save_volunteer(
-                    tx.conn, KnownVolunteer(number, COMMUNITY, PATH, "18_34", ("traffic_guidance",))
-                )
-                await store.change_volunteer(tx.conn, number, status="verified")
-        yield client, app, clock
+    # Two days before the first night, at the very start of a code period.
+    start = FIRST_NIGHT.astimezone(UTC) - timedelta(days=2)
+    async with dispatch_app(nats_url, database_url, start - timedelta(seconds=start.timestamp() % PERIOD)) as running:
+        await know_site(running[1], SITE, PATH)
+        for n in (1, 2, 3):
+            await know_volunteer(running[1], f"V{n:08d}", PATH)
+        yield running
 
 
 async def a_shift(client: httpx.AsyncClient, *signed_up: str, **shift: object) -> str:

@@ -181,7 +181,7 @@ def test_a_code_needs_a_strong_secret_and_a_sane_period() -> None:
 
 
 def test_a_time_without_a_zone_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="time zone"):
+    with pytest.raises(Invalid, match="time zone"):
         ShiftCodes(SECRET).code_for(SHIFT_ID, datetime(2026, 2, 12, 12, 0))
 
 

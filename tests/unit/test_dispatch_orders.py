@@ -130,7 +130,7 @@ def test_the_minimum_age_may_not_be_above_the_maximum() -> None:
 
 
 def test_naive_times_are_refused() -> None:
-    with pytest.raises(ValueError, match="time zone"):
+    with pytest.raises(Invalid, match="time zone"):
         placed(now=T0.replace(tzinfo=None))
 
 

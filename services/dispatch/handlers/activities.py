@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, store
@@ -220,7 +220,8 @@ _NOTICE = {
 
 
 async def _project(tx: Transaction, events: Sequence[Event]) -> None:
-    """Bring the sign-ups and shifts views along, and leave each volunteer told a notice."""
+    """Bring the sign-ups view and the shift's status along, and leave each volunteer told a notice.
+    (The shift's counts come from its folded state, in _change_shift.)"""
     conn, signups, shifts, notices = tx.conn, store.signups, store.shifts, store.notices
     for event in events:
         match event:
@@ -262,20 +263,6 @@ async def _project(tx: Transaction, events: Sequence[Event]) -> None:
                             for n in event.notified
                         ],
                     )
-    touched = {getattr(e, "shift_id") for e in events}
-    for shift_id in touched:
-        counts = dict(
-            (
-                await conn.execute(
-                    select(signups.c.position, func.count()).where(signups.c.shift_id == shift_id).group_by(signups.c.position)
-                )
-            ).all()
-        )
-        await conn.execute(
-            update(shifts)
-            .where(shifts.c.shift_id == shift_id)
-            .values(confirmed=counts.get("confirmed", 0), waitlisted=counts.get("waitlisted", 0))
-        )
 
 
 async def _change_shift(tx: Transaction, actor: Actor, shift_id: str, decide: Any) -> tuple[ShiftState, list[Event]]:
@@ -287,6 +274,12 @@ async def _change_shift(tx: Transaction, actor: Actor, shift_id: str, decide: An
         await _project(tx, decided)
         for event in decided:
             state = activities.evolve_shift(state, event)
+        shifts = store.shifts
+        await tx.conn.execute(
+            update(shifts)
+            .where(shifts.c.shift_id == shift_id)
+            .values(confirmed=len(state.confirmed), waitlisted=len(state.waitlist))
+        )
     return state, decided
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, orders, store
 from services.dispatch import suggestions as ranking
+from services.dispatch.domain import aware
 from services.dispatch.orders import Order
 from shared.catalog import Event
 from shared.db import reading, upsert
@@ -321,7 +322,7 @@ async def time_out_due(events: EventStore, now: datetime) -> list[str]:
     """Record OrderTimedOut for every dispatched order past its deadline, and what follows by
     itself; the ids timed out. One transaction per order: an acceptance racing the job wins or
     loses cleanly."""
-    orders.aware(now, "now")
+    aware(now, "now")
     table = store.orders
     async with reading(events.engine) as conn:
         due = (

@@ -8,9 +8,10 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import httpx
+
+from shared.citytime import CITY_ZONE
 
 CITY = {"code": "370300", "level": "city", "name": "淄博市", "population": 4_700_000, "party_members": 310_000}
 DISTRICT = {"code": "370303", "level": "district", "name": "张店区", "population": 1_000_000, "party_members": 62_000, "parent_code": "370300"}
@@ -70,7 +71,6 @@ def load(registry_url: str) -> dict[str, int]:
 
 DEMO_STATION = "station-370303001001"
 DEMO_COMMUNITY = "370303001001"
-CITY_ZONE = ZoneInfo("Asia/Shanghai")
 
 
 def _known_to_dispatch(client: httpx.Client, number: str, timeout: float = 60.0) -> None:

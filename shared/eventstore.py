@@ -137,6 +137,10 @@ class Transaction:
         self._store = store
         self.appended: list[EventEnvelope] = []
 
+    @property
+    def catalog(self) -> EventCatalog:
+        return self._store.catalog
+
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:
         events = self._store.schema.events
         rows = await self.conn.execute(
@@ -227,6 +231,13 @@ class Transaction:
             if envelope.aggregate_version != 1:
                 raise ValueError("append_new takes the first event of new aggregates only")
         await self._insert(envelopes)
+
+    async def append_batch(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """Append events of many aggregates whose versions the caller read in this transaction
+        (a ledger batch): one statement each for events and outbox, no version look-ups. A
+        concurrent writer that got any of those versions first makes it all a conflict."""
+        if envelopes:
+            await self._insert(envelopes)
 
     async def _insert(self, envelopes: Sequence[EventEnvelope]) -> None:
         schema, now = self._store.schema, utcnow()

@@ -33,6 +33,23 @@ STOP_TIMEOUT_SECONDS = 10.0
 Worker = Callable[[Client], Awaitable[None]]
 
 
+def clock_job(name: str, run: Callable[[], Awaitable[list[str]]], every: float) -> Worker:
+    """A worker that runs a job every `every` seconds and logs what it did (one line)."""
+
+    async def on_the_clock(nc: Client) -> None:
+        while True:
+            try:
+                done = await run()
+                if done:
+                    log.info("%s: %s", name, ", ".join(done[:20]) + (f" and {len(done) - 20} more" if len(done) > 20 else ""))
+            except Exception:  # the store may be away for a moment: try again next round
+                log.exception("%s failed; retrying", name)
+            await asyncio.sleep(every)
+
+    on_the_clock.__name__ = name
+    return on_the_clock
+
+
 class ServiceRuntime:
     def __init__(
         self,

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from services.dispatch.attendance import Shift
 from services.dispatch.domain import aware
 from shared.catalog import Event
+from shared.citytime import CITY_ZONE, city_date  # noqa: F401  (re-exported to dispatch's modules)
 from shared.errors import Conflict, Invalid
 from shared.events.common import SKILLS
 from shared.events.dispatch import (
@@ -34,8 +34,6 @@ from shared.events.dispatch import (
     WaitlistPromoted,
 )
 
-# The city's clock for calendar days (an activity's dates, "every night for 30 days").
-CITY_ZONE = ZoneInfo("Asia/Shanghai")
 MAX_OCCURRENCES = 366  # a recurrence spans at most a year
 LATE_WITHDRAWAL = timedelta(hours=24)  # withdrawing closer to the start than this is marked late
 
@@ -44,9 +42,6 @@ OPEN = "open"
 
 
 
-
-def city_date(at: datetime) -> date:
-    return at.astimezone(CITY_ZONE).date()
 
 
 # --- Activities -----------------------------------------------------------------------------------

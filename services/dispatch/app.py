@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.dispatch import store, subscribers
@@ -23,7 +20,7 @@ from services.dispatch.handlers import attendance as attendance_handlers
 from services.dispatch.handlers import orders as order_handlers
 from shared.devkeys import beside_sqlite, load_or_make
 from shared.envelope import utcnow
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
 from shared.subscriber import subscribe
 
@@ -47,20 +44,6 @@ def shift_code_secret(settings: DispatchSettings) -> bytes:
         raise RuntimeError("set BEACON_SHIFT_CODE_SECRET: it signs the shifts' QR codes")
     stored = load_or_make(path, ("shift_codes",), warn="set BEACON_SHIFT_CODE_SECRET in production")
     return base64.b64decode(stored["shift_codes"])
-
-
-def clock_job(name: str, run: Callable[[], Awaitable[list[str]]], every: float) -> Callable[[Client], Awaitable[None]]:
-    async def on_the_clock(nc: Client) -> None:
-        while True:
-            try:
-                done = await run()
-                if done:
-                    log.info("%s: %s", name, ", ".join(done))
-            except Exception:  # the store may be away for a moment: try again next round
-                log.exception("%s failed; retrying", name)
-            await asyncio.sleep(every)
-
-    return on_the_clock
 
 
 def create_app(settings: ServiceSettings | None = None, *, clock_every: float = CLOCK_EVERY_SECONDS) -> FastAPI:

@@ -1,23 +1,391 @@
-"""Points' HTTP routes."""
+"""Points' HTTP routes: accounts and statements, rules, stars and the partner check, the shop
+and its redemptions, district figures, and the ledger's own checks."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from sqlalchemy import select
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
 
-from services.points import store
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import and_, case, func, or_, select
+
+from services.points import handlers, store
+from services.points.books import MINUTES, POINTS
+from services.points.handlers import Item, Redemption
+from services.points.rules import DEFAULT_STAR_THRESHOLDS
 from shared.db import reading
-from shared.errors import NotFound
+from shared.errors import Invalid, NotFound
+from shared.events.common import SiteId, VolunteerNumber
+from shared.events.dispatch import Hours, Reason
+from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
+from shared.eventstore import EventStore
+from shared.web import CurrentActor
 
 router = APIRouter()
 
+DistrictPath = Annotated[str, Path(pattern=r"^\d{6}$", description="A district's 6-digit division code.")]
+VolunteerPath = Annotated[VolunteerNumber, Path(description="A volunteer number, e.g. V00000001.")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+def events_of(request: Request) -> EventStore:
+    return request.app.state.runtime.store
+
+
+def now_of(request: Request) -> datetime:
+    return request.app.state.clock()
+
+
+# --- Accounts -------------------------------------------------------------------------------------
+
+
+async def _account_row(conn: Any, number: str) -> Any:
+    row = (await conn.execute(select(store.accounts).where(store.accounts.c.volunteer_number == number))).mappings().first()
+    if row is None:
+        raise NotFound(f"volunteer {number} has no points account", field="volunteer_number")
+    return row
+
 
 @router.get("/accounts/{volunteer_number}", tags=["accounts"])
-async def get_account(volunteer_number: str, request: Request) -> dict[str, object]:
-    async with reading(request.app.state.runtime.engine) as conn:
+async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
+    """Points available (negative only by a debt a revocation left), debt, confirmed hours,
+    time credits, star level, and when the points expire."""
+    async with reading(events_of(request).engine) as conn:
+        row = await _account_row(conn, volunteer_number)
+        lots = await conn.execute(
+            select(store.point_lots.c.expires_on, store.point_lots.c.points)
+            .where(store.point_lots.c.volunteer_number == volunteer_number)
+            .order_by(store.point_lots.c.expires_on)
+        )
+        expiring = [{"expires_on": None if d == store.NEVER else d.isoformat(), "points": p} for d, p in lots]
+    return {
+        "volunteer_number": volunteer_number,
+        "district_code": row["district_code"],
+        "balance": row["balance"],
+        "debt": row["debt"],
+        "hours": str(Decimal(row["hours"])),
+        "time_credit_minutes": row["time_minutes"] - row["time_debt"],
+        "time_debt_minutes": row["time_debt"],
+        "star_level": row["star_level"],
+        "expiring": expiring,
+        "opened_at": row["opened_at"].isoformat(),
+    }
+
+
+@router.get("/accounts/{volunteer_number}/statement", tags=["accounts"])
+async def statement(
+    volunteer_number: VolunteerPath,
+    request: Request,
+    unit: Annotated[str, Query(pattern=f"^({POINTS}|{MINUTES})$")] = POINTS,
+    after: Annotated[int, Query(ge=0, description="The last entry's position of the page before.")] = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """The volunteer's ledger entries, oldest first, each with the balance after it."""
+    account = f"{'volunteer' if unit == POINTS else 'volunteer-time'}:{volunteer_number}"
+    j = store.journal.c
+    mine = and_(j.unit == unit, or_(j.from_account == account, j.to_account == account))
+    signed = func.coalesce(func.sum(case((j.to_account == account, j.amount), else_=-j.amount)), 0)
+    async with reading(events_of(request).engine) as conn:
+        await _account_row(conn, volunteer_number)
+        before = await conn.scalar(select(signed).where(mine, j.position <= after)) or 0
+        rows = await conn.execute(
+            select(j.position, j.at, j.event_id, j.from_account, j.to_account, j.amount, store.schema.events.c.event_type)
+            .join(store.schema.events, store.schema.events.c.event_id == j.event_id)
+            .where(mine, j.position > after)
+            .order_by(j.position)
+            .limit(limit)
+        )
+        entries, balance = [], before
+        for position, at, event_id, source, target, amount, event_type in rows:
+            change = amount if target == account else -amount
+            balance += change
+            entries.append(
+                {
+                    "position": position,
+                    "at": at.isoformat(),
+                    "event": event_type,
+                    "event_id": event_id,
+                    "counter_account": source if target == account else target,
+                    "change": change,
+                    "balance": balance,
+                }
+            )
+    return {"unit": unit, "opening_balance": before, "entries": entries, "next_after": entries[-1]["position"] if len(entries) == limit else None}
+
+
+# --- Rules and stars -----------------------------------------------------------------------------
+
+
+class RuleInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    effective_from: date = Field(description="The first day of service it prices; today or later.")
+    points_per_hour: Decimal = Field(ge=0, le=1000, max_digits=7, decimal_places=2)
+    overrides: list[RateOverride] = Field(default_factory=list, max_length=200)
+    campaigns: list[Campaign] = Field(default_factory=list, max_length=50)
+    daily_cap: Points | None = None
+    expiry: Expiry = Field(default_factory=Expiry)
+
+
+@router.post("/districts/{district_code}/points-rules", status_code=201, tags=["rules"])
+async def set_rule(district_code: DistrictPath, body: RuleInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A new version of the district's rule, for service from `effective_from` on."""
+    rule = await handlers.set_rule(
+        events_of(request), request.app.state.rule_cache, body.model_dump() | {"district_code": district_code}, actor, now_of(request)
+    )
+    return rule.model_dump(mode="json")
+
+
+@router.get("/districts/{district_code}/points-rules", tags=["rules"])
+async def list_rules(district_code: DistrictPath, request: Request) -> dict[str, Any]:
+    async with reading(events_of(request).engine) as conn:
+        rows = await conn.execute(
+            select(store.points_rules.c.rule)
+            .where(store.points_rules.c.district_code == district_code)
+            .order_by(store.points_rules.c.version)
+        )
+        return {"district_code": district_code, "versions": [rule for (rule,) in rows]}
+
+
+class ThresholdsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hours: list[Hours] = Field(min_length=5, max_length=5, description="Hours for one to five stars, rising.")
+
+
+@router.put("/star-thresholds", tags=["stars"])
+async def set_thresholds(body: ThresholdsInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """The city's thresholds; every volunteer's level follows at once."""
+    try:
+        StarThresholdsSet(hours=body.hours)
+    except ValidationError as error:
+        raise Invalid(error.errors()[0]["msg"], field="hours") from None
+    thresholds = await handlers.set_star_thresholds(events_of(request), request.app.state.rule_cache, body.hours, actor)
+    return {"hours": [str(h) for h in thresholds.hours]}
+
+
+@router.get("/star-thresholds", tags=["stars"])
+async def get_thresholds(request: Request) -> dict[str, Any]:
+    async with reading(events_of(request).engine) as conn:
+        hours = await conn.scalar(select(store.star_thresholds.c.hours))
+    return {"hours": [str(h) for h in (hours or DEFAULT_STAR_THRESHOLDS)]}
+
+
+@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", tags=["partners"])
+async def at_least(volunteer_number: VolunteerPath, level: Annotated[int, Path(ge=1, le=5)], request: Request) -> dict[str, bool]:
+    """For partners: is the volunteer at `level` stars or above? Yes or no, nothing else."""
+    async with reading(events_of(request).engine) as conn:
+        row = await _account_row(conn, volunteer_number)
+    return {"answer": row["star_level"] >= level}
+
+
+# --- Shop -----------------------------------------------------------------------------------------
+
+ItemName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+
+
+class ItemInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ItemName
+    price_points: int = Field(ge=1, le=10**6)
+    stock: int = Field(ge=0, le=10**6)
+
+
+class ItemChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    add_stock: int = Field(default=0, ge=0, le=10**6)
+    price_points: int | None = Field(default=None, ge=1, le=10**6)
+
+
+def _item(item: Item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "site_id": item.site_id,
+        "name": item.name,
+        "price_points": item.price_points,
+        "stock": item.stock,
+        "withdrawn": item.withdrawn,
+    }
+
+
+@router.post("/sites/{site_id}/items", status_code=201, tags=["shop"])
+async def list_item(site_id: SiteId, body: ItemInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    item = await handlers.list_item(events_of(request), site_id, body.name, body.price_points, body.stock, actor)
+    return _item(item)
+
+
+@router.get("/sites/{site_id}/items", tags=["shop"])
+async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
+    async with reading(events_of(request).engine) as conn:
+        rows = await conn.execute(
+            select(store.shop_items).where(store.shop_items.c.site_id == site_id).order_by(store.shop_items.c.item_id)
+        )
+        return {"site_id": site_id, "items": [_item(handlers.item_of(dict(r))) for r in rows.mappings()]}
+
+
+@router.patch("/items/{item_id}", tags=["shop"])
+async def change_item(item_id: ItemId, body: ItemChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    item = await handlers.change_item(events_of(request), item_id, actor, add=body.add_stock, price=body.price_points)
+    return _item(item)
+
+
+@router.post("/items/{item_id}/withdraw", tags=["shop"])
+async def withdraw_item(item_id: ItemId, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    return _item(await handlers.change_item(events_of(request), item_id, actor, withdraw=True))
+
+
+class RedemptionInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    volunteer_number: VolunteerNumber
+    item_id: ItemId
+    quantity: int = Field(default=1, ge=1, le=100)
+
+
+class Cancelling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+
+
+def _redemption(r: Redemption) -> dict[str, Any]:
+    return {
+        "redemption_id": r.redemption_id,
+        "volunteer_number": r.volunteer_number,
+        "item_id": r.item_id,
+        "site_id": r.site_id,
+        "quantity": r.quantity,
+        "points": r.points,
+        "state": r.state,
+        "reserved_at": r.reserved_at.isoformat(),
+        "settled_at": r.settled_at.isoformat() if r.settled_at else None,
+    }
+
+
+@router.post("/redemptions", status_code=201, tags=["shop"])
+async def redeem(body: RedemptionInput, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
+    """Reserve the stock and take the points at once; not enough of either is a 409."""
+    redemption = await handlers.redeem(
+        events_of(request), body.volunteer_number, body.item_id, body.quantity, actor, now_of(request)
+    )
+    response.headers["Location"] = f"/redemptions/{redemption.redemption_id}"
+    return _redemption(redemption)
+
+
+@router.get("/redemptions/{redemption_id}", tags=["shop"])
+async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[str, Any]:
+    async with reading(events_of(request).engine) as conn:
         row = (
-            await conn.execute(select(store.accounts).where(store.accounts.c.volunteer_number == volunteer_number))
+            await conn.execute(select(store.redemptions).where(store.redemptions.c.redemption_id == redemption_id))
         ).mappings().first()
     if row is None:
-        raise NotFound(f"no points account for volunteer {volunteer_number}")
-    return {"volunteer_number": row["volunteer_number"], "balance": row["balance"], "opened_at": row["opened_at"]}
+        raise NotFound(f"unknown redemption {redemption_id}")
+    return _redemption(handlers.redemption_of(row))
+
+
+@router.post("/redemptions/{redemption_id}/hand-over", tags=["shop"])
+async def hand_over(redemption_id: RedemptionId, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """The site handed the goods over."""
+    return _redemption(await handlers.settle(events_of(request), redemption_id, actor, now_of(request)))
+
+
+@router.post("/redemptions/{redemption_id}/cancel", tags=["shop"])
+async def cancel(redemption_id: RedemptionId, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Cancel a reserved redemption: the stock and the points return."""
+    redemption = await handlers.settle(events_of(request), redemption_id, actor, now_of(request), cancel_reason=body.reason)
+    return _redemption(redemption)
+
+
+@router.get("/sites/{site_id}/redemptions", tags=["shop"])
+async def site_redemptions(
+    site_id: SiteId,
+    request: Request,
+    state: Annotated[str | None, Query(pattern="^(reserved|handed_over|cancelled)$")] = None,
+    after: Annotated[str | None, Query(pattern=r"^RD\d{8,12}$")] = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """The site's redemptions, oldest first, a page at a time."""
+    r = store.redemptions.c
+    query = select(store.redemptions).where(r.site_id == site_id)
+    if state:
+        query = query.where(r.state == state)
+    if after:
+        query = query.where(r.redemption_id > after)
+    async with reading(events_of(request).engine) as conn:
+        rows = (await conn.execute(query.order_by(r.redemption_id).limit(limit))).mappings().all()
+    items = [_redemption(handlers.redemption_of(row)) for row in rows]
+    return {"site_id": site_id, "redemptions": items, "next_after": items[-1]["redemption_id"] if len(items) == limit else None}
+
+
+# --- Figures and the ledger's own checks ----------------------------------------------------------
+
+
+@router.get("/districts/{district_code}/points", tags=["figures"])
+async def district_points(district_code: DistrictPath, request: Request) -> dict[str, Any]:
+    """Issued: points credited for service in the district, net of debits. Redeemed: points paid
+    at its sites' shops (held: reserved, not yet handed over). Expired: its volunteers' expired
+    points. Outstanding: what its volunteers hold now (net of debts)."""
+    async with reading(events_of(request).engine) as conn:
+        balances = dict(
+            (account, balance)
+            for account, balance in await conn.execute(
+                select(store.ledger_accounts.c.account, store.ledger_accounts.c.balance).where(
+                    store.ledger_accounts.c.unit == POINTS,
+                    store.ledger_accounts.c.account.in_([f"issuance:{district_code}", f"expiry:{district_code}"]),
+                )
+            )
+        )
+        sites = select(store.known_sites.c.site_id).where(store.known_sites.c.district_code == district_code)
+        redeemed = await conn.scalar(
+            select(func.coalesce(func.sum(store.redemptions.c.points), 0)).where(
+                store.redemptions.c.site_id.in_(sites), store.redemptions.c.state == handlers.HANDED_OVER
+            )
+        )
+        held = await conn.scalar(
+            select(func.coalesce(func.sum(store.redemptions.c.points), 0)).where(
+                store.redemptions.c.site_id.in_(sites), store.redemptions.c.state == handlers.RESERVED
+            )
+        )
+        outstanding = await conn.scalar(
+            select(func.coalesce(func.sum(store.accounts.c.balance), 0)).where(store.accounts.c.district_code == district_code)
+        )
+    return {
+        "district_code": district_code,
+        "issued": -balances.get(f"issuance:{district_code}", 0),
+        "redeemed": redeemed,
+        "held_for_redemptions": held,
+        "expired": balances.get(f"expiry:{district_code}", 0),
+        "outstanding": outstanding,
+    }
+
+
+@router.get("/ledger/trial-balance", tags=["ledger"])
+async def trial_balance(request: Request) -> dict[str, Any]:
+    """Every account's balance summed per unit: zero when the books balance."""
+    async with reading(events_of(request).engine) as conn:
+        totals = dict(
+            await conn.execute(
+                select(store.ledger_accounts.c.unit, func.sum(store.ledger_accounts.c.balance)).group_by(store.ledger_accounts.c.unit)
+            )
+        )
+        points = await conn.scalar(select(func.coalesce(func.sum(store.accounts.c.balance), 0)))
+        minutes = await conn.scalar(
+            select(func.coalesce(func.sum(store.accounts.c.time_minutes - store.accounts.c.time_debt), 0))
+        )
+    sums = {POINTS: (totals.get(POINTS) or 0) + points, MINUTES: (totals.get(MINUTES) or 0) + minutes}
+    return {"balanced": all(v == 0 for v in sums.values()), "sums": sums}
+
+
+@router.get("/ledger/waiting", tags=["ledger"])
+async def waiting(request: Request, limit: Limit = 100) -> dict[str, Any]:
+    """Service events that wait to be applied (an account not open yet, a confirmation not come)."""
+    w = store.waiting.c
+    async with reading(events_of(request).engine) as conn:
+        rows = await conn.execute(
+            select(w.event_id, w.volunteer_number, w.record_id, w.reason, w.since).order_by(w.position).limit(limit)
+        )
+        return {"waiting": [dict(r._mapping) | {"since": r.since.isoformat()} for r in rows]}

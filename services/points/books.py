@@ -1,0 +1,363 @@
+"""The ledger's state in the store: load the accounts a transaction touches, let the pure rules
+change them, then write back the accounts, their lots, the events and the journal at once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import bindparam, func, select, tuple_
+
+from services.points import store
+from services.points.ledger import Account, Record
+from services.points.rules import DEFAULT_STAR_THRESHOLDS, RuleBook
+from shared.catalog import Event
+from shared.db import upsert
+from shared.envelope import EventEnvelope, utcnow
+from shared.errors import NotFound
+from shared.events.points import (
+    CITY,
+    PointsExpired,
+    PointsRuleSet,
+    RedemptionCancelled,
+    RedemptionHandedOver,
+    RedemptionReserved,
+    ServiceCredited,
+    ServiceDebited,
+)
+from shared.eventstore import Transaction
+
+ACTOR = "system:points"
+POINTS, MINUTES = "points", "minutes"
+
+Movement = tuple[str, str, str, int]  # from account, to account, unit, amount
+
+
+def movements(event: Event, account_district: str) -> list[Movement]:
+    """The double-entry movements an event of points records (see shared/events/points.py)."""
+    match event:
+        case ServiceCredited():
+            return [
+                (f"issuance:{event.service_district}", f"volunteer:{event.volunteer_number}", POINTS, event.points),
+                (f"time-issuance:{CITY}", f"volunteer-time:{event.volunteer_number}", MINUTES, event.time_credit_minutes),
+            ]
+        case ServiceDebited():
+            return [
+                (f"volunteer:{event.volunteer_number}", f"issuance:{event.service_district}", POINTS, event.points),
+                (f"volunteer-time:{event.volunteer_number}", f"time-issuance:{CITY}", MINUTES, event.time_credit_minutes),
+            ]
+        case PointsExpired():
+            return [(f"volunteer:{event.volunteer_number}", f"expiry:{account_district}", POINTS, event.points)]
+        case RedemptionReserved():
+            return [(f"volunteer:{event.volunteer_number}", f"shop-held:{event.site_id}", POINTS, event.points)]
+        case RedemptionHandedOver():
+            return [(f"shop-held:{event.site_id}", f"shop:{event.site_id}", POINTS, event.points)]
+        case RedemptionCancelled():
+            return [(f"shop-held:{event.site_id}", f"volunteer:{event.volunteer_number}", POINTS, event.points)]
+    return []
+
+
+def _own(account: str) -> bool:
+    return account.startswith(("volunteer:", "volunteer-time:"))
+
+
+class Books:
+    """One transaction's view of the ledger. Accounts are read once (locked on PostgreSQL, so a
+    concurrent redemption and a credit queue instead of overwriting each other), changed in
+    memory, and written back by `flush` with the events and journal rows that explain them."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self.accounts: dict[str, Account] = {}
+        self.versions: dict[str, int] = {}
+        self.org_paths: dict[str, tuple[str, ...]] = {}
+        self._changed: set[str] = set()
+        self._opened: set[str] = set()
+        self._envelopes: list[EventEnvelope] = []
+        self._journal: list[dict[str, object]] = []
+        self._balances: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    async def load(self, numbers: Iterable[str]) -> None:
+        wanted = sorted(set(numbers) - set(self.accounts))
+        if not wanted:
+            return
+        conn = self.tx.conn
+        for chunk in _chunks(wanted, 500):
+            query = select(store.accounts).where(store.accounts.c.volunteer_number.in_(chunk))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            for row in (await conn.execute(query)).mappings():
+                number = row["volunteer_number"]
+                self.accounts[number] = Account(
+                    number,
+                    row["district_code"],
+                    {},
+                    row["debt"],
+                    Decimal(row["hours"]),
+                    row["time_minutes"],
+                    row["time_debt"],
+                    row["star_level"],
+                )
+                self.versions[number] = row["version"]
+                self.org_paths[number] = tuple(row["org_path"].split("/"))
+            lots = await conn.execute(select(store.point_lots).where(store.point_lots.c.volunteer_number.in_(chunk)))
+            for number, expires, points in lots:
+                self.accounts[number].lots[None if expires == store.NEVER else expires] = points
+
+    async def account(self, number: str) -> Account:
+        await self.load([number])
+        if number not in self.accounts:
+            raise NotFound(f"volunteer {number} has no points account")
+        return self.accounts[number]
+
+    def open(self, number: str, district_code: str, org_path: tuple[str, ...]) -> Account:
+        """A new account, written with the rest at `flush` (its first event must be recorded)."""
+        self.accounts[number] = Account(number, district_code)
+        self.versions[number] = 0
+        self.org_paths[number] = org_path
+        self._changed.add(number)
+        self._opened.add(number)
+        return self.accounts[number]
+
+    def touch(self, number: str) -> None:
+        """The account's state changed by another aggregate's event (a redemption): write it back."""
+        self._changed.add(number)
+
+    def record(
+        self,
+        aggregate_id: str,
+        events: Sequence[Event],
+        *,
+        account: str | None,
+        org_path: tuple[str, ...] | None = None,
+        version: int | None = None,
+        cause: EventEnvelope | None = None,
+        actor: str = ACTOR,
+        at: datetime | None = None,
+    ) -> list[EventEnvelope]:
+        """Envelope `events` of one aggregate: of `account` (a volunteer number), whose version
+        is tracked here, or of another aggregate at `version`. Their movements go to the journal."""
+        if not events:
+            return []
+        if account is not None:
+            version = self.versions[account]
+            org_path = self.org_paths[account]
+            self._changed.add(account)
+        assert version is not None and org_path is not None
+        catalog = self.tx.catalog
+        envelopes = []
+        correlation = cause.correlation_id if cause else None
+        for event in events:
+            version += 1
+            envelope = catalog.envelope(
+                event,
+                aggregate_id=aggregate_id,
+                aggregate_version=version,
+                org_path=org_path,
+                actor=actor,
+                correlation_id=correlation,
+                causation_id=cause.event_id if cause else None,
+            )
+            correlation = envelope.correlation_id
+            envelopes.append(envelope)
+            self._post(envelope.event_id, event, org_path[0], at or envelope.recorded_at)
+        if account is not None:
+            self.versions[account] = version
+        self._envelopes.extend(envelopes)
+        return envelopes
+
+    def _post(self, event_id: UUID, event: Event, district: str, at: datetime) -> None:
+        for source, target, unit, amount in movements(event, district):
+            if not amount:
+                continue
+            self._journal.append(
+                {"event_id": str(event_id), "from_account": source, "to_account": target, "unit": unit, "amount": amount, "at": at}
+            )
+            for name, delta in ((source, -amount), (target, amount)):
+                if not _own(name):
+                    self._balances[(name, unit)] += delta
+
+    async def flush(self) -> None:
+        conn = self.tx.conn
+        await self.tx.append_batch(self._envelopes)
+        opened = self._opened
+        if opened:
+            await conn.execute(
+                store.accounts.insert(),
+                [self._row(n) | {"opened_at": utcnow()} for n in sorted(opened)],
+            )
+        updated = sorted(self._changed - opened)
+        if updated:
+            c = store.accounts.c
+            await conn.execute(
+                store.accounts.update()
+                .where(c.volunteer_number == bindparam("number"))
+                .values(
+                    version=bindparam("version"),
+                    balance=bindparam("balance"),
+                    debt=bindparam("debt"),
+                    hours=bindparam("hours"),
+                    time_minutes=bindparam("time_minutes"),
+                    time_debt=bindparam("time_debt"),
+                    star_level=bindparam("star_level"),
+                ),
+                [{"number": n} | self._state(n) for n in updated],
+            )
+        changed = sorted(self._changed)
+        if changed:
+            for chunk in _chunks(changed, 500):
+                await conn.execute(store.point_lots.delete().where(store.point_lots.c.volunteer_number.in_(chunk)))
+            lots = [
+                {"volunteer_number": n, "expires_on": expires or store.NEVER, "points": points}
+                for n in changed
+                for expires, points in self.accounts[n].lots.items()
+                if points
+            ]
+            if lots:
+                await conn.execute(store.point_lots.insert(), lots)
+        if self._journal:
+            await conn.execute(store.journal.insert(), self._journal)
+        if self._balances:
+            statement = upsert(conn, store.ledger_accounts)
+            statement = statement.on_conflict_do_update(
+                index_elements=["account", "unit"],
+                set_={"balance": store.ledger_accounts.c.balance + statement.excluded.balance},
+            )
+            await conn.execute(
+                statement, [{"account": a, "unit": u, "balance": b} for (a, u), b in sorted(self._balances.items())]
+            )
+        self._changed.clear()
+        self._envelopes.clear()
+        self._journal.clear()
+        self._balances.clear()
+        self._opened = set()
+
+    def _state(self, number: str) -> dict[str, object]:
+        account = self.accounts[number]
+        return {
+            "version": self.versions[number],
+            "balance": account.balance,
+            "debt": account.debt,
+            "hours": account.hours,
+            "time_minutes": account.time_minutes,
+            "time_debt": account.time_debt,
+            "star_level": account.star_level,
+        }
+
+    def _row(self, number: str) -> dict[str, object]:
+        account = self.accounts[number]
+        return {
+            "volunteer_number": number,
+            "district_code": account.district_code,
+            "org_path": "/".join(self.org_paths[number]),
+        } | self._state(number)
+
+
+async def load_records(tx: Transaction, record_ids: Iterable[str]) -> dict[str, Record]:
+    records: dict[str, Record] = {}
+    for chunk in _chunks(sorted(set(record_ids)), 500):
+        rows = await tx.conn.execute(select(store.service_records).where(store.service_records.c.record_id.in_(chunk)))
+        for row in rows.mappings():
+            records[row["record_id"]] = Record(
+                row["record_id"],
+                row["volunteer_number"],
+                row["service_district"],
+                row["service_date"],
+                row["field"],
+                row["group_served"],
+                row["source"],
+                row["rule_version"],
+                row["version"],
+                Decimal(row["hours"]),
+                row["points"],
+                row["minutes"],
+            )
+    return records
+
+
+async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
+    rows = [
+        {
+            "record_id": r.record_id,
+            "volunteer_number": r.volunteer_number,
+            "service_district": r.service_district,
+            "service_date": r.service_date,
+            "field": r.field,
+            "group_served": r.group_served,
+            "source": r.source,
+            "rule_version": r.rule_version,
+            "version": r.version,
+            "hours": r.hours,
+            "points": r.points,
+            "minutes": r.minutes,
+        }
+        for r in records
+    ]
+    if not rows:
+        return
+    statement = upsert(tx.conn, store.service_records)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["record_id"],
+        set_={name: getattr(excluded, name) for name in ("version", "hours", "points", "minutes")},
+    )
+    await tx.conn.execute(statement, rows)
+
+
+async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
+    found: dict[tuple[str, date], int] = {}
+    c = store.day_points.c
+    for chunk in _chunks(sorted(set(keys)), 400):
+        rows = await tx.conn.execute(
+            select(c.volunteer_number, c.service_date, c.points).where(tuple_(c.volunteer_number, c.service_date).in_(chunk))
+        )
+        for number, day, points in rows:
+            found[(number, day)] = points
+    return found
+
+
+async def save_day_points(tx: Transaction, totals: dict[tuple[str, date], int]) -> None:
+    if not totals:
+        return
+    statement = upsert(tx.conn, store.day_points)
+    statement = statement.on_conflict_do_update(
+        index_elements=["volunteer_number", "service_date"], set_={"points": statement.excluded.points}
+    )
+    await tx.conn.execute(
+        statement, [{"volunteer_number": n, "service_date": d, "points": p} for (n, d), p in sorted(totals.items())]
+    )
+
+
+class RuleCache:
+    """Rules and star thresholds change rarely and only by appending: reload when the count or
+    the thresholds' version moved (one small query per batch, not a read of every rule)."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, int] | None = None
+        self.book = RuleBook()
+        self.thresholds: tuple[Decimal, ...] = DEFAULT_STAR_THRESHOLDS
+
+    async def fresh(self, tx: Transaction) -> RuleCache:
+        conn = tx.conn
+        count = await conn.scalar(select(func.count()).select_from(store.points_rules)) or 0
+        thresholds_version = await conn.scalar(select(store.star_thresholds.c.version)) or 0
+        if self._stamp != (count, thresholds_version):
+            book = RuleBook()
+            rows = await conn.execute(
+                select(store.points_rules.c.rule).order_by(store.points_rules.c.district_code, store.points_rules.c.version)
+            )
+            for (rule,) in rows:
+                book.add(PointsRuleSet.model_validate(rule))
+            hours = await conn.scalar(select(store.star_thresholds.c.hours))
+            self.book = book
+            self.thresholds = tuple(Decimal(str(h)) for h in hours) if hours else DEFAULT_STAR_THRESHOLDS
+            self._stamp = (count, thresholds_version)
+        return self
+
+
+def _chunks(items: Sequence[object], size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

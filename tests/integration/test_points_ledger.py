@@ -1,0 +1,223 @@
+"""The ledger posts dispatch's confirmed, adjusted and revoked hours: rules and their versions,
+caps, campaigns, administrators' entries, debts, expiry, and events that must wait or come twice.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from services.points import handlers, store
+from services.points.books import RuleCache
+from shared.events.dispatch import RecordSource
+from shared.events.points import Campaign, Expiry, RateOverride
+from shared.eventstore import EventStore
+from shared.web import Actor
+from tests.infra.points import (
+    DISTRICT,
+    DispatchRecords,
+    open_account,
+    open_site,
+    points_store,
+    post,
+    read_books,
+    rebuild,
+)
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in the city
+STAFF = Actor("staff-1", frozenset({"district_staff"}))
+
+
+@pytest.fixture
+async def points(database_url: str) -> AsyncIterator[EventStore]:
+    events = points_store(database_url)
+    await events.create_tables()
+    yield events
+    await events.engine.dispose()
+
+
+async def account(events: EventStore, number: str) -> dict:
+    async with events.engine.connect() as conn:
+        return dict((await conn.execute(select(store.accounts).where(store.accounts.c.volunteer_number == number))).mappings().one())
+
+
+async def test_confirmed_hours_earn_points_time_credits_and_hours_by_the_default_rule(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    await post(points, rules, dispatch.confirm(number, Decimal("2.5"), NOW))
+
+    row = await account(points, number)
+    assert (row["balance"], Decimal(row["hours"]), row["time_minutes"]) == (25, Decimal("2.5"), 150)
+    books = await read_books(points)
+    credited = [e for e in books.events if e.type == "ServiceCredited"]
+    assert credited[0].payload["points"] == 25 and credited[0].payload["rule_version"] == 0
+    assert credited[0].payload["expires_on"] == "2027-12-31"  # the end of the year after
+    assert books.balances[(f"issuance:{DISTRICT}", "points")] == -25
+    assert books.balances[("time-issuance:city", "minutes")] == -150
+
+
+async def test_a_rule_prices_by_the_most_specific_rate_times_campaigns_and_caps_each_day(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    day = date(2026, 12, 1)
+    rule = await handlers.set_rule(
+        points,
+        rules,
+        {
+            "district_code": DISTRICT,
+            "effective_from": day,
+            "points_per_hour": Decimal(10),
+            "overrides": [
+                RateOverride(field="legal_aid", points_per_hour=Decimal(20)),
+                RateOverride(field="legal_aid", group_served="elderly", points_per_hour=Decimal(30)),
+            ],
+            "campaigns": [Campaign(name="winter", multiplier=Decimal("1.5"), starts_on=day, ends_on=day)],
+            "daily_cap": 60,
+            "expiry": Expiry(kind="after_years", years=3),
+        },
+        STAFF,
+        NOW,
+    )
+    assert rule.version == 1
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    await post(points, rules, dispatch.confirm(number, Decimal(1), at, field_="legal_aid", group="elderly"))  # 30 × 1.5
+    await post(points, rules, dispatch.confirm(number, Decimal(1), at, field_="legal_aid", group="children"))  # 20 × 1.5, capped
+    await post(points, rules, dispatch.confirm(number, Decimal(1), at, day=date(2026, 11, 30)))  # before the rule: default
+
+    credited = [e.payload for e in (await read_books(points)).events if e.type == "ServiceCredited"]
+    assert [(c["points"], c["rule_version"], c["capped_from"]) for c in credited] == [(45, 1, None), (15, 1, 30), (10, 0, None)]
+    assert credited[0]["expires_on"] == "2029-12-01"
+    assert (await account(points, number))["balance"] == 70
+
+
+async def test_a_rule_cannot_take_effect_in_the_past(points: EventStore) -> None:
+    from shared.errors import Invalid
+
+    with pytest.raises(Invalid) as refused:
+        await handlers.set_rule(
+            points, RuleCache(), {"district_code": DISTRICT, "effective_from": date(2026, 1, 1), "points_per_hour": Decimal(5)}, STAFF, NOW
+        )
+    assert refused.value.field == "effective_from"
+
+
+async def test_an_administrators_entry_counts_hours_and_time_credits_but_earns_no_points(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    await post(points, rules, dispatch.confirm(number, Decimal(3), NOW, source=RecordSource.admin_entry))
+    row = await account(points, number)
+    assert (row["balance"], Decimal(row["hours"]), row["time_minutes"]) == (0, Decimal(3), 180)
+
+
+async def test_adjustments_restate_and_a_revocation_leaves_a_debt_later_credits_repay_first(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    await open_site(points, rules)
+    first = dispatch.confirm(number, Decimal(4), NOW)
+    await post(points, rules, first)
+    record = first[1].record_id
+    await post(points, rules, dispatch.adjust(record, Decimal(5), NOW))  # +10
+    await post(points, rules, dispatch.adjust(record, Decimal(3), NOW))  # -20
+    assert (await account(points, number))["balance"] == 30
+
+    item = await handlers.list_item(points, "S-370303001001", "rice 5 kg", 25, 3, STAFF)
+    await handlers.redeem(points, number, item.item_id, 1, STAFF, NOW)  # 5 left
+    await post(points, rules, dispatch.revoke(record, NOW))  # -30: 25 more than there is
+    row = await account(points, number)
+    assert (row["balance"], row["debt"], Decimal(row["hours"])) == (-25, 25, Decimal(0))
+
+    await post(points, rules, dispatch.confirm(number, Decimal(4), NOW + timedelta(days=1)))  # +40
+    row = await account(points, number)
+    assert (row["balance"], row["debt"]) == (15, 0)
+    credited = [e.payload for e in (await read_books(points)).events if e.type == "ServiceCredited"]
+    assert credited[-1]["debt_repaid"] == 25
+
+
+async def test_points_expire_by_a_daily_job_once(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    await post(points, rules, dispatch.confirm(number, Decimal(2), NOW))  # expires 2027-12-31
+    assert await handlers.expire_due(points, datetime(2027, 12, 31, 15, tzinfo=UTC)) == []  # 23:00 in the city
+    done = await handlers.expire_due(points, datetime(2027, 12, 31, 16, tzinfo=UTC))  # midnight
+    assert done == [f"{number}: 20 points of 2027-12-31"]
+    assert await handlers.expire_due(points, datetime(2028, 1, 2, tzinfo=UTC)) == []
+    books = await read_books(points)
+    assert books.accounts[number].balance == 0
+    assert books.balances[(f"expiry:{DISTRICT}", "points")] == 20
+
+
+async def test_a_redelivered_or_replayed_event_is_posted_once(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    confirmed = dispatch.confirm(number, Decimal(2), NOW)
+    adjusted = dispatch.adjust(confirmed[1].record_id, Decimal(3), NOW)
+    await post(points, rules, confirmed, confirmed, adjusted)
+    await post(points, rules, confirmed, adjusted)
+    assert (await account(points, number))["balance"] == 30
+    postings = [e for e in (await read_books(points)).events if e.type.startswith("Service")]
+    assert len(postings) == 2
+
+
+async def test_events_for_an_account_not_open_yet_wait_for_it_then_apply_in_order(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    confirmed = dispatch.confirm("V00000009", Decimal(2), NOW)
+    revoked = dispatch.revoke(confirmed[1].record_id, NOW)
+    await post(points, rules, confirmed, revoked)
+    async with points.engine.connect() as conn:
+        waiting = (await conn.execute(select(store.waiting.c.reason))).scalars().all()
+    assert waiting == ["no points account yet", "no points account yet"]
+
+    await open_account(points, rules, 9)
+    row = await account(points, "V00000009")
+    assert (row["balance"], row["debt"], Decimal(row["hours"])) == (0, 0, Decimal(0))
+    types = [e.type for e in (await read_books(points)).events]
+    assert types == ["PointsAccountOpened", "ServiceCredited", "ServiceDebited"]
+    async with points.engine.connect() as conn:
+        assert (await conn.execute(select(store.waiting))).first() is None
+
+
+async def test_an_adjustment_before_its_confirmation_waits_for_it(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    confirmed = dispatch.confirm(number, Decimal(2), NOW)
+    adjusted = dispatch.adjust(confirmed[1].record_id, Decimal(1), NOW)
+    await post(points, rules, adjusted)
+    assert (await account(points, number))["balance"] == 0
+    await post(points, rules, confirmed)
+    row = await account(points, number)
+    assert (row["balance"], Decimal(row["hours"])) == (10, Decimal(1))
+
+
+async def test_stars_rise_with_hours_fall_with_revocations_and_follow_new_thresholds(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    records = []
+    for day in range(13):  # 13 × 8 h = 104 h, on different days (one record a day)
+        confirmed = dispatch.confirm(number, Decimal(8), NOW + timedelta(days=day))
+        records.append(confirmed[1].record_id)
+        await post(points, rules, confirmed)
+    assert (await account(points, number))["star_level"] == 1
+    await post(points, rules, dispatch.revoke(records[0], NOW))
+    assert (await account(points, number))["star_level"] == 0
+    await handlers.set_star_thresholds(points, rules, [Decimal(h) for h in (50, 90, 200, 300, 400)], STAFF)
+    assert (await account(points, number))["star_level"] == 2
+    types = [e.type for e in (await read_books(points)).events if e.type.startswith("Star")]
+    assert types == ["StarLevelAwarded", "StarLevelLowered", "StarThresholdsSet", "StarLevelAwarded"]
+
+
+async def test_the_stored_ledger_is_what_its_events_fold_to(points: EventStore) -> None:
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    await open_site(points, rules)
+    await post(points, rules, dispatch.confirm(number, Decimal(6), NOW))
+    item = await handlers.list_item(points, "S-370303001001", "tea", 7, 5, STAFF)
+    held = await handlers.redeem(points, number, item.item_id, 2, STAFF, NOW)
+    await handlers.redeem(points, number, item.item_id, 1, STAFF, NOW)
+    await handlers.settle(points, held.redemption_id, STAFF, NOW, cancel_reason="changed_mind")
+    books = await read_books(points)
+    accounts, balances = rebuild(books.events)
+    assert accounts[number] == books.accounts[number]
+    assert balances == {k: v for k, v in books.journal_balances.items() if v}

@@ -123,7 +123,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             last = await last_sequence(js, "DISPATCH")
 
             follower = ledger_follower(events, RuleCache(), batch_size=args.batch_size)
-            await follower.setup()
             progress("posting")
             rss: list[float | None] = [current_rss_mb()]
             watch = Stopwatch()

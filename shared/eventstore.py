@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     func,
     select,
     text,
@@ -114,6 +115,24 @@ class EventStoreSchema:
             Column("event_id", String(36), primary_key=True),
             Column("processed_at", UtcDateTime, nullable=False),
         )
+        # How far each stream follower (shared.replay.StreamFollower) has applied each stream.
+        self.checkpoints = Table(
+            "stream_checkpoints",
+            metadata,
+            Column("consumer", String(100), primary_key=True),
+            Column("stream", String(50), primary_key=True),
+            Column("sequence", BigInteger, nullable=False),
+        )
+        # The hot statements, built once: building one per call (clauses, bind coercion, the
+        # cache key) costs more CPU than SQLite takes to run it.
+        events = self.events
+        this_aggregate = (events.c.aggregate_type == bindparam("aggregate_type")) & (
+            events.c.aggregate_id == bindparam("aggregate_id")
+        )
+        self.load_statement = select(events.c.envelope).where(this_aggregate).order_by(events.c.aggregate_version)
+        self.version_statement = select(func.max(events.c.aggregate_version)).where(this_aggregate)
+        self.insert_events = events.insert()
+        self.insert_outbox = self.outbox.insert()
 
 
 @dataclass(frozen=True)
@@ -142,11 +161,8 @@ class Transaction:
         return self._store.catalog
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[EventEnvelope]:
-        events = self._store.schema.events
         rows = await self.conn.execute(
-            select(events.c.envelope)
-            .where(events.c.aggregate_type == aggregate_type, events.c.aggregate_id == aggregate_id)
-            .order_by(events.c.aggregate_version)
+            self._store.schema.load_statement, {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id}
         )
         return [EventEnvelope.model_validate_json(row.envelope) for row in rows]
 
@@ -167,11 +183,8 @@ class Transaction:
             await self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
     async def version_of(self, aggregate_type: str, aggregate_id: str) -> int:
-        events = self._store.schema.events
         version = await self.conn.scalar(
-            select(func.max(events.c.aggregate_version)).where(
-                events.c.aggregate_type == aggregate_type, events.c.aggregate_id == aggregate_id
-            )
+            self._store.schema.version_statement, {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id}
         )
         return version or 0
 
@@ -266,12 +279,12 @@ class Transaction:
                 }
             )
         try:
-            await self.conn.execute(schema.events.insert(), event_rows)
+            await self.conn.execute(schema.insert_events, event_rows)
         except IntegrityError:
             # Another writer got there first; the unique index decided. The transaction is lost.
             first = envelopes[0]
             raise ConcurrencyConflict(first.aggregate_type, first.aggregate_id, first.aggregate_version - 1, None) from None
-        await self.conn.execute(schema.outbox.insert(), outbox_rows)
+        await self.conn.execute(schema.insert_outbox, outbox_rows)
         self.appended.extend(envelopes)
 
     async def claim(self, consumer: str, event_id: UUID) -> bool:

@@ -476,18 +476,7 @@ class StreamFollower:
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.applied_total = 0
-        self.metadata = MetaData()
-        self.checkpoints = Table(
-            "stream_checkpoints",
-            self.metadata,
-            Column("consumer", String(100), primary_key=True),
-            Column("stream", String(50), primary_key=True),
-            Column("sequence", BigInteger, nullable=False),
-        )
-
-    async def setup(self) -> None:
-        async with writing(self.store.engine) as conn:
-            await conn.run_sync(self.metadata.create_all)
+        self.checkpoints = store.schema.checkpoints  # created with the store's own tables
 
     async def checkpoint(self, stream: str) -> int:
         async with reading(self.store.engine) as conn:
@@ -502,7 +491,6 @@ class StreamFollower:
         """Apply the stream of `context` from the checkpoint on, live, until cancelled."""
         stream = stream_name(context)
         delay = 0.2
-        await self.setup()
         while True:
             try:
                 start = await self.checkpoint(stream) + 1

@@ -49,10 +49,11 @@ def shift_code_secret(settings: DispatchSettings) -> bytes:
 def create_app(settings: ServiceSettings | None = None, *, clock_every: float = CLOCK_EVERY_SECONDS) -> FastAPI:
     base = (settings or DispatchSettings()).for_service("dispatch")
     dispatch_settings = base if isinstance(base, DispatchSettings) else DispatchSettings(**base.model_dump())
-    runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry",))
+    runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry", "points"))
     events = runtime.store
     subscribe(runtime.broker, subscribers.reactor(events), "registry")
     subscribe(runtime.broker, subscribers.records_reactor(events), "dispatch")
+    subscribe(runtime.broker, subscribers.time_bank_reactor(events), "points")
     runtime.add_worker(clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every))
     runtime.add_worker(
         clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)

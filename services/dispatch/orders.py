@@ -211,6 +211,7 @@ def place(
     max_age_band: AgeBand | None = None,
     urgency: Urgency = Urgency.normal,
     risky: bool = False,
+    time_credit_reservation: str | None = None,
 ) -> list[Event]:
     aware(now, "now")
     aware(window_start, "window_start")
@@ -243,6 +244,7 @@ def place(
             risky=risky,
             placed_via=placed_via,
             placed_at=now,
+            time_credit_reservation=time_credit_reservation,
         )
     ]
 

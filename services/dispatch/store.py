@@ -105,6 +105,19 @@ sites = Table(
     Column("open", Boolean, nullable=False, default=True),
 )
 
+# Points' time-credit reservations, as far as dispatch needs them: an order may be paid with one.
+time_credit_reservations = Table(
+    "known_time_credit_reservations",
+    metadata,
+    Column("reservation_id", String(20), primary_key=True),
+    Column("volunteer_number", String(20), nullable=False),
+    Column("beneficiary_number", String(20), nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("state", String(20), nullable=False),  # held, taken (an order names it), released
+    Column("order_id", String(40)),
+)
+
 # Registry's insurance records, as far as dispatch needs them: risky work needs the window covered.
 insurance = Table(
     "known_insurance",

@@ -2,19 +2,22 @@
 do, which certifications and insurance they hold, and whether they may be dispatched at all; and
 the practice sites, to know where an order goes when it is escalated one level up.
 
-Dispatch also follows its own check-outs to draw up their service records: off the scan's
+Dispatch follows points' time bank, to take orders paid with reserved time credits. It also
+follows its own check-outs to draw up their service records: off the scan's
 transaction, so that a rush of check-outs commits as fast as check-ins, and in batches."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.dispatch import domain, store
 from services.dispatch.handlers import records
 from shared.catalog import Event
+from shared.db import upsert
 from shared.envelope import EventEnvelope
 from shared.events import registry as ev
 from shared.events.dispatch import VolunteerCheckedOut
+from shared.events.points import TimeCreditsReleased, TimeCreditsReserved
 from shared.eventstore import EventStore, Transaction
 from shared.subscriber import Reactor
 from shared.web import Actor
@@ -103,6 +106,33 @@ async def draw_up_record(tx: Transaction, envelope: EventEnvelope, out: Voluntee
         minutes=out.minutes,
         flag=row.flag,
     )
+
+
+async def remember_reservation(tx: Transaction, envelope: EventEnvelope, reserved: TimeCreditsReserved) -> None:
+    row = {
+        "reservation_id": reserved.reservation_id,
+        "volunteer_number": reserved.volunteer_number,
+        "beneficiary_number": reserved.beneficiary_number,
+        "minutes": reserved.minutes,
+        "expires_at": reserved.expires_at,
+        "state": "held",
+    }
+    await tx.conn.execute(upsert(tx.conn, store.time_credit_reservations).values(**row).on_conflict_do_nothing())
+
+
+async def follow_release(tx: Transaction, envelope: EventEnvelope, released: TimeCreditsReleased) -> None:
+    table = store.time_credit_reservations
+    await tx.conn.execute(
+        update(table).where(table.c.reservation_id == released.reservation_id).values(state="released")
+    )
+
+
+def time_bank_reactor(events: EventStore) -> Reactor:
+    """Dispatch follows points' time-credit reservations, to take an order paid with one."""
+    time_bank = Reactor("dispatch-time-bank", events)
+    time_bank.on(TimeCreditsReserved)(remember_reservation)
+    time_bank.on(TimeCreditsReleased)(follow_release)
+    return time_bank
 
 
 def records_reactor(events: EventStore) -> Reactor:

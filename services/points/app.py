@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
-from services.points import handlers, store, subscribers
-from services.points.api import router
+from services.points import handlers, store, subscribers, timebank
+from services.points.api import routers
 from services.points.books import RuleCache
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
@@ -15,6 +16,7 @@ from shared.subscriber import subscribe
 
 # Expiry is by calendar day; looking every hour catches midnight within the hour.
 EXPIRY_EVERY_SECONDS = 3600.0
+RESERVATIONS_EVERY_SECONDS = 300.0
 
 
 def create_app(settings: ServiceSettings | None = None, *, clock_every: float = EXPIRY_EVERY_SECONDS) -> FastAPI:
@@ -23,19 +25,27 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     events = runtime.store
     rule_cache = RuleCache()
     subscribe(runtime.broker, subscribers.registry_reactor(events, rule_cache), "registry")
-    follower = subscribers.ledger_follower(events, rule_cache)
+    ledger = subscribers.ledger_follower(events, rule_cache)
+    orders = subscribers.orders_follower(events)
 
-    async def ledger(nc):  # noqa: ANN001, ANN202
-        await follower.follow(nc, "dispatch")
+    async def post_service_records(nc: Client) -> None:
+        await ledger.follow(nc, "dispatch")
 
-    runtime.add_worker(ledger)
+    async def follow_orders(nc: Client) -> None:
+        await orders.follow(nc, "dispatch")
+
+    runtime.add_worker(post_service_records)
+    runtime.add_worker(follow_orders)
     runtime.add_worker(clock_job("expired points", lambda: handlers.expire_due(events, utcnow()), clock_every))
+    runtime.add_worker(
+        clock_job("unused reservations", lambda: timebank.release_unused(events, utcnow()), RESERVATIONS_EVERY_SECONDS)
+    )
     app = runtime.create_app(
-        router,
+        *routers(),
         title="Beacon points",
         description="Points, time credits and stars for confirmed service: rules, the double-entry ledger, the shop.",
     )
     app.state.rule_cache = rule_cache
-    app.state.ledger = follower
+    app.state.ledger = ledger
     app.state.clock = utcnow
     return app

@@ -27,6 +27,10 @@ from shared.events.points import (
     RedemptionReserved,
     ServiceCredited,
     ServiceDebited,
+    TimeCreditsReleased,
+    TimeCreditsReserved,
+    TimeCreditsSpent,
+    TimeCreditsTransferred,
 )
 from shared.eventstore import Transaction
 
@@ -57,6 +61,14 @@ def movements(event: Event, account_district: str) -> list[Movement]:
             return [(f"shop-held:{event.site_id}", f"shop:{event.site_id}", POINTS, event.points)]
         case RedemptionCancelled():
             return [(f"shop-held:{event.site_id}", f"volunteer:{event.volunteer_number}", POINTS, event.points)]
+        case TimeCreditsTransferred():
+            return [(f"volunteer-time:{event.volunteer_number}", f"volunteer-time:{event.member_number}", MINUTES, event.minutes)]
+        case TimeCreditsReserved():
+            return [(f"volunteer-time:{event.volunteer_number}", f"time-held:{CITY}", MINUTES, event.minutes)]
+        case TimeCreditsSpent():
+            return [(f"time-held:{CITY}", f"time-spent:{CITY}", MINUTES, event.minutes)]
+        case TimeCreditsReleased():
+            return [(f"time-held:{CITY}", f"volunteer-time:{event.volunteer_number}", MINUTES, event.minutes)]
     return []
 
 

@@ -27,6 +27,9 @@ from shared.events.points import (
     ServiceDebited,
     StarLevelAwarded,
     StarLevelLowered,
+    TimeCreditsReleased,
+    TimeCreditsReserved,
+    TimeCreditsTransferred,
 )
 
 ServiceEvent = ServiceHoursConfirmed | ServiceHoursAdjusted | ServiceHoursRevoked
@@ -268,25 +271,35 @@ def expire(account: Account, today: date) -> list[PointsExpired]:
 # --- Rebuilding from the events ---------------------------------------------------------------
 
 
-def fold(account: Account, event: object) -> None:
-    """Apply one of points' own recorded events to an account (a rebuild from history)."""
+def fold(accounts: dict[str, Account], event: object) -> None:
+    """Apply one of points' own recorded events to the accounts it moves (a rebuild from history)."""
     match event:
         case ServiceCredited():
+            account = accounts[event.volunteer_number]
             account.credit(event.points, event.expires_on)
             account.credit_time(event.time_credit_minutes)
             account.hours += event.hours
         case ServiceDebited():
+            account = accounts[event.volunteer_number]
             account.take(event.points, into_debt=True)
             account.take_time(event.time_credit_minutes, into_debt=True)
             account.hours -= event.hours
         case PointsExpired():
-            account.lots.pop(event.expires_on, None)
+            accounts[event.volunteer_number].lots.pop(event.expires_on, None)
         case StarLevelAwarded() | StarLevelLowered():
-            account.star_level = event.level
+            accounts[event.volunteer_number].star_level = event.level
         case RedemptionReserved():
+            account = accounts[event.volunteer_number]
             for share in event.taken_from:
                 account.lots[share.expires_on] -= share.points
                 if not account.lots[share.expires_on]:
                     del account.lots[share.expires_on]
         case RedemptionCancelled():
-            account.give_back(event.returned)
+            accounts[event.volunteer_number].give_back(event.returned)
+        case TimeCreditsTransferred():
+            accounts[event.volunteer_number].take_time(event.minutes, into_debt=False)
+            accounts[event.member_number].credit_time(event.minutes)
+        case TimeCreditsReserved():
+            accounts[event.volunteer_number].take_time(event.minutes, into_debt=False)
+        case TimeCreditsReleased():
+            accounts[event.volunteer_number].credit_time(event.minutes)

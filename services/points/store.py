@@ -175,3 +175,44 @@ redemptions = Table(
     Index("ix_redemptions_site", "site_id", "reserved_at"),
     UniqueConstraint("redemption_id", name="uq_redemption"),
 )
+
+# --- Time bank ---------------------------------------------------------------------------------------
+
+family_links = Table(
+    "family_links",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("member_number", String(20), primary_key=True),
+    Column("relation", String(20), nullable=False),
+)
+
+# Minutes each volunteer gave to family in a calendar year, against the city's yearly limit.
+time_gifts = Table(
+    "time_gifts",
+    metadata,
+    Column("volunteer_number", String(20), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("minutes", BigInteger, nullable=False),
+)
+
+time_bank_limit = Table(
+    "time_bank_limit",
+    metadata,
+    Column("city", String(10), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("minutes_per_year", BigInteger, nullable=False),
+)
+
+reservations = Table(
+    "time_credit_reservations",
+    metadata,
+    Column("reservation_id", String(20), primary_key=True),
+    Column("volunteer_number", String(20), nullable=False, index=True),
+    Column("beneficiary_number", String(20), nullable=False),
+    Column("minutes", BigInteger, nullable=False),
+    Column("state", String(20), nullable=False),  # held, spent, released
+    Column("order_id", String(40), index=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("reserved_at", UtcDateTime, nullable=False),
+    Column("settled_at", UtcDateTime),
+)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from services.points import store
+from services.points import store, timebank
 from services.points.books import ACTOR, Books, RuleCache
 from services.points.posting import SERVICE_EVENTS, post_service, release_waiting
 from shared.db import upsert
@@ -17,8 +17,9 @@ from shared.eventstore import EventStore, Transaction
 from shared.replay import StreamFollower
 from shared.subscriber import Reactor
 
-# Only the service-record events of dispatch's stream, filtered by the server.
+# Only the service-record (and order) events of dispatch's stream, filtered by the server.
 SERVICE_RECORD_SUBJECT = "dispatch.*.service_record.>"
+ORDER_SUBJECT = "dispatch.*.order.>"
 
 
 def registry_reactor(event_store: EventStore, rule_cache: RuleCache) -> Reactor:
@@ -73,4 +74,17 @@ def ledger_follower(event_store: EventStore, rule_cache: RuleCache, batch_size: 
         subject=SERVICE_RECORD_SUBJECT,
         handles=names.__contains__,
         batch_size=batch_size,
+    )
+
+
+def orders_follower(event_store: EventStore) -> StreamFollower:
+    """Orders paid with time credits: placed takes the reservation, completed spends it,
+    cancelled returns it (timebank.follow_orders)."""
+    names = {model.spec.name for model in timebank.ORDER_EVENTS}
+    return StreamFollower(
+        "points-orders",
+        event_store,
+        timebank.follow_orders,
+        subject=ORDER_SUBJECT,
+        handles=names.__contains__,
     )

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.catalog import Event, catalog
-from shared.events.common import AgeBand, DivisionCode, SiteId, Skill, TeamId, VolunteerNumber
+from shared.events.common import AgeBand, DivisionCode, ReservationId, SiteId, Skill, TeamId, VolunteerNumber
 
 # Letters, digits, "_" and "-" only: a shift id travels inside the QR code as "<shift>.<step>.<mac>".
 ShiftId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -429,6 +429,11 @@ class OrderPlaced(Event):
     risky: bool = Field(default=False, description="Risky work: only volunteers with an insurance record.")
     placed_via: PlacedVia
     placed_at: AwareDatetime
+    time_credit_reservation: ReservationId | None = Field(
+        default=None,
+        description="Paid with time credits the orderer set aside in points' time bank (TimeCreditsReserved): "
+        "spent when the order is completed, returned when it is cancelled.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderPlaced:

@@ -24,12 +24,11 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.catalog import Event, catalog
-from shared.events.common import DivisionCode, SiteId, VolunteerNumber
-from shared.events.dispatch import GroupServed, Hours, Reason, RecordId, ServiceField
+from shared.events.common import DivisionCode, ReservationId, SiteId, VolunteerNumber
+from shared.events.dispatch import GroupServed, Hours, OrderId, Reason, RecordId, ServiceField
 
 ItemId = Annotated[str, StringConstraints(pattern=r"^I\d{8,12}$")]
 RedemptionId = Annotated[str, StringConstraints(pattern=r"^RD\d{8,12}$")]
-ReservationId = Annotated[str, StringConstraints(pattern=r"^TR\d{8,12}$")]
 Points = Annotated[int, Field(ge=0, le=10**9)]
 Minutes = Annotated[int, Field(ge=0, le=10**9)]
 CITY = "city"
@@ -308,4 +307,100 @@ class RedemptionCancelled(Event):
         max_length=200, description="Where the points went back: the expiry dates they were taken from."
     )
     reason: Reason
+    at: AwareDatetime
+
+
+# --- Time bank (时间银行) ------------------------------------------------------------------------------
+
+
+class Relation(StrEnum):
+    parent = "parent"
+    spouse = "spouse"
+    child = "child"
+    grandparent = "grandparent"
+    grandchild = "grandchild"
+    sibling = "sibling"
+
+
+@catalog.register(context="points", aggregate="account", action="family_member_linked")
+class FamilyMemberLinked(Event):
+    """The volunteer registered a family member (also registered in Beacon, with an account) to
+    whom they may give time credits and for whom they may spend them."""
+
+    volunteer_number: VolunteerNumber
+    member_number: VolunteerNumber
+    relation: Relation
+
+
+@catalog.register(context="points", aggregate="account", action="family_member_unlinked")
+class FamilyMemberUnlinked(Event):
+    """The family member is no longer linked; what was given stays given."""
+
+    volunteer_number: VolunteerNumber
+    member_number: VolunteerNumber
+
+
+@catalog.register(context="points", aggregate="time_bank_rule", action="transfer_limit_set")
+class TimeTransferLimitSet(Event):
+    """How many minutes of time credits a volunteer may give to family in a calendar year (city-wide)."""
+
+    minutes_per_year: Minutes
+
+
+@catalog.register(context="points", aggregate="account", action="time_credits_transferred")
+class TimeCreditsTransferred(Event):
+    """Time credits given to a linked family member: `minutes` move from `volunteer-time:<giver>`
+    to `volunteer-time:<member>`. `given_this_year` counts the giver's gifts in the calendar year
+    (city time), this one included; it never passes the year's limit."""
+
+    volunteer_number: VolunteerNumber
+    member_number: VolunteerNumber
+    minutes: Minutes
+    year: int = Field(ge=2000, le=2200)
+    given_this_year: Minutes
+
+
+@catalog.register(context="points", aggregate="time_credit_reservation", action="reserved")
+class TimeCreditsReserved(Event):
+    """Time credits set aside to pay for an order for the volunteer or a linked family member
+    (`beneficiary_number`): `minutes` move from `volunteer-time:<volunteer>` to
+    `time-held:city`. Dispatch takes an order that names the reservation until `expires_at`;
+    unused by then, the credits go back (TimeCreditsReleased). Valid in any district of the city."""
+
+    reservation_id: ReservationId
+    volunteer_number: VolunteerNumber
+    beneficiary_number: VolunteerNumber
+    minutes: Minutes
+    expires_at: AwareDatetime
+    at: AwareDatetime
+
+
+class ReleaseReason(StrEnum):
+    unused = "unused"
+    withdrawn = "withdrawn"
+    order_cancelled = "order_cancelled"
+
+
+@catalog.register(context="points", aggregate="time_credit_reservation", action="spent")
+class TimeCreditsSpent(Event):
+    """The order the reservation paid for was served: the minutes move from `time-held:city` to
+    `time-spent:city`, for good."""
+
+    reservation_id: ReservationId
+    volunteer_number: VolunteerNumber
+    order_id: OrderId
+    minutes: Minutes
+    at: AwareDatetime
+
+
+@catalog.register(context="points", aggregate="time_credit_reservation", action="released")
+class TimeCreditsReleased(Event):
+    """The reserved minutes went back from `time-held:city` to the volunteer: the reservation
+    was not used in time, the volunteer withdrew it, or its order was cancelled."""
+
+    reservation_id: ReservationId
+    volunteer_number: VolunteerNumber
+    minutes: Minutes
+    reason: ReleaseReason
+    order_id: OrderId | None = None
     at: AwareDatetime

@@ -10,13 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import nats
 
 from services.dispatch import store
 from services.dispatch.app import create_app
 from services.dispatch.domain import KnownVolunteer
-from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.settings import ServiceSettings
+from tests.infra.nats import streams_exist
 
 
 @dataclass
@@ -34,12 +33,7 @@ class Clock:
 
 @contextlib.asynccontextmanager
 async def dispatch_app(nats_url: str, database_url: str, now: datetime) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    # Dispatch's subscribers start once registry's stream exists, as when registry runs.
-    nc = await nats.connect(nats_url)
-    try:
-        await ensure_stream(nc.jetstream(), context_stream("registry", StreamSettings()))
-    finally:
-        await nc.close()
+    await streams_exist(nats_url, "registry", "points")
     app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
     clock = Clock(now)
     transport = httpx.ASGITransport(app=app)

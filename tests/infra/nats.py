@@ -36,3 +36,18 @@ def restartable_nats_server() -> Iterator[LocalNatsServer]:
             yield server
         finally:
             server.stop()
+
+
+async def streams_exist(nats_url: str, *contexts: str) -> None:
+    """Declare the streams of services a test does not run, as they would at their start: a
+    service's subscribers start once every stream it follows exists."""
+    import nats
+
+    from shared.bus import StreamSettings, context_stream, ensure_stream
+
+    nc = await nats.connect(nats_url)
+    try:
+        for context in contexts:
+            await ensure_stream(nc.jetstream(), context_stream(context, StreamSettings()))
+    finally:
+        await nc.close()

@@ -187,14 +187,11 @@ def rebuild(envelopes: list[EventEnvelope]) -> tuple[dict[str, ledger.Account], 
     balances: defaultdict[tuple[str, str], int] = defaultdict(int)
     for envelope in envelopes:
         event = catalog.payload_of(envelope)
-        number = getattr(event, "volunteer_number", None)
         if envelope.type == "PointsAccountOpened":
-            accounts[number] = ledger.Account(number, envelope.district_code)
+            accounts[event.volunteer_number] = ledger.Account(event.volunteer_number, envelope.district_code)
             continue
-        if number in accounts:
-            ledger.fold(accounts[number], event)
-        district = accounts[number].district_code if number in accounts else envelope.district_code
-        for source, target, unit, amount in movements(event, district):
+        ledger.fold(accounts, event)
+        for source, target, unit, amount in movements(event, envelope.district_code):
             balances[(source, unit)] -= amount
             balances[(target, unit)] += amount
     return accounts, {k: v for k, v in balances.items() if v}

@@ -23,6 +23,7 @@ from services.registry.app import create_app as registry_app
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.nats import streams_exist
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
@@ -61,6 +62,7 @@ async def services(request: pytest.FixtureRequest, nats_url: str, tmp_path: Path
                 "registry",
             )
         )
+        await streams_exist(nats_url, "points")  # dispatch follows points' time bank too
         app = dispatch_app(ServiceSettings(nats_url=nats_url, database_url=dispatch_url))
         dispatch = await stack.enter_async_context(running(app, "dispatch"))
         await eventually(lambda: dispatch.get("/readyz"), lambda r: r.status_code == 200)

@@ -18,7 +18,7 @@ from shared.catalog import catalog
 from shared.db import reading
 from shared.envelope import utcnow
 from shared.errors import NotFound
-from shared.events.common import AgeBand, SiteId, Skill, TeamId, VolunteerNumber
+from shared.events.common import AgeBand, ReservationId, SiteId, Skill, TeamId, VolunteerNumber
 from shared.events.dispatch import GroupServed, OrderId, OrderKind, PlacedVia, Reason, ServiceField, Urgency
 from shared.web import CurrentActor
 
@@ -54,6 +54,9 @@ class NewOrder(BaseModel):
     urgency: Urgency = Urgency.normal
     risky: bool = False
     placed_via: PlacedVia = PlacedVia.resident
+    time_credit_reservation: ReservationId | None = Field(
+        default=None, description="Pay with time credits set aside in points' time bank (POST /time-bank/{n}/reservations)."
+    )
 
 
 class Dispatching(BaseModel):

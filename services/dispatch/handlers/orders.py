@@ -28,7 +28,7 @@ from services.dispatch.orders import Order
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.envelope import EventEnvelope
-from shared.errors import Conflict
+from shared.errors import Conflict, Invalid
 from shared.events.common import AgeBand, SiteLevel
 from shared.events.dispatch import (
     GroupServed,
@@ -89,12 +89,16 @@ async def place_order(
     max_age_band: AgeBand | None = None,
     urgency: Urgency = Urgency.normal,
     risky: bool = False,
+    time_credit_reservation: str | None = None,
 ) -> str:
     """Place an order (点单); its id. Dispatch does not know the org tree yet: any 12-digit
-    community code is taken, and its district, street and community make the org path."""
+    community code is taken, and its district, street and community make the org path. An
+    order paid with time credits names the reservation points made; it takes it."""
     async with events.transaction() as tx:
         # A refusal below rolls the counter back with everything else: no number is lost.
         order_id = await store.next_number(tx.conn, "O")
+        if time_credit_reservation:
+            await _take_reservation(tx, time_credit_reservation, order_id, now)
         decided = orders.place(
             order_id,
             kind=kind,
@@ -113,6 +117,7 @@ async def place_order(
             max_age_band=max_age_band,
             urgency=urgency,
             risky=risky,
+            time_credit_reservation=time_credit_reservation,
         )
         org_path = orders.org_path_of(community_code)
         await tx.record(order_id, 0, decided, org_path=org_path, actor=actor.id)
@@ -140,6 +145,23 @@ async def place_order(
             )
         )
     return order_id
+
+
+async def _take_reservation(tx: Transaction, reservation_id: str, order_id: str, now: datetime) -> None:
+    table = store.time_credit_reservations
+    row = (await tx.conn.execute(select(table).where(table.c.reservation_id == reservation_id))).mappings().first()
+    if row is None:
+        raise Invalid(
+            f"unknown reservation {reservation_id} (one just made reaches dispatch within moments: retry)",
+            field="time_credit_reservation",
+        )
+    if row["state"] == "taken":
+        raise Conflict(f"reservation {reservation_id} already pays for order {row['order_id']}", state="taken")
+    if row["state"] == "released" or row["expires_at"] <= now:
+        raise Conflict(f"reservation {reservation_id} has expired or was released", state="released")
+    await tx.conn.execute(
+        update(table).where(table.c.reservation_id == reservation_id).values(state="taken", order_id=order_id)
+    )
 
 
 async def _load(tx: Transaction, order_id: str) -> tuple[Order, History]:

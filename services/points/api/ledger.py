@@ -1,9 +1,9 @@
-"""Points' HTTP routes: accounts and statements, rules, stars and the partner check, the shop
+"""Points' ledger routes: accounts and statements, rules, stars and the partner check, the shop
 and its redemptions, district figures, and the ledger's own checks."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import and_, case, func, or_, select
 
 from services.points import handlers, store
+from services.points.api import events_of, now_of
 from services.points.books import MINUTES, POINTS
 from services.points.handlers import Item, Redemption
 from services.points.rules import DEFAULT_STAR_THRESHOLDS
@@ -20,7 +21,6 @@ from shared.errors import Invalid, NotFound
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import Hours, Reason
 from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
-from shared.eventstore import EventStore
 from shared.web import CurrentActor
 
 router = APIRouter()
@@ -28,14 +28,6 @@ router = APIRouter()
 DistrictPath = Annotated[str, Path(pattern=r"^\d{6}$", description="A district's 6-digit division code.")]
 VolunteerPath = Annotated[VolunteerNumber, Path(description="A volunteer number, e.g. V00000001.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-
-
-def events_of(request: Request) -> EventStore:
-    return request.app.state.runtime.store
-
-
-def now_of(request: Request) -> datetime:
-    return request.app.state.clock()
 
 
 # --- Accounts -------------------------------------------------------------------------------------
@@ -89,7 +81,7 @@ async def statement(
     signed = func.coalesce(func.sum(case((j.to_account == account, j.amount), else_=-j.amount)), 0)
     async with reading(events_of(request).engine) as conn:
         await _account_row(conn, volunteer_number)
-        before = await conn.scalar(select(signed).where(mine, j.position <= after)) or 0
+        before = int(await conn.scalar(select(signed).where(mine, j.position <= after)) or 0)
         rows = await conn.execute(
             select(j.position, j.at, j.event_id, j.from_account, j.to_account, j.amount, store.schema.events.c.event_type)
             .join(store.schema.events, store.schema.events.c.event_id == j.event_id)
@@ -330,15 +322,15 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
     at its sites' shops (held: reserved, not yet handed over). Expired: its volunteers' expired
     points. Outstanding: what its volunteers hold now (net of debts)."""
     async with reading(events_of(request).engine) as conn:
-        balances = dict(
-            (account, balance)
+        balances = {
+            account: balance
             for account, balance in await conn.execute(
                 select(store.ledger_accounts.c.account, store.ledger_accounts.c.balance).where(
                     store.ledger_accounts.c.unit == POINTS,
                     store.ledger_accounts.c.account.in_([f"issuance:{district_code}", f"expiry:{district_code}"]),
                 )
             )
-        )
+        }
         sites = select(store.known_sites.c.site_id).where(store.known_sites.c.district_code == district_code)
         redeemed = await conn.scalar(
             select(func.coalesce(func.sum(store.redemptions.c.points), 0)).where(
@@ -356,10 +348,10 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
     return {
         "district_code": district_code,
         "issued": -balances.get(f"issuance:{district_code}", 0),
-        "redeemed": redeemed,
-        "held_for_redemptions": held,
+        "redeemed": int(redeemed),  # PostgreSQL sums a bigint to a numeric
+        "held_for_redemptions": int(held),
         "expired": balances.get(f"expiry:{district_code}", 0),
-        "outstanding": outstanding,
+        "outstanding": int(outstanding),
     }
 
 
@@ -367,16 +359,15 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
 async def trial_balance(request: Request) -> dict[str, Any]:
     """Every account's balance summed per unit: zero when the books balance."""
     async with reading(events_of(request).engine) as conn:
-        totals = dict(
-            await conn.execute(
-                select(store.ledger_accounts.c.unit, func.sum(store.ledger_accounts.c.balance)).group_by(store.ledger_accounts.c.unit)
-            )
+        rows = await conn.execute(
+            select(store.ledger_accounts.c.unit, func.sum(store.ledger_accounts.c.balance)).group_by(store.ledger_accounts.c.unit)
         )
+        totals = {unit: int(total) for unit, total in rows}
         points = await conn.scalar(select(func.coalesce(func.sum(store.accounts.c.balance), 0)))
         minutes = await conn.scalar(
             select(func.coalesce(func.sum(store.accounts.c.time_minutes - store.accounts.c.time_debt), 0))
         )
-    sums = {POINTS: (totals.get(POINTS) or 0) + points, MINUTES: (totals.get(MINUTES) or 0) + minutes}
+    sums = {POINTS: totals.get(POINTS, 0) + int(points), MINUTES: totals.get(MINUTES, 0) + int(minutes)}
     return {"balanced": all(v == 0 for v in sums.values()), "sums": sums}
 
 

@@ -22,27 +22,13 @@ from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
-from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
+from tests.infra.city import COMMUNITY, DISTRICT, STAFF, STREET, TREE, ok, running, verified_volunteer
 from tests.infra.nats import streams_exist
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
-TREE = """code,parent_code,level,name,population,party_members
-370300,,city,淄博市,4700000,300000
-370303,370300,district,张店区,1000000,60000
-370303001000,370303,street,车站街道,80000,5000
-370303001001,370303001000,community,和平社区,8000,500
-"""
-COMMUNITY, STREET, DISTRICT = "370303001001", "370303001000", "370303"
 STATION, INSTITUTE, CLOSED_INSTITUTE, CENTRE = "ST-HEPING", "IN-CHEZHAN", "IN-A-OLD", "CE-ZHANGDIAN"
-
-
-@contextlib.asynccontextmanager
-async def running(app: Any, name: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
-            yield client
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,11 +55,6 @@ async def services(request: pytest.FixtureRequest, nats_url: str, tmp_path: Path
         yield registry, dispatch, app
 
 
-async def ok(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code in (200, 201), response.text
-    return response.json()
-
-
 async def open_sites(registry: httpx.AsyncClient) -> None:
     await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
     for site_id, code, level, kind in (
@@ -85,16 +66,6 @@ async def open_sites(registry: httpx.AsyncClient) -> None:
         body = {"site_id": site_id, "org_unit_code": code, "level": level, "kind": kind, "name": site_id, "opened_on": "2025-01-01"}
         await ok(await registry.post("/sites", json=body, headers=STAFF))
     await ok(await registry.post(f"/sites/{CLOSED_INSTITUTE}/close", json={"closed_on": "2025-06-01", "reason": "merged"}))
-
-
-async def verified_volunteer(registry: httpx.AsyncClient, n: int) -> str:
-    body = {
-        "name": "李四", "id_number": resident_id(f"3703031985060{n}002"), "phone": f"1381234{n:04d}",
-        "community_code": COMMUNITY, "skills": ["elder_care"], "consent": True,
-    }
-    number = (await ok(await registry.post("/volunteers", json=body, headers=STAFF)))["volunteer_number"]
-    await ok(await registry.post(f"/volunteers/{number}/verify", headers=STAFF))
-    return number
 
 
 async def known_sites(app: Any) -> dict[str, tuple[str, str, str, bool]]:

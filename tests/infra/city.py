@@ -1,0 +1,43 @@
+"""A small city for tests that run several services: its org tree, staff headers, verified
+volunteers registered through registry's API, and running an app under test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from tests.factories import resident_id
+
+STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+TREE = """code,parent_code,level,name,population,party_members
+370300,,city,淄博市,4700000,300000
+370303,370300,district,张店区,1000000,60000
+370303001000,370303,street,车站街道,80000,5000
+370303001001,370303001000,community,和平社区,8000,500
+"""
+COMMUNITY, STREET, DISTRICT = "370303001001", "370303001000", "370303"
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any, name: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
+            yield client
+
+
+async def ok(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def verified_volunteer(registry: httpx.AsyncClient, n: int) -> str:
+    body = {
+        "name": "李四", "id_number": resident_id(f"3703031985060{n}002"), "phone": f"1381234{n:04d}",
+        "community_code": COMMUNITY, "skills": ["elder_care"], "consent": True,
+    }  # fmt: skip
+    number = (await ok(await registry.post("/volunteers", json=body, headers=STAFF)))["volunteer_number"]
+    await ok(await registry.post(f"/volunteers/{number}/verify", headers=STAFF))
+    return number

@@ -123,6 +123,26 @@ def load_dispatch(dispatch_url: str) -> dict[str, str]:
     return {"activity_id": activity_id, "shift_id": shift_id}
 
 
+SHOP = (("大米 5kg", 200, 20), ("洗衣液", 80, 30), ("电影票", 150, 10))
+
+
+def load_points(points_url: str, timeout: float = 60.0) -> str:
+    """The demo station's love supermarket (爱心超市): a few goods for points. Its site id."""
+    staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
+    with httpx.Client(base_url=points_url, timeout=30) as client:
+        if client.get(f"/sites/{DEMO_STATION}/items").json()["items"]:
+            return DEMO_STATION
+        deadline = time.monotonic() + timeout
+        for name, price, stock in SHOP:
+            while True:  # points learns the station from registry's events
+                response = client.post(f"/sites/{DEMO_STATION}/items", json={"name": name, "price_points": price, "stock": stock}, headers=staff)
+                if response.status_code != 404 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            _created(response)
+    return DEMO_STATION
+
+
 def _created(response: httpx.Response) -> dict[str, object]:
     if response.is_error:
         raise RuntimeError(f"{response.request.url.path} refused the demo data: {response.status_code} {response.text}")

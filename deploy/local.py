@@ -146,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             created = demo_city.load(city.urls["registry"])
             _say(f"  demo city loaded: {created['org_units']} org units, {created['sites']} sites, {created['volunteers']} volunteers (new)")
             demo = demo_city.load_dispatch(city.urls["dispatch"])
+            shop = demo_city.load_points(city.urls["points"])
         _say("Beacon is running:")
         for name in SERVICES:
             _say(f"  {name:<10} {city.urls[name]}  (API docs {city.urls[name]}/docs)")
         _say(f"  figures    {city.urls['reporting']}/figures/370303")
         if not args.no_demo:
             _say(f"  shift page {city.urls['dispatch']}/shifts/{demo['shift_id']}/display  (its QR code opens the check-in page)")
+            _say(f"  shop       {city.urls['points']}/sites/{shop}/items")
         _say(f"  NATS       {city.nats_url}")
         _say(f"  logs       {city.logs}")
         _say("Press Ctrl-C to stop.")

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, select, tuple_
+from sqlalchemy import bindparam, func, select
 
 from services.points import store
 from services.points.ledger import Account, Record
@@ -88,6 +88,7 @@ class Books:
         self.org_paths: dict[str, tuple[str, ...]] = {}
         self._changed: set[str] = set()
         self._opened: set[str] = set()
+        self._stored_lots: dict[str, dict[date | None, int]] = {}  # as loaded: flush writes the difference
         self._envelopes: list[EventEnvelope] = []
         self._journal: list[dict[str, object]] = []
         self._balances: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -118,6 +119,9 @@ class Books:
             lots = await conn.execute(select(store.point_lots).where(store.point_lots.c.volunteer_number.in_(chunk)))
             for number, expires, points in lots:
                 self.accounts[number].lots[None if expires == store.NEVER else expires] = points
+            for number in chunk:
+                if number in self.accounts:
+                    self._stored_lots[number] = dict(self.accounts[number].lots)
 
     async def account(self, number: str) -> Account:
         await self.load([number])
@@ -218,18 +222,7 @@ class Books:
                 ),
                 [{"number": n} | self._state(n) for n in updated],
             )
-        changed = sorted(self._changed)
-        if changed:
-            for chunk in _chunks(changed, 500):
-                await conn.execute(store.point_lots.delete().where(store.point_lots.c.volunteer_number.in_(chunk)))
-            lots = [
-                {"volunteer_number": n, "expires_on": expires or store.NEVER, "points": points}
-                for n in changed
-                for expires, points in self.accounts[n].lots.items()
-                if points
-            ]
-            if lots:
-                await conn.execute(store.point_lots.insert(), lots)
+        await self._write_lots(sorted(self._changed))
         if self._journal:
             await conn.execute(store.journal.insert(), self._journal)
         if self._balances:
@@ -246,6 +239,34 @@ class Books:
         self._journal.clear()
         self._balances.clear()
         self._opened = set()
+
+    async def _write_lots(self, numbers: list[str]) -> None:
+        """Write the lots that changed since they were loaded, and delete the spent ones."""
+        upserts, deletes = [], []
+        for number in numbers:
+            stored = self._stored_lots.get(number, {})
+            current = self.accounts[number].lots
+            for expires, points in current.items():
+                if stored.get(expires) != points:
+                    upserts.append({"volunteer_number": number, "expires_on": expires or store.NEVER, "points": points})
+            deletes.extend(
+                {"number": number, "expires": expires or store.NEVER} for expires in stored if expires not in current
+            )
+            self._stored_lots[number] = dict(current)
+        conn, c = self.tx.conn, store.point_lots.c
+        if deletes:
+            await conn.execute(
+                store.point_lots.delete().where(
+                    c.volunteer_number == bindparam("number"), c.expires_on == bindparam("expires")
+                ),
+                deletes,
+            )
+        if upserts:
+            statement = upsert(conn, store.point_lots)
+            statement = statement.on_conflict_do_update(
+                index_elements=["volunteer_number", "expires_on"], set_={"points": statement.excluded.points}
+            )
+            await conn.execute(statement, upserts)
 
     def _state(self, number: str) -> dict[str, object]:
         account = self.accounts[number]
@@ -320,14 +341,19 @@ async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
 
 
 async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
+    """Points each volunteer earned for service on each day (for the daily cap)."""
+    wanted = set(keys)
     found: dict[tuple[str, date], int] = {}
     c = store.day_points.c
-    for chunk in _chunks(sorted(set(keys)), 400):
+    days = sorted({day for _, day in wanted})
+    # One IN per column (a row-value IN is far slower on SQLite), the few extra rows dropped here.
+    for chunk in _chunks(sorted({number for number, _ in wanted}), 500):
         rows = await tx.conn.execute(
-            select(c.volunteer_number, c.service_date, c.points).where(tuple_(c.volunteer_number, c.service_date).in_(chunk))
+            select(c.volunteer_number, c.service_date, c.points).where(c.volunteer_number.in_(chunk), c.service_date.in_(days))
         )
         for number, day, points in rows:
-            found[(number, day)] = points
+            if (number, day) in wanted:
+                found[(number, day)] = points
     return found
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, tuple_
 
 from services.points import store
 from services.points.ledger import Account, Record
@@ -342,18 +342,14 @@ async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
 
 async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
     """Points each volunteer earned for service on each day (for the daily cap)."""
-    wanted = set(keys)
     found: dict[tuple[str, date], int] = {}
     c = store.day_points.c
-    days = sorted({day for _, day in wanted})
-    # One IN per column (a row-value IN is far slower on SQLite), the few extra rows dropped here.
-    for chunk in _chunks(sorted({number for number, _ in wanted}), 500):
+    for chunk in _chunks(sorted(set(keys)), 400):
         rows = await tx.conn.execute(
-            select(c.volunteer_number, c.service_date, c.points).where(c.volunteer_number.in_(chunk), c.service_date.in_(days))
+            select(c.volunteer_number, c.service_date, c.points).where(tuple_(c.volunteer_number, c.service_date).in_(chunk))
         )
         for number, day, points in rows:
-            if (number, day) in wanted:
-                found[(number, day)] = points
+            found[(number, day)] = points
     return found
 
 

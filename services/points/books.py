@@ -99,9 +99,8 @@ class Books:
             return
         conn = self.tx.conn
         for chunk in _chunks(wanted, 500):
-            query = select(store.accounts).where(store.accounts.c.volunteer_number.in_(chunk))
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
+            # FOR UPDATE on PostgreSQL (SQLite leaves it out: its one writer already queues).
+            query = select(store.accounts).where(store.accounts.c.volunteer_number.in_(chunk)).with_for_update()
             for row in (await conn.execute(query)).mappings():
                 number = row["volunteer_number"]
                 self.accounts[number] = Account(

@@ -120,9 +120,7 @@ async def _site_path(tx: Transaction, site_id: str) -> tuple[str, ...]:
 
 
 async def _item(tx: Transaction, item_id: str) -> dict[str, Any]:
-    query = select(store.shop_items).where(store.shop_items.c.item_id == item_id)
-    if tx.conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = select(store.shop_items).where(store.shop_items.c.item_id == item_id).with_for_update()
     row = (await tx.conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"unknown item {item_id}", field="item_id")
@@ -240,9 +238,7 @@ async def redeem(event_store: EventStore, volunteer_number: str, item_id: str, q
 
 
 async def _redemption(tx: Transaction, redemption_id: str) -> dict[str, Any]:
-    query = select(store.redemptions).where(store.redemptions.c.redemption_id == redemption_id)
-    if tx.conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = select(store.redemptions).where(store.redemptions.c.redemption_id == redemption_id).with_for_update()
     row = (await tx.conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"unknown redemption {redemption_id}")

@@ -191,9 +191,7 @@ async def _reservation(tx: Transaction, **where: str) -> dict[str, Any] | None:
     query = select(store.reservations)
     for name, value in where.items():
         query = query.where(store.reservations.c[name] == value)
-    if tx.conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await tx.conn.execute(query)).mappings().first()
+    row = (await tx.conn.execute(query.with_for_update())).mappings().first()
     return dict(row) if row else None
 
 

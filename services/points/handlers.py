@@ -14,11 +14,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from services.points import ledger, rules, store
-from services.points.books import Books, RuleCache
+from services.points.books import Books
 from shared.citytime import city_date
 from shared.db import reading
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.points import (
+    CITY_ORG_PATH,
     LotShare,
     PointsRuleSet,
     RedemptionCancelled,
@@ -33,13 +34,10 @@ from shared.events.points import (
 from shared.eventstore import EventStore, Transaction, retrying
 from shared.web import Actor
 
-CITY_PATH = ("0",)  # city-wide facts (star thresholds) have no district: the subject says 0
-
-
 # --- Rules -------------------------------------------------------------------------------------
 
 
-async def set_rule(event_store: EventStore, rule_cache: RuleCache, fields: dict[str, Any], actor: Actor, now: datetime) -> PointsRuleSet:
+async def set_rule(event_store: EventStore, fields: dict[str, Any], actor: Actor, now: datetime) -> PointsRuleSet:
     district = fields["district_code"]
     if fields["effective_from"] < city_date(now):
         raise Invalid("a rule takes effect today or later: credited points keep the rule they had", field="effective_from")
@@ -67,7 +65,7 @@ async def set_rule(event_store: EventStore, rule_cache: RuleCache, fields: dict[
 
 
 async def set_star_thresholds(
-    event_store: EventStore, rule_cache: RuleCache, hours: list[Decimal], actor: Actor
+    event_store: EventStore, hours: list[Decimal], actor: Actor
 ) -> StarThresholdsSet:
     """New thresholds, and every account re-evaluated against them in the same transaction."""
     thresholds = StarThresholdsSet(hours=hours)
@@ -75,7 +73,7 @@ async def set_star_thresholds(
     async def attempt() -> StarThresholdsSet:
         async with event_store.transaction() as tx:
             version = await tx.conn.scalar(select(store.star_thresholds.c.version)) or 0
-            envelope, = await tx.record("city", version, [thresholds], org_path=CITY_PATH, actor=actor.id)
+            envelope, = await tx.record("city", version, [thresholds], org_path=CITY_ORG_PATH, actor=actor.id)
             if version:
                 await tx.conn.execute(
                     update(store.star_thresholds).values(version=version + 1, hours=[str(h) for h in hours])

@@ -22,6 +22,7 @@ from shared.envelope import EventEnvelope
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import OrderCancelled, OrderCompleted, OrderPlaced
 from shared.events.points import (
+    CITY_ORG_PATH,
     FamilyMemberLinked,
     FamilyMemberUnlinked,
     Relation,
@@ -39,7 +40,6 @@ DEFAULT_TRANSFER_MINUTES_PER_YEAR = 20 * 60
 RESERVATION_VALID = timedelta(hours=24)  # time to place the order at dispatch
 # Dispatch takes a reservation until it expires; its OrderPlaced may reach points a little later.
 RELEASE_GRACE = timedelta(hours=1)
-CITY_PATH = ("0",)
 HELD, SPENT, RELEASED = "held", "spent", "released"
 ORDER_EVENTS = (OrderPlaced, OrderCompleted, OrderCancelled)
 
@@ -71,7 +71,7 @@ async def set_transfer_limit(event_store: EventStore, minutes: int, actor: Actor
     async def attempt() -> int:
         async with event_store.transaction() as tx:
             version = await tx.conn.scalar(select(store.time_bank_limit.c.version)) or 0
-            await tx.record("city", version, [TimeTransferLimitSet(minutes_per_year=minutes)], org_path=CITY_PATH, actor=actor.id)
+            await tx.record("city", version, [TimeTransferLimitSet(minutes_per_year=minutes)], org_path=CITY_ORG_PATH, actor=actor.id)
             statement = upsert(tx.conn, store.time_bank_limit).values(city="city", version=version + 1, minutes_per_year=minutes)
             await tx.conn.execute(
                 statement.on_conflict_do_update(index_elements=["city"], set_={"version": version + 1, "minutes_per_year": minutes})

@@ -32,6 +32,8 @@ RedemptionId = Annotated[str, StringConstraints(pattern=r"^RD\d{8,12}$")]
 Points = Annotated[int, Field(ge=0, le=10**9)]
 Minutes = Annotated[int, Field(ge=0, le=10**9)]
 CITY = "city"
+# City-wide facts (star thresholds, the time bank's limit) have no district: their subject says 0.
+CITY_ORG_PATH = ("0",)
 
 
 # --- Rules -----------------------------------------------------------------------------------------

@@ -66,7 +66,6 @@ async def test_a_rule_prices_by_the_most_specific_rate_times_campaigns_and_caps_
     day = date(2026, 12, 1)
     rule = await handlers.set_rule(
         points,
-        rules,
         {
             "district_code": DISTRICT,
             "effective_from": day,
@@ -99,7 +98,7 @@ async def test_a_rule_cannot_take_effect_in_the_past(points: EventStore) -> None
 
     with pytest.raises(Invalid) as refused:
         await handlers.set_rule(
-            points, RuleCache(), {"district_code": DISTRICT, "effective_from": date(2026, 1, 1), "points_per_hour": Decimal(5)}, STAFF, NOW
+            points, {"district_code": DISTRICT, "effective_from": date(2026, 1, 1), "points_per_hour": Decimal(5)}, STAFF, NOW
         )
     assert refused.value.field == "effective_from"
 
@@ -202,7 +201,7 @@ async def test_stars_rise_with_hours_fall_with_revocations_and_follow_new_thresh
     assert (await account(points, number))["star_level"] == 1
     await post(points, rules, dispatch.revoke(records[0], NOW))
     assert (await account(points, number))["star_level"] == 0
-    await handlers.set_star_thresholds(points, rules, [Decimal(h) for h in (50, 90, 200, 300, 400)], STAFF)
+    await handlers.set_star_thresholds(points, [Decimal(h) for h in (50, 90, 200, 300, 400)], STAFF)
     assert (await account(points, number))["star_level"] == 2
     types = [e.type for e in (await read_books(points)).events if e.type.startswith("Star")]
     assert types == ["StarLevelAwarded", "StarLevelLowered", "StarThresholdsSet", "StarLevelAwarded"]

@@ -125,7 +125,7 @@ class RuleInput(BaseModel):
 async def set_rule(district_code: DistrictPath, body: RuleInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A new version of the district's rule, for service from `effective_from` on."""
     rule = await handlers.set_rule(
-        events_of(request), request.app.state.rule_cache, body.model_dump() | {"district_code": district_code}, actor, now_of(request)
+        events_of(request), body.model_dump() | {"district_code": district_code}, actor, now_of(request)
     )
     return rule.model_dump(mode="json")
 
@@ -154,7 +154,7 @@ async def set_thresholds(body: ThresholdsInput, request: Request, actor: Current
         StarThresholdsSet(hours=body.hours)
     except ValidationError as error:
         raise Invalid(error.errors()[0]["msg"], field="hours") from None
-    thresholds = await handlers.set_star_thresholds(events_of(request), request.app.state.rule_cache, body.hours, actor)
+    thresholds = await handlers.set_star_thresholds(events_of(request), body.hours, actor)
     return {"hours": [str(h) for h in thresholds.hours]}
 
 

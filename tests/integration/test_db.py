@@ -1,0 +1,67 @@
+"""shared.db's engines on SQLite and PostgreSQL: what a statement gives back, and the write
+transaction's lock and connection coming back after a failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import make_engine, reading, writing
+
+metadata = MetaData()
+things = Table(
+    "things",
+    metadata,
+    Column("thing_id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(20), nullable=False, unique=True),
+)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    async with writing(engine) as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_gives_back_its_rows_row_counts_and_new_keys(engine: AsyncEngine) -> None:
+    async with writing(engine) as conn:
+        inserted = await conn.execute(things.insert().values(name="lantern"))
+        assert inserted.inserted_primary_key[0] is not None
+        await conn.execute(things.insert(), [{"name": "drum"}, {"name": "kite"}])
+        renamed = await conn.execute(
+            update(things).where(things.c.name.in_(["drum", "kite"])).values(name=things.c.name + "s")
+        )
+        assert renamed.rowcount == 2
+    async with reading(engine) as conn:
+        rows = (await conn.execute(select(things.c.name).order_by(things.c.name))).mappings().all()
+        assert [r["name"] for r in rows] == ["drums", "kites", "lantern"]
+        none = await conn.execute(select(things).where(things.c.name == bindparam("name")), {"name": "gong"})
+        assert none.first() is None
+
+
+async def test_a_failed_write_rolls_back_and_the_next_writers_go_ahead(engine: AsyncEngine) -> None:
+    async with writing(engine) as conn:
+        await conn.execute(things.insert().values(name="lantern"))
+    with pytest.raises(IntegrityError):
+        async with writing(engine) as conn:
+            await conn.execute(things.insert().values(name="drum"))
+            await conn.execute(things.insert().values(name="lantern"))  # taken
+
+    async def write(name: str) -> None:
+        async with writing(engine) as conn:
+            await conn.execute(things.insert().values(name=name))
+
+    await asyncio.wait_for(asyncio.gather(*(write(f"kite-{n}") for n in range(20))), timeout=30)
+    async with reading(engine) as conn:
+        assert await conn.scalar(select(func.count()).select_from(things).where(things.c.name == "drum")) == 0
+        assert await conn.scalar(select(func.count()).select_from(things)) == 21

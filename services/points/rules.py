@@ -3,6 +3,7 @@ when they expire, and how many stars a volunteer's hours make."""
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +19,7 @@ DEFAULT_DAILY_CAP = 100
 DEFAULT_STAR_THRESHOLDS: tuple[Decimal, ...] = tuple(Decimal(h) for h in (100, 300, 600, 1000, 1500))
 
 
+@functools.cache  # one per district: building the model for every event would cost more than pricing it
 def default_rule(district_code: str) -> PointsRuleSet:
     return PointsRuleSet(
         district_code=district_code,

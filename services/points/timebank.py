@@ -139,6 +139,7 @@ async def give(event_store: EventStore, number: str, member: str, minutes: int, 
                     field="minutes", given_this_year=given, limit=limit,
                 )  # fmt: skip
             books = Books(tx)
+            await books.load([number, member])  # both at once, in one order: two gifts between them never deadlock
             giver = await books.account(number)
             receiver = await books.account(member)
             giver.take_time(minutes, into_debt=False)

@@ -488,33 +488,52 @@ class StreamFollower:
         return value or 0
 
     async def follow(self, nc: Client, context: str) -> None:
-        """Apply the stream of `context` from the checkpoint on, live, until cancelled."""
+        """Apply the stream of `context` from the checkpoint on, live, until cancelled.
+
+        While one batch commits (SQLite's or the network's time, off the event loop), the next
+        is decoded (the loop's time): one commit at a time, in order, the two overlapping."""
         stream = stream_name(context)
+        js = nc.jetstream()
         delay = 0.2
         while True:
+            applying: asyncio.Future[None] | None = None
             try:
                 start = await self.checkpoint(stream) + 1
                 async for batch in read_stream(
                     nc, stream, start=start, subject=self.subject, batch_size=self.batch_size
                 ):
-                    await self.apply_batch(nc.jetstream(), stream, batch)
+                    decoded = await self._decode(js, batch)
+                    if applying is not None:
+                        await applying
+                    applying = asyncio.ensure_future(self._apply(js, stream, batch, decoded))
                     delay = 0.2
             except asyncio.CancelledError:
+                if applying is not None:
+                    applying.cancel()
                 raise
             except Exception as error:  # NATS or the store is away: resume from the checkpoint
                 log.warning("%s on %s: %r; resuming in %.1fs", self.name, stream, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            finally:
+                # Never two commits at once: the next round starts from what this one stored.
+                if applying is not None and not applying.done():
+                    await asyncio.wait([applying])
 
-    async def apply_batch(self, js: JetStreamContext, stream: str, batch: list[Msg]) -> None:
+    async def _decode(self, js: JetStreamContext, batch: list[Msg]) -> list[_Decoded]:
         decoded: list[_Decoded] = []
-        for msg in batch:
+        for index, msg in enumerate(batch):
+            if index % 100 == 99:
+                await asyncio.sleep(0)  # let the batch before this one go on committing
             try:
                 envelope = self.catalog.parse_envelope(msg.data)
                 if self.handles(envelope.type):
                     decoded.append((msg.metadata.sequence.stream, envelope, self.catalog.payload_of(envelope)))
             except EventRejected as rejected:
                 await dead_letter(js, msg, consumer=self.name, reason=rejected.reason)
+        return decoded
+
+    async def _apply(self, js: JetStreamContext, stream: str, batch: list[Msg], decoded: list[_Decoded]) -> None:
         last = batch[-1].metadata.sequence.stream
         try:
             await self._commit(stream, last, decoded)

@@ -922,8 +922,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     async with Stores(args, workdir) as stores, local_nats_server_async(workdir) as nats:
         nats_pid = nats.process.pid if nats.process else None
         async with jetstream(nats.url) as (_nc, js, _errors):
-            # Dispatch follows registry: it waits for registry's stream before it is ready.
-            await ensure_stream(js, context_stream("registry", StreamSettings()))
+            # Dispatch follows registry and points: it waits for their streams before it is ready.
+            for context in ("registry", "points"):
+                await ensure_stream(js, context_stream(context, StreamSettings()))
         database_url = await stores.url_for("dispatch")
         progress(f"seeding dispatch's views: a site and {len(plan.everyone)} verified volunteers")
         await seed_views(database_url, plan)

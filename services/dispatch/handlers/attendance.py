@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, attendance, store
@@ -51,18 +51,31 @@ def _shift_of(row: Any) -> Shift:
     return Shift(row["shift_id"], row["starts_at"], row["ends_at"], row["capacity"], Geofence(**fence) if fence else None)
 
 
+# A scan's statements, built once (a rush runs them thousands of times a minute, and building
+# one costs more CPU than SQLite takes to run it).
+_SHIFT_AND_PLACE = (
+    select(store.shifts, store.signups.c.position)
+    .outerjoin(
+        store.signups,
+        (store.signups.c.shift_id == store.shifts.c.shift_id)
+        & (store.signups.c.volunteer_number == bindparam("volunteer_number")),
+    )
+    .where(store.shifts.c.shift_id == bindparam("shift_id"))
+)
+# (An UPDATE's bind names must differ from its columns'.)
+_THIS_ATTENDANCE = (store.attendances.c.shift_id == bindparam("this_shift")) & (
+    store.attendances.c.volunteer_number == bindparam("this_volunteer")
+)
+_CHECK_OUT = update(store.attendances).where(_THIS_ATTENDANCE).values(
+    checked_out_at=bindparam("at"), minutes=bindparam("minutes")
+)
+_FLAG = update(store.attendances).where(_THIS_ATTENDANCE).values(flag=bindparam("reason"))
+
+
 async def _signed_up_shift(conn: AsyncConnection, shift_id: str, volunteer_number: str) -> Any:
     """The shift's view row, if the volunteer holds a confirmed place on it; refused otherwise."""
-    shifts, signups = store.shifts, store.signups
     row = (
-        await conn.execute(
-            select(shifts, signups.c.position)
-            .outerjoin(
-                signups,
-                (signups.c.shift_id == shifts.c.shift_id) & (signups.c.volunteer_number == volunteer_number),
-            )
-            .where(shifts.c.shift_id == shift_id)
-        )
+        await conn.execute(_SHIFT_AND_PLACE, {"shift_id": shift_id, "volunteer_number": volunteer_number})
     ).mappings().first()
     if row is None:
         raise NotFound(f"unknown shift {shift_id}")
@@ -78,17 +91,27 @@ async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version:
     """Append the attendance's events and bring its view along (one row per volunteer and shift)."""
     org_path = tuple(row["org_path"].split("/"))
     await tx.record(attendance_id(row["shift_id"], number), version, decided, org_path=org_path, actor=actor.id)
-    table = store.attendances
-    this_one = (table.c.shift_id == row["shift_id"]) & (table.c.volunteer_number == number)
+    this_one = {"this_shift": row["shift_id"], "this_volunteer": number}
     for event in decided:
         match event:
             case VolunteerCheckedIn():
                 values = {"shift_id": event.shift_id, "volunteer_number": number, "checked_in_at": event.at}
-                await tx.conn.execute(upsert(tx.conn, table).values(**values).on_conflict_do_nothing())
+                await tx.conn.execute(_check_in(tx.conn), values)
             case VolunteerCheckedOut():
-                await tx.conn.execute(update(table).where(this_one).values(checked_out_at=event.at, minutes=event.minutes))
+                await tx.conn.execute(_CHECK_OUT, {**this_one, "at": event.at, "minutes": event.minutes})
             case AttendanceFlagged():
-                await tx.conn.execute(update(table).where(this_one).values(flag=event.reason))
+                await tx.conn.execute(_FLAG, {**this_one, "reason": event.reason})
+
+
+_CHECK_INS: dict[str, Any] = {}
+
+
+def _check_in(conn: AsyncConnection) -> Any:
+    """The check-in's row, unless there is one (an INSERT … ON CONFLICT of the store's dialect)."""
+    dialect = conn.dialect.name
+    if dialect not in _CHECK_INS:
+        _CHECK_INS[dialect] = upsert(conn, store.attendances).on_conflict_do_nothing()
+    return _CHECK_INS[dialect]
 
 
 async def scan(

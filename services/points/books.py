@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from uuid import UUID
 
@@ -151,7 +151,6 @@ class Books:
         version: int | None = None,
         cause: EventEnvelope | None = None,
         actor: str = ACTOR,
-        at: datetime | None = None,
     ) -> list[EventEnvelope]:
         """Envelope `events` of one aggregate: of `account` (a volunteer number), whose version
         is tracked here, or of another aggregate at `version`. Their movements go to the journal."""
@@ -178,18 +177,18 @@ class Books:
             )
             correlation = envelope.correlation_id
             envelopes.append(envelope)
-            self._post(envelope.event_id, event, org_path[0], at or envelope.recorded_at)
+            self._post(envelope.event_id, event, org_path[0])
         if account is not None:
             self.versions[account] = version
         self._envelopes.extend(envelopes)
         return envelopes
 
-    def _post(self, event_id: UUID, event: Event, district: str, at: datetime) -> None:
+    def _post(self, event_id: UUID, event: Event, district: str) -> None:
         for source, target, unit, amount in movements(event, district):
             if not amount:
                 continue
             self._journal.append(
-                {"event_id": str(event_id), "from_account": source, "to_account": target, "unit": unit, "amount": amount, "at": at}
+                {"event_id": str(event_id), "from_account": source, "to_account": target, "unit": unit, "amount": amount}
             )
             for name, delta in ((source, -amount), (target, amount)):
                 if not _own(name):

@@ -216,7 +216,7 @@ async def redeem(event_store: EventStore, volunteer_number: str, item_id: str, q
                 quantity=quantity, points=points, taken_from=shares, at=now,
             )  # fmt: skip
             books.touch(volunteer_number)
-            books.record(redemption_id, [reserved], account=None, org_path=org_path, version=0, actor=actor.id, at=now)
+            books.record(redemption_id, [reserved], account=None, org_path=org_path, version=0, actor=actor.id)
             await books.flush()
             await tx.conn.execute(
                 update(store.shop_items)
@@ -280,7 +280,7 @@ async def settle(
                     redemption_id=redemption_id, volunteer_number=row["volunteer_number"], site_id=row["site_id"],
                     points=row["points"], at=now,
                 )  # fmt: skip
-            books.record(redemption_id, [event], account=None, org_path=org_path, version=version, actor=actor.id, at=now)
+            books.record(redemption_id, [event], account=None, org_path=org_path, version=version, actor=actor.id)
             await books.flush()
             row |= {"state": wanted, "settled_at": now}
             await tx.conn.execute(
@@ -317,6 +317,6 @@ async def expire_due(event_store: EventStore, now: datetime, batch: int = 500) -
             await books.load(numbers)
             for number, account in books.accounts.items():
                 expired = ledger.expire(account, today)
-                books.record(number, expired, account=number, at=now)
+                books.record(number, expired, account=number)
                 done.extend(f"{number}: {e.points} points of {e.expires_on}" for e in expired)
             await books.flush()

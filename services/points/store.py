@@ -84,17 +84,17 @@ day_points = Table(
     Column("points", BigInteger, nullable=False),
 )
 
-# The double-entry journal: each row moves `amount` of `unit` from one account to another.
+# The double-entry journal: each row moves `amount` of `unit` from one account to another, as
+# the event `event_id` (which says when) records.
 journal = Table(
     "journal",
     metadata,
     Column("position", Position, primary_key=True, autoincrement=True),
-    Column("event_id", String(36), nullable=False, index=True),
+    Column("event_id", String(36), nullable=False),
     Column("from_account", String(60), nullable=False),
     Column("to_account", String(60), nullable=False),
     Column("unit", String(10), nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("at", UtcDateTime, nullable=False),
     Index("ix_journal_from", "from_account", "position"),
     Index("ix_journal_to", "to_account", "position"),
 )

@@ -146,7 +146,7 @@ async def give(event_store: EventStore, number: str, member: str, minutes: int, 
             receiver.credit_time(minutes)
             books.touch(member)
             event = TimeCreditsTransferred(volunteer_number=number, member_number=member, minutes=minutes, year=year, given_this_year=given + minutes)
-            books.record(number, [event], account=number, actor=actor.id, at=now)
+            books.record(number, [event], account=number, actor=actor.id)
             await books.flush()
             statement = upsert(tx.conn, store.time_gifts).values(volunteer_number=number, year=year, minutes=given + minutes)
             await tx.conn.execute(
@@ -176,7 +176,7 @@ async def reserve(
                 reservation_id=reservation_id, volunteer_number=number, beneficiary_number=beneficiary, minutes=minutes,
                 expires_at=now + RESERVATION_VALID, at=now,
             )  # fmt: skip
-            books.record(reservation_id, [event], account=None, org_path=books.org_paths[number], version=0, actor=actor.id, at=now)
+            books.record(reservation_id, [event], account=None, org_path=books.org_paths[number], version=0, actor=actor.id)
             await books.flush()
             row = {
                 "reservation_id": reservation_id, "volunteer_number": number, "beneficiary_number": beneficiary,
@@ -207,7 +207,7 @@ async def _settle(
     version = await tx.version_of("time_credit_reservation", row["reservation_id"])
     books.record(
         row["reservation_id"], [event], account=None, org_path=books.org_paths[row["volunteer_number"]], version=version,
-        actor=actor, cause=cause, at=now,
+        actor=actor, cause=cause,
     )  # fmt: skip
     await books.flush()
     await tx.conn.execute(

@@ -83,7 +83,7 @@ async def statement(
         await _account_row(conn, volunteer_number)
         before = int(await conn.scalar(select(signed).where(mine, j.position <= after)) or 0)
         rows = await conn.execute(
-            select(j.position, j.at, j.event_id, j.from_account, j.to_account, j.amount, store.schema.events.c.event_type)
+            select(j.position, store.schema.events.c.recorded_at, j.event_id, j.from_account, j.to_account, j.amount, store.schema.events.c.event_type)
             .join(store.schema.events, store.schema.events.c.event_id == j.event_id)
             .where(mine, j.position > after)
             .order_by(j.position)

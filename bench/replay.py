@@ -353,11 +353,11 @@ async def run(args: argparse.Namespace, workdir: Path, figures: dict[str, Any], 
                         f"{figures['rebuild_events_per_s']} events/s"
                     )
                     # The figures must add up, with nothing dead-lettered.
-                    _, counters = projector.projection.tables(generation)
+                    counters = projector.projection.figure_tables(generation).counters
                     async with engine.connect() as conn:
                         registered, opened = [
                             await conn.scalar(
-                                select(counters.c.value).where(
+                                select(func.sum(counters.c.value)).where(
                                     counters.c.node_code == DISTRICT, counters.c.figure == figure
                                 )
                             )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from services.reporting.queries import figures_for
-from shared.errors import Conflict
+from services.reporting.queries import figures_for, period_of
+from shared.errors import Conflict, Invalid
 from shared.replay import Projector
 
 router = APIRouter()
@@ -21,11 +22,25 @@ def _projector(request: Request) -> Projector:
 
 
 @router.get("/figures/{code}", tags=["figures"])
-async def get_figures(code: str, request: Request) -> dict[str, Any]:
-    """Every figure for one node of the org tree (a city sums its districts)."""
+async def get_figures(
+    code: str,
+    request: Request,
+    period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
+    start: Annotated[date | None, Query(alias="from", description="The first day of a custom period.")] = None,
+    end: Annotated[date | None, Query(alias="to", description="The last day (and the day figures stand as of).")] = None,
+) -> dict[str, Any]:
+    """Every figure for one node of the org tree (a city sums its districts): `figures` as they
+    stood at the end of `to` (today when absent), and with a period, `period.figures`: what
+    happened in it (stocks such as registered volunteers then show their change)."""
+    if period is not None:
+        if start or end:
+            raise Invalid("give a period or from/to, not both", field="period")
+        start, end = period_of(period)
+    if start and end and end < start:
+        raise Invalid("the period ends before it starts", field="to")
     projector = _projector(request)
     generation = await projector.active_generation()
-    return await figures_for(projector.engine, projector.projection, generation, code)  # type: ignore[arg-type]
+    return await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
 
 
 class RebuildStatus:

@@ -1,94 +1,287 @@
-"""Reporting's figures, built from events alone: counters per org-tree node.
+"""Reporting's figures, built from events alone: changes per org-tree node, figure and day.
 
-Every change is an increment keyed by node and figure, so the same events in any interleaving
-across streams give the same figures.
+Every event adds to counters keyed by (node, figure, city day it was recorded on): a figure in a
+period is the sum of its days in the period, and a figure as of a day the sum of every day up to
+it, so the figures as they stood then (a later correction counts on its own day). Additions
+commute, and the little state kept per volunteer, site and team follows one stream each, so
+the same events in any interleaving across streams give the same figures.
+
+Figures (stocks rise and fall; flows only count what happened on the day):
+- volunteers.registered (stock; .political_status.*, .age_band.*, .gender.*), volunteers.new,
+  .verified, .deregistered, .transferred_in, .transferred_out (flows); party_members.reported_in (stock)
+- sites.level.*, sites.kind.*, teams, teams.kind.* (stocks); trainings, trainees (flows)
+- activities (.theme.*, .field.*, .group_served.*, .kind.*), activities.cancelled, participations
+  (check-ins), service.centihours (confirmed hours × 100; an adjustment or revocation counts its
+  correction on its own day) (flows)
+- orders.placed, .dispatched, .accepted, .taken, .declined, .timed_out, .escalated, .cancelled,
+  .completed, .people_served, .rated, .rating_sum (flows)
+- points.accounts_opened, points.issued (credits less debits), points.redeemed, points.expired
+  (flows); stars.level.1–5 (stocks)
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import date
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
+from shared.citytime import city_date
 from shared.db import upsert
 from shared.envelope import EventEnvelope
-from shared.events.points import PointsAccountOpened
-from shared.events.registry import OrgUnitCreated, SiteOpened, VolunteerRegistered
+from shared.events import dispatch as dispatch_events
+from shared.events import points as points_events
+from shared.events import registry as registry_events
+
+Delta = Counter[tuple[str, str, date]]
+
+_HANDLED = (
+    registry_events.OrgUnitCreated, registry_events.SiteOpened, registry_events.SiteClosed,
+    registry_events.VolunteerRegistered, registry_events.VolunteerVerified, registry_events.VolunteerDeregistered,
+    registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn, registry_events.TeamCreated,
+    registry_events.TeamDissolved, registry_events.TrainingSessionHeld, registry_events.TrainingAttended,
+    dispatch_events.ActivityScheduled, dispatch_events.ActivityCancelled, dispatch_events.VolunteerCheckedIn,
+    dispatch_events.ServiceHoursConfirmed, dispatch_events.ServiceHoursAdjusted, dispatch_events.ServiceHoursRevoked,
+    dispatch_events.OrderPlaced, dispatch_events.OrderDispatched, dispatch_events.OrderAccepted, dispatch_events.OrderTaken,
+    dispatch_events.OrderDeclined, dispatch_events.OrderTimedOut, dispatch_events.OrderEscalated,
+    dispatch_events.OrderCancelled, dispatch_events.OrderCompleted, dispatch_events.OrderRated,
+    points_events.PointsAccountOpened, points_events.ServiceCredited, points_events.ServiceDebited,
+    points_events.RedemptionHandedOver, points_events.PointsExpired, points_events.StarLevelAwarded,
+    points_events.StarLevelLowered,
+)  # fmt: skip
+
+# Order events that count once each under orders.<name>.
+_ORDER_FLOWS = {
+    dispatch_events.OrderPlaced: "placed", dispatch_events.OrderDispatched: "dispatched",
+    dispatch_events.OrderAccepted: "accepted", dispatch_events.OrderTaken: "taken",
+    dispatch_events.OrderDeclined: "declined", dispatch_events.OrderTimedOut: "timed_out",
+    dispatch_events.OrderEscalated: "escalated", dispatch_events.OrderCancelled: "cancelled",
+}  # fmt: skip
+
+
+class FigureTables:
+    def __init__(self, metadata: MetaData, generation: int) -> None:
+        g = generation
+        self.nodes = Table(
+            f"org_nodes_g{g}",
+            metadata,
+            Column("code", String(15), primary_key=True),
+            Column("parent_code", String(15), index=True),
+            Column("level", String(20), nullable=False),
+            Column("name", String(100), nullable=False),
+            Column("population", Integer, nullable=False),
+            Column("party_members", Integer, nullable=False),
+        )
+        self.counters = Table(
+            f"counters_g{g}",
+            metadata,
+            Column("node_code", String(15), primary_key=True),
+            Column("figure", String(80), primary_key=True),
+            Column("day", Date, primary_key=True),
+            Column("value", BigInteger, nullable=False),
+        )
+        # What a later event about a volunteer, site or team needs of an earlier one.
+        self.members = Table(
+            f"members_g{g}",
+            metadata,
+            Column("volunteer_number", String(20), primary_key=True),
+            Column("org_path", String(200), nullable=False),
+            Column("political_status", String(30), nullable=False),
+            Column("age_band", String(20), nullable=False),
+            Column("gender", String(10), nullable=False),
+            Column("active", Integer, nullable=False),
+        )
+        self.sites = Table(
+            f"sites_g{g}",
+            metadata,
+            Column("site_id", String(40), primary_key=True),
+            Column("org_path", String(200), nullable=False),
+            Column("level", String(20), nullable=False),
+            Column("kind", String(30), nullable=False),
+            Column("open", Integer, nullable=False),
+        )
+        self.teams = Table(
+            f"teams_g{g}",
+            metadata,
+            Column("team_id", String(20), primary_key=True),
+            Column("org_path", String(200), nullable=False),
+            Column("kind", String(30), nullable=False),
+            Column("active", Integer, nullable=False),
+        )
+
+    def all(self) -> tuple[Table, ...]:
+        return (self.nodes, self.counters, self.members, self.sites, self.teams)
+
+
+def _path(text: str) -> tuple[str, ...]:
+    return tuple(text.split("/"))
 
 
 class Figures:
     name = "figures"
     contexts = ("registry", "dispatch", "points")
-    _handled = {m.spec.name for m in (OrgUnitCreated, SiteOpened, VolunteerRegistered, PointsAccountOpened)}
+    _handled = {model.spec.name for model in _HANDLED}
 
     def __init__(self) -> None:
         self._metadata = MetaData()
-        self._tables: dict[int, tuple[Table, Table]] = {}
+        self._tables: dict[int, FigureTables] = {}
 
     def handles(self, event_type: str) -> bool:
         return event_type in self._handled
 
-    def tables(self, generation: int) -> tuple[Table, Table]:
+    def figure_tables(self, generation: int) -> FigureTables:
         if generation not in self._tables:
-            nodes = Table(
-                f"org_nodes_g{generation}",
-                self._metadata,
-                Column("code", String(15), primary_key=True),
-                Column("parent_code", String(15), index=True),
-                Column("level", String(20), nullable=False),
-                Column("name", String(100), nullable=False),
-                Column("population", Integer, nullable=False),
-                Column("party_members", Integer, nullable=False),
-            )
-            counters = Table(
-                f"figures_g{generation}",
-                self._metadata,
-                Column("node_code", String(15), primary_key=True),
-                Column("figure", String(80), primary_key=True),
-                Column("value", BigInteger, nullable=False),
-            )
-            self._tables[generation] = (nodes, counters)
+            self._tables[generation] = FigureTables(self._metadata, generation)
         return self._tables[generation]
 
-    async def apply(
-        self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EventEnvelope, Event]]
-    ) -> None:
-        nodes, counters = self.tables(generation)
-        increments: Counter[tuple[str, str]] = Counter()
+    def tables(self, generation: int) -> tuple[Table, ...]:
+        return self.figure_tables(generation).all()
+
+    async def apply(self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EventEnvelope, Event]]) -> None:
+        tables = self.figure_tables(generation)
+        delta: Delta = Counter()
         for envelope, event in events:
-            match event:
-                case OrgUnitCreated():
-                    row = {
-                        "code": event.code,
-                        "parent_code": event.parent_code,
-                        "level": event.level,
-                        "name": event.name,
-                        "population": event.population,
-                        "party_members": event.party_members,
-                    }
-                    statement = upsert(conn, nodes).values(**row)
-                    await conn.execute(statement.on_conflict_do_update(index_elements=["code"], set_=row))
-                case VolunteerRegistered():
-                    for code in envelope.org_path:
-                        increments[(code, "volunteers.registered")] += 1
-                        increments[(code, f"volunteers.political_status.{event.political_status}")] += 1
-                        increments[(code, f"volunteers.age_band.{event.age_band}")] += 1
-                        increments[(code, f"volunteers.gender.{event.gender}")] += 1
-                case SiteOpened():
-                    for code in envelope.org_path:
-                        increments[(code, f"sites.{event.level}")] += 1
-                case PointsAccountOpened():
-                    for code in envelope.org_path:
-                        increments[(code, "points.accounts_opened")] += 1
-        if increments:
-            rows = [{"node_code": c, "figure": f, "value": v} for (c, f), v in sorted(increments.items())]
-            statement = upsert(conn, counters)
+            await self._fold(conn, tables, envelope, event, delta)
+        rows = [{"node_code": n, "figure": f, "day": d, "value": v} for (n, f, d), v in sorted(delta.items()) if v]
+        if rows:
+            statement = upsert(conn, tables.counters)
             await conn.execute(
                 statement.on_conflict_do_update(
-                    index_elements=["node_code", "figure"], set_={"value": counters.c.value + statement.excluded.value}
+                    index_elements=["node_code", "figure", "day"],
+                    set_={"value": tables.counters.c.value + statement.excluded.value},
                 ),
                 rows,
             )
+
+    async def _fold(self, conn: AsyncConnection, t: FigureTables, envelope: EventEnvelope, event: Event, delta: Delta) -> None:
+        day = city_date(envelope.occurred_at)
+        path = envelope.org_path
+
+        def add(figure: str, amount: int = 1, at: tuple[str, ...] = path) -> None:
+            for code in at:
+                delta[(code, figure, day)] += amount
+
+        match event:
+            # --- registry ---
+            case registry_events.OrgUnitCreated():
+                row = {
+                    "code": event.code, "parent_code": event.parent_code, "level": event.level, "name": event.name,
+                    "population": event.population, "party_members": event.party_members,
+                }  # fmt: skip
+                await conn.execute(upsert(conn, t.nodes).values(**row).on_conflict_do_update(index_elements=["code"], set_=row))
+            case registry_events.SiteOpened():
+                await conn.execute(
+                    upsert(conn, t.sites)
+                    .values(site_id=event.site_id, org_path="/".join(path), level=event.level, kind=event.kind, open=1)
+                    .on_conflict_do_nothing()
+                )
+                add(f"sites.level.{event.level}")
+                add(f"sites.kind.{event.kind}")
+            case registry_events.SiteClosed():
+                site = (await conn.execute(select(t.sites).where(t.sites.c.site_id == event.site_id, t.sites.c.open == 1))).mappings().first()
+                if site is not None:
+                    await conn.execute(update(t.sites).where(t.sites.c.site_id == event.site_id).values(open=0))
+                    add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
+                    add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
+            case registry_events.VolunteerRegistered():
+                await conn.execute(
+                    upsert(conn, t.members)
+                    .values(
+                        volunteer_number=event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
+                        age_band=event.age_band, gender=event.gender, active=1,
+                    )
+                    .on_conflict_do_nothing()
+                )  # fmt: skip
+                add("volunteers.new")
+                self._count_member(add, path, event.political_status, event.age_band, event.gender, 1)
+            case registry_events.VolunteerVerified():
+                add("volunteers.verified")
+            case registry_events.VolunteerDeregistered():
+                member = await self._member(conn, t, event.volunteer_number)
+                if member is not None and member["active"]:
+                    await conn.execute(update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(active=0))
+                    where = _path(member["org_path"])
+                    add("volunteers.deregistered", at=where)
+                    self._count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
+            case registry_events.VolunteerTransferred():
+                member = await self._member(conn, t, event.volunteer_number)
+                if member is not None and member["active"]:
+                    before = _path(member["org_path"])
+                    await conn.execute(
+                        update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(org_path="/".join(path))
+                    )
+                    self._count_member(add, before, member["political_status"], member["age_band"], member["gender"], -1)
+                    self._count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
+                    add("volunteers.transferred_out", at=before)
+                    add("volunteers.transferred_in")
+            case registry_events.PartyMemberReportedIn():
+                add("party_members.reported_in")
+            case registry_events.TeamCreated():
+                await conn.execute(
+                    upsert(conn, t.teams).values(team_id=event.team_id, org_path="/".join(path), kind=event.kind, active=1).on_conflict_do_nothing()
+                )
+                add("teams")
+                add(f"teams.kind.{event.kind}")
+            case registry_events.TeamDissolved():
+                team = (await conn.execute(select(t.teams).where(t.teams.c.team_id == event.team_id, t.teams.c.active == 1))).mappings().first()
+                if team is not None:
+                    await conn.execute(update(t.teams).where(t.teams.c.team_id == event.team_id).values(active=0))
+                    add("teams", -1, _path(team["org_path"]))
+                    add(f"teams.kind.{team['kind']}", -1, _path(team["org_path"]))
+            case registry_events.TrainingSessionHeld():
+                add("trainings")
+            case registry_events.TrainingAttended():
+                add("trainees")
+            # --- dispatch ---
+            case dispatch_events.ActivityScheduled():
+                add("activities")
+                for facet, value in (("theme", event.theme), ("field", event.field), ("group_served", event.group_served), ("kind", event.kind)):
+                    add(f"activities.{facet}.{value}")
+            case dispatch_events.ActivityCancelled():
+                add("activities.cancelled")
+            case dispatch_events.VolunteerCheckedIn():
+                add("participations")
+            case dispatch_events.ServiceHoursConfirmed():
+                add("service.centihours", int(event.hours * 100))
+            case dispatch_events.ServiceHoursAdjusted():
+                add("service.centihours", int((event.hours - event.previous_hours) * 100))
+            case dispatch_events.ServiceHoursRevoked():
+                add("service.centihours", -int(event.hours * 100))
+            case dispatch_events.OrderCompleted():
+                add("orders.completed")
+                add("orders.people_served", event.people_served)
+            case dispatch_events.OrderRated():
+                add("orders.rated")
+                add("orders.rating_sum", event.rating)
+            case _ if type(event) in _ORDER_FLOWS:
+                add(f"orders.{_ORDER_FLOWS[type(event)]}")
+            # --- points ---
+            case points_events.PointsAccountOpened():
+                add("points.accounts_opened")
+            case points_events.ServiceCredited():
+                add("points.issued", event.points)
+            case points_events.ServiceDebited():
+                add("points.issued", -event.points)
+            case points_events.RedemptionHandedOver():
+                add("points.redeemed", event.points)
+            case points_events.PointsExpired():
+                add("points.expired", event.points)
+            case points_events.StarLevelAwarded() | points_events.StarLevelLowered():
+                if event.level:
+                    add(f"stars.level.{event.level}")
+                if event.previous_level:
+                    add(f"stars.level.{event.previous_level}", -1)
+
+    @staticmethod
+    def _count_member(add, path: tuple[str, ...], political_status: str, age_band: str, gender: str, amount: int) -> None:  # noqa: ANN001
+        add("volunteers.registered", amount, path)
+        add(f"volunteers.political_status.{political_status}", amount, path)
+        add(f"volunteers.age_band.{age_band}", amount, path)
+        add(f"volunteers.gender.{gender}", amount, path)
+
+    @staticmethod
+    async def _member(conn: AsyncConnection, t: FigureTables, number: str):  # noqa: ANN205
+        return (await conn.execute(select(t.members).where(t.members.c.volunteer_number == number))).mappings().first()

@@ -1,7 +1,11 @@
-"""Reading figures for a node of the org tree from the active generation."""
+"""Reading figures for a node of the org tree from the active generation: as of a day, and
+what happened in a period."""
 
 from __future__ import annotations
 
+import re
+from calendar import monthrange
+from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
@@ -9,33 +13,79 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporting.projection import Figures
 from shared.db import reading
-from shared.errors import NotFound
+from shared.errors import Invalid, NotFound
+
+_PERIOD = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
 
-async def figures_for(engine: AsyncEngine, projection: Figures, generation: int, code: str) -> dict[str, Any]:
-    nodes, counters = projection.tables(generation)
+def period_of(text: str) -> tuple[date, date]:
+    """A year (2026), a month (2026-11) or a day (2026-11-23): its first and last day."""
+    match = _PERIOD.match(text)
+    if not match:
+        raise Invalid("a period is a year, a month or a day: 2026, 2026-11 or 2026-11-23", field="period")
+    year, month, day = (int(part) if part else None for part in match.groups())
+    try:
+        if day is not None:
+            first = last = date(year, month, day)
+        elif month is not None:
+            first, last = date(year, month, 1), date(year, month, monthrange(year, month)[1])
+        else:
+            first, last = date(year, 1, 1), date(year, 12, 31)
+    except ValueError as error:
+        raise Invalid(f"no such period: {error}", field="period") from None
+    return first, last
+
+
+def _shaped(values: dict[str, int]) -> dict[str, Any]:
+    """The figures that are not zero (a zero may or may not have a row, depending on how the
+    events fell into batches); hours are counted in hundredths, said in hours."""
+    shaped: dict[str, Any] = {}
+    for figure, value in sorted(values.items()):
+        if not value:
+            continue
+        if figure == "service.centihours":
+            shaped["service.hours"] = value / 100
+        else:
+            shaped[figure] = value
+    return shaped
+
+
+async def figures_for(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, *, start: date | None = None, end: date | None = None
+) -> dict[str, Any]:
+    """Every figure of a node as of `end` (all of time when absent), and, given `start`, what
+    happened from `start` to `end`. Counters are kept from the district down; a city sums its
+    districts."""
+    t = projection.figure_tables(generation)
+    nodes, counters = t.nodes, t.counters
     async with reading(engine) as conn:
         node = (await conn.execute(select(nodes).where(nodes.c.code == code))).mappings().first()
         if node is None:
             raise NotFound(f"unknown org unit {code}")
-        # Counters are kept from the district down; a city sums its districts.
         if node["level"] == "city":
-            children = select(nodes.c.code).where(nodes.c.parent_code == code)
-            where = counters.c.node_code.in_(children)
+            where = counters.c.node_code.in_(select(nodes.c.code).where(nodes.c.parent_code == code))
         else:
             where = counters.c.node_code == code
-        rows = await conn.execute(
-            select(counters.c.figure, func.sum(counters.c.value)).where(where).group_by(counters.c.figure)
-        )
-        values = {figure: int(total) for figure, total in rows}
-    registered = values.get("volunteers.registered", 0)
+        if end is not None:
+            where = where & (counters.c.day <= end)
+        totals = select(counters.c.figure, func.sum(counters.c.value)).group_by(counters.c.figure)
+        as_of = {figure: int(total) for figure, total in await conn.execute(totals.where(where))}
+        in_period = None
+        if start is not None:
+            rows = await conn.execute(totals.where(where & (counters.c.day >= start)))
+            in_period = {figure: int(total) for figure, total in rows}
+    registered = as_of.get("volunteers.registered", 0)
     population = node["population"]
-    return {
+    answer: dict[str, Any] = {
         "code": code,
         "name": node["name"],
         "level": node["level"],
         "population": population,
         "party_members": node["party_members"],
-        "figures": dict(sorted(values.items())),
+        "as_of": end.isoformat() if end else None,
+        "figures": _shaped(as_of),
         "volunteer_share_of_population": registered / population if population else None,
     }
+    if in_period is not None:
+        answer["period"] = {"from": start.isoformat(), "to": end.isoformat() if end else None, "figures": _shaped(in_period)}
+    return answer

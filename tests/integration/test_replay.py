@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
@@ -54,10 +54,14 @@ async def publish_city(js, volunteers: int) -> None:
 
 async def figures(projector: Projector, generation: int | None = None) -> dict[tuple[str, str], int]:
     generation = generation or await projector.active_generation()
-    _, counters = projector.projection.tables(generation)
+    counters = projector.projection.figure_tables(generation).counters
     async with projector.engine.connect() as conn:
-        rows = await conn.execute(select(counters.c.node_code, counters.c.figure, counters.c.value))
-        return {(code, figure): value for code, figure, value in rows}
+        rows = await conn.execute(
+            select(counters.c.node_code, counters.c.figure, func.sum(counters.c.value)).group_by(
+                counters.c.node_code, counters.c.figure
+            )
+        )
+        return {(code, figure): int(value) for code, figure, value in rows}
 
 
 def caught_up(figures: dict[tuple[str, str], int], volunteers: int) -> bool:

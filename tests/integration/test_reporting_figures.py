@@ -1,0 +1,202 @@
+"""Reporting's figures from the three contexts' events, on SQLite and PostgreSQL: per node of the
+org tree, as of a day and within a period; the same in any interleaving of the streams."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from services.reporting.projection import Figures
+from services.reporting.queries import figures_for, period_of
+from shared.catalog import Event, catalog
+from shared.db import make_engine, writing
+from shared.envelope import EventEnvelope
+from shared.errors import Invalid, NotFound
+from shared.events import dispatch as d
+from shared.events import points as p
+from shared.events import registry as r
+from shared.replay import Projector
+from tests.factories import registered
+
+CITY, DISTRICT, STREET = "370300", "370303", "370303001000"
+HEPING, XINGFU = "370303001001", "370303001002"
+AT_HEPING = (DISTRICT, STREET, HEPING)
+AT_XINGFU = (DISTRICT, STREET, XINGFU)
+NOV_2, NOV_20, DEC_5 = date(2026, 11, 2), date(2026, 11, 20), date(2026, 12, 5)
+
+
+def on(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 4, tzinfo=UTC)  # noon in the city
+
+
+class Streams:
+    """Each context's events in the order its stream holds them."""
+
+    def __init__(self) -> None:
+        self.by_context: dict[str, list[tuple[EventEnvelope, Event]]] = {"registry": [], "dispatch": [], "points": []}
+        self.versions: dict[str, int] = {}
+
+    def add(self, event: Event, aggregate_id: str, path: tuple[str, ...], day: date) -> None:
+        self.versions[aggregate_id] = self.versions.get(aggregate_id, 0) + 1
+        envelope = catalog.envelope(
+            event, aggregate_id=aggregate_id, aggregate_version=self.versions[aggregate_id], org_path=path,
+            actor="test", occurred_at=on(day),
+        )  # fmt: skip
+        self.by_context[type(event).spec.context].append((envelope, event))
+
+
+def a_city() -> Streams:
+    s = Streams()
+    s.add(r.OrgUnitCreated(code=CITY, parent_code=None, level="city", name="淄博市", population=4_700_000, party_members=300_000), CITY, (CITY,), NOV_2)
+    s.add(r.OrgUnitCreated(code=DISTRICT, parent_code=CITY, level="district", name="张店区", population=1_000_000, party_members=60_000), DISTRICT, (DISTRICT,), NOV_2)
+    s.add(r.OrgUnitCreated(code=STREET, parent_code=DISTRICT, level="street", name="车站街道", population=80_000, party_members=5_000), STREET, (DISTRICT, STREET), NOV_2)
+    for code, name in ((HEPING, "和平社区"), (XINGFU, "幸福社区")):
+        s.add(r.OrgUnitCreated(code=code, parent_code=STREET, level="community", name=name, population=8_000, party_members=500), code, (DISTRICT, STREET, code), NOV_2)
+    s.add(r.SiteOpened(site_id="ST-HEPING", org_unit_code=HEPING, level="station", kind="community", name="站", opened_on=NOV_2), "ST-HEPING", AT_HEPING, NOV_2)
+    s.add(r.SiteOpened(site_id="ST-OLD", org_unit_code=HEPING, level="station", kind="community", name="旧站", opened_on=NOV_2), "ST-OLD", AT_HEPING, NOV_2)
+    s.add(r.SiteClosed(site_id="ST-OLD", closed_on=NOV_20, reason="merged"), "ST-OLD", AT_HEPING, NOV_20)
+    for n in (1, 2, 3):
+        s.add(registered(n, party=n == 1), f"V{n:08d}", AT_HEPING, NOV_2)
+        s.add(r.VolunteerVerified(volunteer_number=f"V{n:08d}"), f"V{n:08d}", AT_HEPING, NOV_2)
+    s.add(r.PartyMemberReportedIn(volunteer_number="V00000001", community_code=HEPING), "V00000001", AT_HEPING, NOV_2)
+    s.add(
+        r.VolunteerTransferred(volunteer_number="V00000002", from_community_code=HEPING, from_org_path=list(AT_HEPING), to_community_code=XINGFU, approved_by="staff"),
+        "V00000002", AT_XINGFU, NOV_20,
+    )  # fmt: skip
+    s.add(r.VolunteerDeregistered(volunteer_number="V00000003", on_request=True), "V00000003", AT_HEPING, DEC_5)
+    s.add(r.TeamCreated(team_id="T00000001", site_id="ST-HEPING", name="夕阳红", kind="general", capacity=30, leader_number="V00000001"), "T00000001", AT_HEPING, NOV_2)
+    s.add(r.TrainingSessionHeld(session_id="TS1", site_id="ST-HEPING", topic="first_aid", held_on=NOV_20, hours=2), "TS1", AT_HEPING, NOV_20)
+    s.add(r.TrainingAttended(session_id="TS1", volunteer_number="V00000001"), "TS1", AT_HEPING, NOV_20)
+
+    s.add(
+        d.ActivityScheduled(activity_id="A00000001", site_id="ST-HEPING", kind="festival", theme="lantern_festival", field="civilised_traffic", group_served="public_needs", starts_on=NOV_20, ends_on=NOV_20),
+        "A00000001", AT_HEPING, NOV_2,
+    )  # fmt: skip
+    s.add(d.VolunteerCheckedIn(shift_id="SH00000001", volunteer_number="V00000001", at=on(NOV_20)), "SH00000001.V00000001", AT_HEPING, NOV_20)
+    record = dict(record_id="R00000001", volunteer_number="V00000001", activity_id="A00000001", shift_id="SH00000001", site_id="ST-HEPING", field="civilised_traffic", group_served="public_needs", service_date=NOV_20, source="attendance")  # fmt: skip
+    s.add(d.ServiceHoursConfirmed(**record, minutes=120, hours=Decimal(2), at=on(NOV_20)), "R00000001", AT_HEPING, NOV_20)
+    s.add(d.ServiceHoursAdjusted(**record, previous_minutes=120, previous_hours=Decimal(2), minutes=90, hours=Decimal("1.5"), reason="recount", at=on(DEC_5)), "R00000001", AT_HEPING, DEC_5)
+    window = dict(window_start=on(NOV_20), window_end=on(DEC_5))
+    s.add(d.OrderPlaced(order_id="O00000001", kind="order", group_served="elderly", field="legal_aid", community_code=HEPING, site_id="ST-HEPING", headcount=1, placed_via="resident", placed_at=on(NOV_2), **window), "O00000001", AT_HEPING, NOV_2)  # fmt: skip
+    s.add(d.OrderAccepted(order_id="O00000001", accepted_by="V00000001", attempt=1, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
+    s.add(d.OrderCompleted(order_id="O00000001", people_served=3, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
+    s.add(d.OrderRated(order_id="O00000001", rating=5, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
+
+    s.add(p.PointsAccountOpened(volunteer_number="V00000001"), "V00000001", AT_HEPING, NOV_2)
+    posting = dict(volunteer_number="V00000001", record_id="R00000001", service_date=NOV_20, service_district=DISTRICT, rule_version=0)  # fmt: skip
+    s.add(p.ServiceCredited(**posting, change="confirmed", hours=Decimal(2), points=20, time_credit_minutes=120, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
+    s.add(p.ServiceDebited(**posting, change="adjusted", hours=Decimal("0.5"), points=5, time_credit_minutes=30, total_hours=Decimal("1.5")), "V00000001", AT_HEPING, DEC_5)
+    s.add(p.StarLevelAwarded(volunteer_number="V00000001", level=1, previous_level=0, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
+    s.add(p.RedemptionHandedOver(redemption_id="RD00000001", volunteer_number="V00000001", site_id="ST-HEPING", points=10, at=on(DEC_5)), "RD00000001", AT_HEPING, DEC_5)
+    return s
+
+
+@pytest.fixture
+async def projector(database_url: str) -> AsyncIterator[Projector]:
+    projector = Projector(Figures(), make_engine(database_url))
+    await projector.setup()
+    yield projector
+    await projector.engine.dispose()
+
+
+async def apply(projector: Projector, generation: int, events: list[tuple[EventEnvelope, Event]], batch: int) -> None:
+    for start in range(0, len(events), batch):
+        async with writing(projector.engine) as conn:
+            await projector.projection.apply(conn, generation, events[start : start + batch])
+
+
+async def figures(projector: Projector, code: str, **period: Any) -> dict[str, Any]:
+    generation = await projector.active_generation()
+    return (await figures_for(projector.engine, projector.projection, generation, code, **period))  # type: ignore[arg-type]
+
+
+async def test_every_context_counts_at_every_node_of_the_path_as_of_a_day_and_in_a_period(projector) -> None:
+    city = a_city()
+    for context in ("registry", "dispatch", "points"):
+        await apply(projector, 1, city.by_context[context], batch=5)
+
+    heping = (await figures(projector, HEPING))["figures"]
+    assert heping == {
+        "activities": 1, "activities.field.civilised_traffic": 1, "activities.group_served.public_needs": 1,
+        "activities.kind.festival": 1, "activities.theme.lantern_festival": 1,
+        "orders.accepted": 1, "orders.completed": 1, "orders.people_served": 3, "orders.placed": 1, "orders.rated": 1,
+        "orders.rating_sum": 5, "participations": 1, "party_members.reported_in": 1,
+        "points.accounts_opened": 1, "points.issued": 15, "points.redeemed": 10, "service.hours": 1.5,
+        "sites.kind.community": 1, "sites.level.station": 1, "stars.level.1": 1, "teams": 1, "teams.kind.general": 1,
+        "trainees": 1, "trainings": 1,
+        "volunteers.age_band.35_59": 1, "volunteers.deregistered": 1, "volunteers.gender.female": 1,
+        "volunteers.new": 3, "volunteers.political_status.party_member": 1, "volunteers.registered": 1,
+        "volunteers.transferred_out": 1, "volunteers.verified": 3,
+    }  # fmt: skip
+    xingfu = (await figures(projector, XINGFU))["figures"]
+    assert (xingfu["volunteers.registered"], xingfu["volunteers.transferred_in"]) == (1, 1)
+    district = await figures(projector, DISTRICT)
+    assert district["figures"]["volunteers.registered"] == 2 and district["volunteer_share_of_population"] == 2 / 1_000_000
+    assert (await figures(projector, CITY))["figures"] == district["figures"]  # a city sums its districts
+
+    # As it stood on 20 November: the adjustment, the deregistration and the shop came later.
+    november = await figures(projector, HEPING, start=date(2026, 11, 1), end=date(2026, 11, 30))
+    assert november["as_of"] == "2026-11-30"
+    assert (november["figures"]["service.hours"], november["figures"]["volunteers.registered"]) == (2.0, 2)
+    assert "points.redeemed" not in november["figures"] and november["figures"]["points.issued"] == 20
+    assert november["period"]["figures"]["sites.level.station"] == 1  # two opened, one closed
+    december = await figures(projector, HEPING, start=date(2026, 12, 1), end=date(2026, 12, 31))
+    assert december["period"]["figures"] == {
+        "points.issued": -5, "points.redeemed": 10, "service.hours": -0.5, "volunteers.age_band.35_59": -1,
+        "volunteers.deregistered": 1, "volunteers.gender.female": -1, "volunteers.political_status.masses": -1,
+        "volunteers.registered": -1,
+    }  # fmt: skip
+
+
+async def test_the_same_events_in_any_interleaving_of_the_streams_give_the_same_figures(projector) -> None:
+    city = a_city()
+    await apply(projector, 1, [e for c in ("registry", "dispatch", "points") for e in city.by_context[c]], batch=1000)
+    rng = random.Random(7)
+    for generation, batch in ((2, 3), (3, 1), (4, 7)):
+        # Merge the three streams in a random interleaving, each stream's own order kept.
+        queues = {c: list(events) for c, events in city.by_context.items()}
+        merged = []
+        while any(queues.values()):
+            context = rng.choice([c for c, q in queues.items() if q])
+            merged.append(queues[context].pop(0))
+        async with writing(projector.engine) as conn:
+            tables = projector.projection.tables(generation)
+            await conn.run_sync(lambda sync: tables[0].metadata.create_all(sync, tables=list(tables)))
+        await apply(projector, generation, merged, batch)
+    totals = []
+    for generation in (1, 2, 3, 4):
+        counters = projector.projection.figure_tables(generation).counters
+        async with projector.engine.connect() as conn:
+            rows = await conn.execute(
+                select(counters.c.node_code, counters.c.figure, counters.c.day, func.sum(counters.c.value))
+                .group_by(counters.c.node_code, counters.c.figure, counters.c.day)
+                .having(func.sum(counters.c.value) != 0)
+            )
+            totals.append(sorted(tuple(row) for row in rows))
+    assert totals[0] and totals[1] == totals[0] and totals[2] == totals[0] and totals[3] == totals[0]
+
+
+async def test_an_unknown_node_is_not_found(projector) -> None:
+    with pytest.raises(NotFound):
+        await figures(projector, "999999")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2026", (date(2026, 1, 1), date(2026, 12, 31))), ("2026-02", (date(2026, 2, 1), date(2026, 2, 28))), ("2026-11-23", (date(2026, 11, 23),) * 2)],
+)
+def test_a_period_is_a_year_a_month_or_a_day(text: str, expected: tuple[date, date]) -> None:
+    assert period_of(text) == expected
+
+
+@pytest.mark.parametrize("text", ["26", "2026-13", "2026-02-30", "last week"])
+def test_a_period_that_is_none_of_those_is_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(Invalid) as refused:
+        period_of(text)
+    assert refused.value.field == "period"

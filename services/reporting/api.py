@@ -10,7 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from services.reporting.queries import figures_for, period_of
+from services.reporting.queries import figures_for, party_targets, period_of
+from shared.citytime import city_date
+from shared.envelope import utcnow
 from shared.errors import Conflict, Invalid
 from shared.replay import Projector
 
@@ -41,6 +43,20 @@ async def get_figures(
     projector = _projector(request)
     generation = await projector.active_generation()
     return await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+
+
+@router.get("/figures/{code}/party-members", tags=["figures"])
+async def get_party_targets(
+    code: str,
+    request: Request,
+    year: Annotated[int | None, Query(ge=2000, le=2200, description="The year whose hours count; this year when absent.")] = None,
+) -> dict[str, Any]:
+    """Party-member targets: registered (target 60% of party members), 25 hours a year, reported
+    in to their community (target 70%), and who falls short."""
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    year = year or city_date(utcnow()).year
+    return await party_targets(projector.engine, projector.projection, generation, code, year)  # type: ignore[arg-type]
 
 
 class RebuildStatus:

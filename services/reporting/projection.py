@@ -62,6 +62,18 @@ _ORDER_FLOWS = {
 }  # fmt: skip
 
 
+def _hours_change(event: Event) -> int:
+    """What a record event changes of the counted hours, in hundredths."""
+    match event:
+        case dispatch_events.ServiceHoursConfirmed():
+            return int(event.hours * 100)
+        case dispatch_events.ServiceHoursAdjusted():
+            return int((event.hours - event.previous_hours) * 100)
+        case dispatch_events.ServiceHoursRevoked():
+            return -int(event.hours * 100)
+    raise TypeError(event)
+
+
 class FigureTables:
     def __init__(self, metadata: MetaData, generation: int) -> None:
         g = generation
@@ -93,6 +105,15 @@ class FigureTables:
             Column("age_band", String(20), nullable=False),
             Column("gender", String(10), nullable=False),
             Column("active", Integer, nullable=False),
+            Column("reported_in", Integer, nullable=False, default=0),
+        )
+        # Confirmed hours per volunteer and year (× 100), for the party members' 25 hours a year.
+        self.member_hours = Table(
+            f"member_hours_g{g}",
+            metadata,
+            Column("volunteer_number", String(20), primary_key=True),
+            Column("year", Integer, primary_key=True),
+            Column("centihours", BigInteger, nullable=False),
         )
         self.sites = Table(
             f"sites_g{g}",
@@ -113,7 +134,7 @@ class FigureTables:
         )
 
     def all(self) -> tuple[Table, ...]:
-        return (self.nodes, self.counters, self.members, self.sites, self.teams)
+        return (self.nodes, self.counters, self.members, self.member_hours, self.sites, self.teams)
 
 
 def _path(text: str) -> tuple[str, ...]:
@@ -191,7 +212,7 @@ class Figures:
                     upsert(conn, t.members)
                     .values(
                         volunteer_number=event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
-                        age_band=event.age_band, gender=event.gender, active=1,
+                        age_band=event.age_band, gender=event.gender, active=1, reported_in=0,
                     )
                     .on_conflict_do_nothing()
                 )  # fmt: skip
@@ -218,6 +239,9 @@ class Figures:
                     add("volunteers.transferred_out", at=before)
                     add("volunteers.transferred_in")
             case registry_events.PartyMemberReportedIn():
+                await conn.execute(
+                    update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(reported_in=1)
+                )
                 add("party_members.reported_in")
             case registry_events.TeamCreated():
                 await conn.execute(
@@ -244,12 +268,10 @@ class Figures:
                 add("activities.cancelled")
             case dispatch_events.VolunteerCheckedIn():
                 add("participations")
-            case dispatch_events.ServiceHoursConfirmed():
-                add("service.centihours", int(event.hours * 100))
-            case dispatch_events.ServiceHoursAdjusted():
-                add("service.centihours", int((event.hours - event.previous_hours) * 100))
-            case dispatch_events.ServiceHoursRevoked():
-                add("service.centihours", -int(event.hours * 100))
+            case dispatch_events.ServiceHoursConfirmed() | dispatch_events.ServiceHoursAdjusted() | dispatch_events.ServiceHoursRevoked():
+                change = _hours_change(event)
+                add("service.centihours", change)
+                await self._add_hours(conn, t, event.volunteer_number, day.year, change)
             case dispatch_events.OrderCompleted():
                 add("orders.completed")
                 add("orders.people_served", event.people_served)
@@ -281,6 +303,16 @@ class Figures:
         add(f"volunteers.political_status.{political_status}", amount, path)
         add(f"volunteers.age_band.{age_band}", amount, path)
         add(f"volunteers.gender.{gender}", amount, path)
+
+    @staticmethod
+    async def _add_hours(conn: AsyncConnection, t: FigureTables, number: str, year: int, centihours: int) -> None:
+        statement = upsert(conn, t.member_hours).values(volunteer_number=number, year=year, centihours=centihours)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["volunteer_number", "year"],
+                set_={"centihours": t.member_hours.c.centihours + statement.excluded.centihours},
+            )
+        )
 
     @staticmethod
     async def _member(conn: AsyncConnection, t: FigureTables, number: str):  # noqa: ANN205

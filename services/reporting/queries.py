@@ -89,3 +89,50 @@ async def figures_for(
     if in_period is not None:
         answer["period"] = {"from": start.isoformat(), "to": end.isoformat() if end else None, "figures": _shaped(in_period)}
     return answer
+
+
+# Huiji's targets for party members (DOMAIN.md): registered volunteers, hours, report-in.
+REGISTERED_TARGET = 0.6
+REPORTED_IN_TARGET = 0.7
+HOURS_A_YEAR = 25
+
+
+async def party_targets(engine: AsyncEngine, projection: Figures, generation: int, code: str, year: int) -> dict[str, Any]:
+    """The party-member targets at a node: registered party-member volunteers as a share of its
+    party members, the share with 25 hours in `year`, the share reported in to their community,
+    and who falls short (by volunteer number: reports carry no names)."""
+    t = projection.figure_tables(generation)
+    async with reading(engine) as conn:
+        node = (await conn.execute(select(t.nodes).where(t.nodes.c.code == code))).mappings().first()
+        if node is None:
+            raise NotFound(f"unknown org unit {code}")
+        m, h = t.members.c, t.member_hours.c
+        query = (
+            select(m.volunteer_number, m.reported_in, func.coalesce(h.centihours, 0))
+            .select_from(t.members.outerjoin(t.member_hours, (h.volunteer_number == m.volunteer_number) & (h.year == year)))
+            .where(m.active == 1, m.political_status == "party_member")
+            .order_by(m.volunteer_number)
+        )
+        if node["level"] != "city":
+            query = query.where(("/" + m.org_path + "/").contains(f"/{code}/"))
+        rows = (await conn.execute(query)).all()
+    registered = len(rows)
+    with_hours = sum(1 for _, _, centihours in rows if centihours >= HOURS_A_YEAR * 100)
+    reported_in = sum(1 for _, reported, _ in rows if reported)
+
+    def share(count: int, of: int) -> float | None:
+        return round(count / of, 4) if of else None
+
+    return {
+        "code": code,
+        "year": year,
+        "party_members": node["party_members"],
+        "registered": {"count": registered, "share": share(registered, node["party_members"]), "target": REGISTERED_TARGET},
+        "with_25_hours": {"count": with_hours, "share": share(with_hours, registered)},
+        "reported_in": {"count": reported_in, "share": share(reported_in, registered), "target": REPORTED_IN_TARGET},
+        "falling_short": [
+            {"volunteer_number": number, "reported_in": bool(reported), "hours": centihours / 100}
+            for number, reported, centihours in rows
+            if not reported or centihours < HOURS_A_YEAR * 100
+        ],
+    }

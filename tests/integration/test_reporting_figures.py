@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
-from services.reporting.queries import figures_for, period_of
+from services.reporting.queries import figures_for, party_targets, period_of
 from shared.catalog import Event, catalog
 from shared.db import make_engine, writing
 from shared.envelope import EventEnvelope
@@ -200,3 +200,26 @@ def test_a_period_that_is_none_of_those_is_refused_naming_the_field(text: str) -
     with pytest.raises(Invalid) as refused:
         period_of(text)
     assert refused.value.field == "period"
+
+
+async def test_party_member_targets_name_who_falls_short(projector) -> None:
+    city = a_city()
+    # A second party member at 和平, with 26 hours this year but not reported in.
+    city.add(registered(4, party=True), "V00000004", AT_HEPING, NOV_2)
+    record = dict(record_id="R00000002", volunteer_number="V00000004", activity_id="A00000001", shift_id=None, site_id="ST-HEPING", field="civilised_traffic", group_served="public_needs", service_date=NOV_20, source="admin_entry")  # fmt: skip
+    city.add(d.ServiceHoursConfirmed(**record, minutes=26 * 60, hours=Decimal(26), at=on(NOV_20)), "R00000002", AT_HEPING, NOV_20)
+    for context in ("points", "dispatch", "registry"):
+        await apply(projector, 1, city.by_context[context], batch=4)
+
+    generation = await projector.active_generation()
+    targets = await party_targets(projector.engine, projector.projection, generation, HEPING, 2026)
+    assert (targets["party_members"], targets["registered"]["count"], targets["registered"]["share"]) == (500, 2, 0.004)
+    assert targets["with_25_hours"] == {"count": 1, "share": 0.5}
+    assert targets["reported_in"] == {"count": 1, "share": 0.5, "target": 0.7}
+    assert targets["falling_short"] == [
+        {"volunteer_number": "V00000001", "reported_in": True, "hours": 1.5},
+        {"volunteer_number": "V00000004", "reported_in": False, "hours": 26.0},
+    ]
+    assert (await party_targets(projector.engine, projector.projection, generation, XINGFU, 2026))["registered"]["count"] == 0
+    assert (await party_targets(projector.engine, projector.projection, generation, CITY, 2026))["registered"]["count"] == 2
+    assert (await party_targets(projector.engine, projector.projection, generation, HEPING, 2025))["with_25_hours"]["count"] == 0

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from services.reporting.queries import figures_for, party_targets, period_of
+from services.reporting.queries import figures_for, order_times, party_targets, period_of
 from shared.citytime import city_date
 from shared.envelope import utcnow
 from shared.errors import Conflict, Invalid
@@ -21,6 +21,16 @@ router = APIRouter()
 
 def _projector(request: Request) -> Projector:
     return request.app.state.projector
+
+
+def _period(period: str | None, start: date | None, end: date | None) -> tuple[date | None, date | None]:
+    if period is not None:
+        if start or end:
+            raise Invalid("give a period or from/to, not both", field="period")
+        return period_of(period)
+    if start and end and end < start:
+        raise Invalid("the period ends before it starts", field="to")
+    return start, end
 
 
 @router.get("/figures/{code}", tags=["figures"])
@@ -34,15 +44,25 @@ async def get_figures(
     """Every figure for one node of the org tree (a city sums its districts): `figures` as they
     stood at the end of `to` (today when absent), and with a period, `period.figures`: what
     happened in it (stocks such as registered volunteers then show their change)."""
-    if period is not None:
-        if start or end:
-            raise Invalid("give a period or from/to, not both", field="period")
-        start, end = period_of(period)
-    if start and end and end < start:
-        raise Invalid("the period ends before it starts", field="to")
+    start, end = _period(period, start, end)
     projector = _projector(request)
     generation = await projector.active_generation()
     return await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+
+
+@router.get("/figures/{code}/orders", tags=["figures"])
+async def get_order_times(
+    code: str,
+    request: Request,
+    period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
+    start: Annotated[date | None, Query(alias="from")] = None,
+    end: Annotated[date | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """Orders placed in the period: the minutes to dispatch and to accept (median, p90)."""
+    start, end = _period(period, start, end)
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    return await order_times(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
 
 
 @router.get("/figures/{code}/party-members", tags=["figures"])

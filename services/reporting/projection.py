@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
 from shared.citytime import city_date
-from shared.db import upsert
+from shared.db import UtcDateTime, upsert
 from shared.envelope import EventEnvelope
 from shared.events import dispatch as dispatch_events
 from shared.events import points as points_events
@@ -45,7 +45,8 @@ _HANDLED = (
     registry_events.TeamDissolved, registry_events.TrainingSessionHeld, registry_events.TrainingAttended,
     dispatch_events.ActivityScheduled, dispatch_events.ActivityCancelled, dispatch_events.VolunteerCheckedIn,
     dispatch_events.ServiceHoursConfirmed, dispatch_events.ServiceHoursAdjusted, dispatch_events.ServiceHoursRevoked,
-    dispatch_events.OrderPlaced, dispatch_events.OrderDispatched, dispatch_events.OrderAccepted, dispatch_events.OrderTaken,
+    dispatch_events.OrderPlaced, dispatch_events.OrderDispatched, dispatch_events.OrderOpenedForTaking,
+    dispatch_events.OrderAccepted, dispatch_events.OrderTaken,
     dispatch_events.OrderDeclined, dispatch_events.OrderTimedOut, dispatch_events.OrderEscalated,
     dispatch_events.OrderCancelled, dispatch_events.OrderCompleted, dispatch_events.OrderRated,
     points_events.PointsAccountOpened, points_events.ServiceCredited, points_events.ServiceDebited,
@@ -55,8 +56,6 @@ _HANDLED = (
 
 # Order events that count once each under orders.<name>.
 _ORDER_FLOWS = {
-    dispatch_events.OrderPlaced: "placed", dispatch_events.OrderDispatched: "dispatched",
-    dispatch_events.OrderAccepted: "accepted", dispatch_events.OrderTaken: "taken",
     dispatch_events.OrderDeclined: "declined", dispatch_events.OrderTimedOut: "timed_out",
     dispatch_events.OrderEscalated: "escalated", dispatch_events.OrderCancelled: "cancelled",
 }  # fmt: skip
@@ -115,6 +114,17 @@ class FigureTables:
             Column("year", Integer, primary_key=True),
             Column("centihours", BigInteger, nullable=False),
         )
+        # Each order's times, for the time to dispatch and to accept (medians need the values).
+        self.orders = Table(
+            f"orders_g{g}",
+            metadata,
+            Column("order_id", String(40), primary_key=True),
+            Column("org_path", String(200), nullable=False),
+            Column("placed_on", Date, nullable=False, index=True),
+            Column("placed_at", UtcDateTime, nullable=False),
+            Column("dispatched_at", UtcDateTime),
+            Column("accepted_at", UtcDateTime),
+        )
         self.sites = Table(
             f"sites_g{g}",
             metadata,
@@ -134,7 +144,7 @@ class FigureTables:
         )
 
     def all(self) -> tuple[Table, ...]:
-        return (self.nodes, self.counters, self.members, self.member_hours, self.sites, self.teams)
+        return (self.nodes, self.counters, self.members, self.member_hours, self.orders, self.sites, self.teams)
 
 
 def _path(text: str) -> tuple[str, ...]:
@@ -272,6 +282,17 @@ class Figures:
                 change = _hours_change(event)
                 add("service.centihours", change)
                 await self._add_hours(conn, t, event.volunteer_number, day.year, change)
+            case dispatch_events.OrderPlaced():
+                add("orders.placed")
+                row = {"order_id": event.order_id, "org_path": "/".join(path), "placed_on": city_date(event.placed_at), "placed_at": event.placed_at}
+                await conn.execute(upsert(conn, t.orders).values(**row).on_conflict_do_nothing())
+            case dispatch_events.OrderDispatched() | dispatch_events.OrderOpenedForTaking():
+                if isinstance(event, dispatch_events.OrderDispatched):
+                    add("orders.dispatched")
+                await self._first(conn, t, event.order_id, "dispatched_at", event.at)
+            case dispatch_events.OrderAccepted() | dispatch_events.OrderTaken():
+                add("orders.accepted" if isinstance(event, dispatch_events.OrderAccepted) else "orders.taken")
+                await self._first(conn, t, event.order_id, "accepted_at", event.at)
             case dispatch_events.OrderCompleted():
                 add("orders.completed")
                 add("orders.people_served", event.people_served)
@@ -303,6 +324,12 @@ class Figures:
         add(f"volunteers.political_status.{political_status}", amount, path)
         add(f"volunteers.age_band.{age_band}", amount, path)
         add(f"volunteers.gender.{gender}", amount, path)
+
+    @staticmethod
+    async def _first(conn: AsyncConnection, t: FigureTables, order_id: str, column: str, at: datetime) -> None:
+        """The first time only: a re-dispatch or a second acceptance keeps the first."""
+        c = t.orders.c
+        await conn.execute(update(t.orders).where(c.order_id == order_id, c[column].is_(None)).values({column: at}))
 
     @staticmethod
     async def _add_hours(conn: AsyncConnection, t: FigureTables, number: str, year: int, centihours: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
-from services.reporting.queries import figures_for, party_targets, period_of
+from services.reporting.queries import figures_for, order_times, party_targets, period_of
 from shared.catalog import Event, catalog
 from shared.db import make_engine, writing
 from shared.envelope import EventEnvelope
@@ -223,3 +223,29 @@ async def test_party_member_targets_name_who_falls_short(projector) -> None:
     assert (await party_targets(projector.engine, projector.projection, generation, XINGFU, 2026))["registered"]["count"] == 0
     assert (await party_targets(projector.engine, projector.projection, generation, CITY, 2026))["registered"]["count"] == 2
     assert (await party_targets(projector.engine, projector.projection, generation, HEPING, 2025))["with_25_hours"]["count"] == 0
+
+
+async def test_times_to_dispatch_and_accept_are_medians_and_90th_percentiles_of_the_orders_placed(projector) -> None:
+    s = Streams()
+    s.add(r.OrgUnitCreated(code=DISTRICT, parent_code=CITY, level="district", name="张店区", population=1, party_members=1), DISTRICT, (DISTRICT,), NOV_2)
+    placed = on(NOV_20)
+    window = dict(window_start=on(DEC_5), window_end=on(date(2026, 12, 6)))
+    for n, (to_dispatch, to_accept) in enumerate([(10, 30), (20, 60), (30, None), (40, 50), (None, None)], start=1):
+        order_id = f"O{n:08d}"
+        s.add(d.OrderPlaced(order_id=order_id, kind="order", group_served="elderly", field="legal_aid", community_code=HEPING, site_id="ST-HEPING", headcount=1, placed_via="resident", placed_at=placed, **window), order_id, AT_HEPING, NOV_20)  # fmt: skip
+        if to_dispatch is not None:
+            at = placed + timedelta(minutes=to_dispatch)
+            s.add(d.OrderDispatched(order_id=order_id, volunteer_numbers=["V00000001"], site_id="ST-HEPING", deadline=at + timedelta(hours=1), attempt=1, at=at), order_id, AT_HEPING, NOV_20)
+            # A re-dispatch later changes nothing: the first counts.
+            s.add(d.OrderDispatched(order_id=order_id, volunteer_numbers=["V00000002"], site_id="ST-HEPING", deadline=at + timedelta(hours=2), attempt=2, at=at + timedelta(hours=1), automatic=True), order_id, AT_HEPING, NOV_20)
+        if to_accept is not None:
+            s.add(d.OrderAccepted(order_id=order_id, accepted_by="V00000002", attempt=2, at=placed + timedelta(minutes=to_accept)), order_id, AT_HEPING, NOV_20)
+    await apply(projector, 1, s.by_context["registry"] + s.by_context["dispatch"], batch=6)
+
+    generation = await projector.active_generation()
+    times = await order_times(projector.engine, projector.projection, generation, DISTRICT, start=NOV_2, end=date(2026, 11, 30))
+    assert times["placed"] == 5
+    assert times["time_to_dispatch"] == {"count": 4, "median_minutes": 20.0, "p90_minutes": 40.0}
+    assert times["time_to_accept"] == {"count": 3, "median_minutes": 50.0, "p90_minutes": 60.0}
+    december = await order_times(projector.engine, projector.projection, generation, DISTRICT, start=DEC_5, end=None)
+    assert december["placed"] == 0 and december["time_to_dispatch"]["median_minutes"] is None

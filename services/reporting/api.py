@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from services.reporting import exports
 from services.reporting.queries import figures_for, order_times, party_targets, period_of
 from shared.citytime import city_date
 from shared.envelope import utcnow
@@ -40,14 +41,21 @@ async def get_figures(
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
     start: Annotated[date | None, Query(alias="from", description="The first day of a custom period.")] = None,
     end: Annotated[date | None, Query(alias="to", description="The last day (and the day figures stand as of).")] = None,
-) -> dict[str, Any]:
+    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+) -> Any:
     """Every figure for one node of the org tree (a city sums its districts): `figures` as they
     stood at the end of `to` (today when absent), and with a period, `period.figures`: what
     happened in it (stocks such as registered volunteers then show their change)."""
     start, end = _period(period, start, end)
     projector = _projector(request)
     generation = await projector.active_generation()
-    return await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+    answer = await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+    if form == "json":
+        return answer
+    in_period = answer.get("period", {}).get("figures", {})
+    names = sorted(set(answer["figures"]) | set(in_period))
+    rows = [(name, answer["figures"].get(name, 0), in_period.get(name, 0) if "period" in answer else None) for name in names]
+    return exports.table(f"figures-{code}", ("figure", "as_of", "in_period"), rows, form)
 
 
 @router.get("/figures/{code}/orders", tags=["figures"])
@@ -57,12 +65,20 @@ async def get_order_times(
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
     start: Annotated[date | None, Query(alias="from")] = None,
     end: Annotated[date | None, Query(alias="to")] = None,
-) -> dict[str, Any]:
+    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+) -> Any:
     """Orders placed in the period: the minutes to dispatch and to accept (median, p90)."""
     start, end = _period(period, start, end)
     projector = _projector(request)
     generation = await projector.active_generation()
-    return await order_times(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+    answer = await order_times(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+    if form == "json":
+        return answer
+    rows = [
+        (step, answer[step]["count"], answer[step]["median_minutes"], answer[step]["p90_minutes"])
+        for step in ("time_to_dispatch", "time_to_accept")
+    ]
+    return exports.table(f"orders-{code}", ("step", "orders", "median_minutes", "p90_minutes"), rows, form)
 
 
 @router.get("/figures/{code}/party-members", tags=["figures"])
@@ -70,13 +86,18 @@ async def get_party_targets(
     code: str,
     request: Request,
     year: Annotated[int | None, Query(ge=2000, le=2200, description="The year whose hours count; this year when absent.")] = None,
-) -> dict[str, Any]:
+    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+) -> Any:
     """Party-member targets: registered (target 60% of party members), 25 hours a year, reported
     in to their community (target 70%), and who falls short."""
     projector = _projector(request)
     generation = await projector.active_generation()
     year = year or city_date(utcnow()).year
-    return await party_targets(projector.engine, projector.projection, generation, code, year)  # type: ignore[arg-type]
+    answer = await party_targets(projector.engine, projector.projection, generation, code, year)  # type: ignore[arg-type]
+    if form == "json":
+        return answer
+    rows = [(m["volunteer_number"], m["reported_in"], m["hours"]) for m in answer["falling_short"]]
+    return exports.table(f"party-members-falling-short-{code}-{year}", ("volunteer_number", "reported_in", "hours"), rows, form)
 
 
 class RebuildStatus:

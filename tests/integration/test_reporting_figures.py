@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,87 +14,15 @@ from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
 from services.reporting.queries import figures_for, order_times, party_targets, period_of
-from shared.catalog import Event, catalog
+from shared.catalog import Event
 from shared.db import make_engine, writing
 from shared.envelope import EventEnvelope
 from shared.errors import Invalid, NotFound
 from shared.events import dispatch as d
-from shared.events import points as p
 from shared.events import registry as r
 from shared.replay import Projector
 from tests.factories import registered
-
-CITY, DISTRICT, STREET = "370300", "370303", "370303001000"
-HEPING, XINGFU = "370303001001", "370303001002"
-AT_HEPING = (DISTRICT, STREET, HEPING)
-AT_XINGFU = (DISTRICT, STREET, XINGFU)
-NOV_2, NOV_20, DEC_5 = date(2026, 11, 2), date(2026, 11, 20), date(2026, 12, 5)
-
-
-def on(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, 4, tzinfo=UTC)  # noon in the city
-
-
-class Streams:
-    """Each context's events in the order its stream holds them."""
-
-    def __init__(self) -> None:
-        self.by_context: dict[str, list[tuple[EventEnvelope, Event]]] = {"registry": [], "dispatch": [], "points": []}
-        self.versions: dict[str, int] = {}
-
-    def add(self, event: Event, aggregate_id: str, path: tuple[str, ...], day: date) -> None:
-        self.versions[aggregate_id] = self.versions.get(aggregate_id, 0) + 1
-        envelope = catalog.envelope(
-            event, aggregate_id=aggregate_id, aggregate_version=self.versions[aggregate_id], org_path=path,
-            actor="test", occurred_at=on(day),
-        )  # fmt: skip
-        self.by_context[type(event).spec.context].append((envelope, event))
-
-
-def a_city() -> Streams:
-    s = Streams()
-    s.add(r.OrgUnitCreated(code=CITY, parent_code=None, level="city", name="淄博市", population=4_700_000, party_members=300_000), CITY, (CITY,), NOV_2)
-    s.add(r.OrgUnitCreated(code=DISTRICT, parent_code=CITY, level="district", name="张店区", population=1_000_000, party_members=60_000), DISTRICT, (DISTRICT,), NOV_2)
-    s.add(r.OrgUnitCreated(code=STREET, parent_code=DISTRICT, level="street", name="车站街道", population=80_000, party_members=5_000), STREET, (DISTRICT, STREET), NOV_2)
-    for code, name in ((HEPING, "和平社区"), (XINGFU, "幸福社区")):
-        s.add(r.OrgUnitCreated(code=code, parent_code=STREET, level="community", name=name, population=8_000, party_members=500), code, (DISTRICT, STREET, code), NOV_2)
-    s.add(r.SiteOpened(site_id="ST-HEPING", org_unit_code=HEPING, level="station", kind="community", name="站", opened_on=NOV_2), "ST-HEPING", AT_HEPING, NOV_2)
-    s.add(r.SiteOpened(site_id="ST-OLD", org_unit_code=HEPING, level="station", kind="community", name="旧站", opened_on=NOV_2), "ST-OLD", AT_HEPING, NOV_2)
-    s.add(r.SiteClosed(site_id="ST-OLD", closed_on=NOV_20, reason="merged"), "ST-OLD", AT_HEPING, NOV_20)
-    for n in (1, 2, 3):
-        s.add(registered(n, party=n == 1), f"V{n:08d}", AT_HEPING, NOV_2)
-        s.add(r.VolunteerVerified(volunteer_number=f"V{n:08d}"), f"V{n:08d}", AT_HEPING, NOV_2)
-    s.add(r.PartyMemberReportedIn(volunteer_number="V00000001", community_code=HEPING), "V00000001", AT_HEPING, NOV_2)
-    s.add(
-        r.VolunteerTransferred(volunteer_number="V00000002", from_community_code=HEPING, from_org_path=list(AT_HEPING), to_community_code=XINGFU, approved_by="staff"),
-        "V00000002", AT_XINGFU, NOV_20,
-    )  # fmt: skip
-    s.add(r.VolunteerDeregistered(volunteer_number="V00000003", on_request=True), "V00000003", AT_HEPING, DEC_5)
-    s.add(r.TeamCreated(team_id="T00000001", site_id="ST-HEPING", name="夕阳红", kind="general", capacity=30, leader_number="V00000001"), "T00000001", AT_HEPING, NOV_2)
-    s.add(r.TrainingSessionHeld(session_id="TS1", site_id="ST-HEPING", topic="first_aid", held_on=NOV_20, hours=2), "TS1", AT_HEPING, NOV_20)
-    s.add(r.TrainingAttended(session_id="TS1", volunteer_number="V00000001"), "TS1", AT_HEPING, NOV_20)
-
-    s.add(
-        d.ActivityScheduled(activity_id="A00000001", site_id="ST-HEPING", kind="festival", theme="lantern_festival", field="civilised_traffic", group_served="public_needs", starts_on=NOV_20, ends_on=NOV_20),
-        "A00000001", AT_HEPING, NOV_2,
-    )  # fmt: skip
-    s.add(d.VolunteerCheckedIn(shift_id="SH00000001", volunteer_number="V00000001", at=on(NOV_20)), "SH00000001.V00000001", AT_HEPING, NOV_20)
-    record = dict(record_id="R00000001", volunteer_number="V00000001", activity_id="A00000001", shift_id="SH00000001", site_id="ST-HEPING", field="civilised_traffic", group_served="public_needs", service_date=NOV_20, source="attendance")  # fmt: skip
-    s.add(d.ServiceHoursConfirmed(**record, minutes=120, hours=Decimal(2), at=on(NOV_20)), "R00000001", AT_HEPING, NOV_20)
-    s.add(d.ServiceHoursAdjusted(**record, previous_minutes=120, previous_hours=Decimal(2), minutes=90, hours=Decimal("1.5"), reason="recount", at=on(DEC_5)), "R00000001", AT_HEPING, DEC_5)
-    window = dict(window_start=on(NOV_20), window_end=on(DEC_5))
-    s.add(d.OrderPlaced(order_id="O00000001", kind="order", group_served="elderly", field="legal_aid", community_code=HEPING, site_id="ST-HEPING", headcount=1, placed_via="resident", placed_at=on(NOV_2), **window), "O00000001", AT_HEPING, NOV_2)  # fmt: skip
-    s.add(d.OrderAccepted(order_id="O00000001", accepted_by="V00000001", attempt=1, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
-    s.add(d.OrderCompleted(order_id="O00000001", people_served=3, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
-    s.add(d.OrderRated(order_id="O00000001", rating=5, at=on(NOV_20)), "O00000001", AT_HEPING, NOV_20)
-
-    s.add(p.PointsAccountOpened(volunteer_number="V00000001"), "V00000001", AT_HEPING, NOV_2)
-    posting = dict(volunteer_number="V00000001", record_id="R00000001", service_date=NOV_20, service_district=DISTRICT, rule_version=0)  # fmt: skip
-    s.add(p.ServiceCredited(**posting, change="confirmed", hours=Decimal(2), points=20, time_credit_minutes=120, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
-    s.add(p.ServiceDebited(**posting, change="adjusted", hours=Decimal("0.5"), points=5, time_credit_minutes=30, total_hours=Decimal("1.5")), "V00000001", AT_HEPING, DEC_5)
-    s.add(p.StarLevelAwarded(volunteer_number="V00000001", level=1, previous_level=0, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
-    s.add(p.RedemptionHandedOver(redemption_id="RD00000001", volunteer_number="V00000001", site_id="ST-HEPING", points=10, at=on(DEC_5)), "RD00000001", AT_HEPING, DEC_5)
-    return s
+from tests.infra.city_events import AT_HEPING, CITY, DEC_5, DISTRICT, HEPING, NOV_2, NOV_20, XINGFU, Streams, a_city, on
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ run: $(READY)
 
 test: $(READY)
 	@bash deploy/ensure-docker-compose.sh
+	@bash deploy/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(READY)

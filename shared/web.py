@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import html
+import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -16,6 +20,22 @@ from shared.errors import Conflict, Invalid, NotFound, Refused
 from shared.eventstore import ConcurrencyConflict
 
 PROBLEM = "application/problem+json"
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+
+
+@functools.cache
+def _template(package: str, name: str) -> str:
+    return (resources.files(package) / "pages" / name).read_text(encoding="utf-8")
+
+
+def render(package: str, name: str, **values: object) -> str:
+    """A service's page (`<package>/pages/<name>`) with each `{{slot}}` filled by its value,
+    HTML-escaped; a slot without a value is a bug."""
+
+    def fill(match: re.Match[str]) -> str:
+        return html.escape(str(values[match.group(1)]))
+
+    return _SLOT.sub(fill, _template(package, name))
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import select
 
 from services.reporting import exports
-from services.reporting.queries import figures_for, order_times, party_targets, period_of
+from services.reporting.queries import HEADLINE, children, figures_for, order_times, party_targets, period_of, trend
+from shared import web
 from shared.citytime import city_date
+from shared.db import reading
 from shared.envelope import utcnow
 from shared.errors import Conflict, Invalid
 from shared.replay import Projector
@@ -22,6 +25,18 @@ router = APIRouter()
 
 def _projector(request: Request) -> Projector:
     return request.app.state.projector
+
+
+@router.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
+async def dashboard(request: Request) -> HTMLResponse:
+    """The dashboard page (Chinese, with an English switch; `?code=` a node, `?lang=en`): headline
+    figures, trends, bars by unit with drill-down, the orders funnel, the party members' targets."""
+    projector = _projector(request)
+    nodes = projector.projection.figure_tables(await projector.active_generation()).nodes  # type: ignore[attr-defined]
+    async with reading(projector.engine) as conn:
+        # The city when there is one, else the first node known (a district alone, say).
+        top = await conn.scalar(select(nodes.c.code).order_by((nodes.c.level != "city"), nodes.c.code).limit(1))
+    return HTMLResponse(web.render("services.reporting", "dashboard.html", code=top or ""), headers={"Cache-Control": "no-store"})
 
 
 def _period(period: str | None, start: date | None, end: date | None) -> tuple[date | None, date | None]:
@@ -56,6 +71,37 @@ async def get_figures(
     names = sorted(set(answer["figures"]) | set(in_period))
     rows = [(name, answer["figures"].get(name, 0), in_period.get(name, 0) if "period" in answer else None) for name in names]
     return exports.table(f"figures-{code}", ("figure", "as_of", "in_period"), rows, form)
+
+
+@router.get("/figures/{code}/trend", tags=["figures"])
+async def get_trend(
+    code: str,
+    request: Request,
+    figure: Annotated[str, Query(min_length=1, max_length=80, description="e.g. volunteers.registered, service.hours.")],
+    by: Annotated[str, Query(pattern="^(day|month)$")] = "month",
+    start: Annotated[date | None, Query(alias="from")] = None,
+    end: Annotated[date | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """A figure's change in each day or month, and its level at the end of each (a trend line).
+    By default the last 30 days, or the last 12 months."""
+    end = end or city_date(utcnow())
+    if start is None:  # 30 days, or this month and the 11 before it
+        start = end - timedelta(days=29) if by == "day" else (end.replace(day=1) - timedelta(days=335)).replace(day=1)
+    start, end = _period(None, start, end)
+    if (end - start).days > 3660:
+        raise Invalid("a trend spans ten years at the most", field="from")
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    stored = "service.centihours" if figure == "service.hours" else figure
+    return await trend(projector.engine, projector.projection, generation, code, stored, start=start, end=end, by=by)  # type: ignore[arg-type]
+
+
+@router.get("/figures/{code}/children", tags=["figures"])
+async def get_children(code: str, request: Request) -> dict[str, Any]:
+    """The node's children with their headline figures: bars by district, and the way down."""
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    return await children(projector.engine, projector.projection, generation, code, HEADLINE)  # type: ignore[arg-type]
 
 
 @router.get("/figures/{code}/orders", tags=["figures"])

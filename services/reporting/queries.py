@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from calendar import monthrange
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -15,6 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.reporting.projection import Figures
 from shared.db import reading
 from shared.errors import Invalid, NotFound
+
+# The figures a dashboard shows for every node and its children.
+HEADLINE = (
+    "volunteers.registered", "activities", "participations", "service.centihours", "orders.placed",
+    "orders.completed", "orders.people_served", "points.issued", "points.redeemed",
+)  # fmt: skip
 
 _PERIOD = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
@@ -182,4 +189,75 @@ async def order_times(
         "placed": len(rows),
         "time_to_dispatch": minutes([(placed, dispatched) for placed, dispatched, _ in rows]),
         "time_to_accept": minutes([(placed, accepted) for placed, _, accepted in rows]),
+    }
+
+
+async def _node(conn: Any, nodes: Any, code: str) -> Any:
+    node = (await conn.execute(select(nodes).where(nodes.c.code == code))).mappings().first()
+    if node is None:
+        raise NotFound(f"unknown org unit {code}")
+    return node
+
+
+async def trend(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, figure: str, *, start: date, end: date, by: str
+) -> dict[str, Any]:
+    """What one figure changed by in each day or month from `start` to `end` (zeros included),
+    and where it stood at the end of each."""
+    t = projection.figure_tables(generation)
+    counters = t.counters
+    async with reading(engine) as conn:
+        node = await _node(conn, t.nodes, code)
+        if node["level"] == "city":
+            where = counters.c.node_code.in_(select(t.nodes.c.code).where(t.nodes.c.parent_code == code))
+        else:
+            where = counters.c.node_code == code
+        where = where & (counters.c.figure == figure)
+        before = await conn.scalar(select(func.coalesce(func.sum(counters.c.value), 0)).where(where, counters.c.day < start))
+        rows = await conn.execute(
+            select(counters.c.day, func.sum(counters.c.value))
+            .where(where, counters.c.day >= start, counters.c.day <= end)
+            .group_by(counters.c.day)
+        )
+        by_day = {day: int(value) for day, value in rows}
+    buckets: dict[str, int] = {}
+    day = start
+    while day <= end:
+        key = day.isoformat() if by == "day" else day.isoformat()[:7]
+        buckets[key] = buckets.get(key, 0) + by_day.get(day, 0)
+        day = date.fromordinal(day.toordinal() + 1)
+    points, level = [], int(before)
+    scale = 100 if figure == "service.centihours" else 1
+    for key, change in buckets.items():
+        level += change
+        points.append({"period": key, "change": change / scale, "level": level / scale})
+    return {"code": code, "figure": "service.hours" if scale == 100 else figure, "by": by, "points": points}
+
+
+async def children(engine: AsyncEngine, projection: Figures, generation: int, code: str, figures: Sequence[str]) -> dict[str, Any]:
+    """A node's children (districts of a city, streets of a district, …) with a few figures each."""
+    t = projection.figure_tables(generation)
+    async with reading(engine) as conn:
+        node = await _node(conn, t.nodes, code)
+        kids = (await conn.execute(select(t.nodes).where(t.nodes.c.parent_code == code).order_by(t.nodes.c.code))).mappings().all()
+        rows = await conn.execute(
+            select(t.counters.c.node_code, t.counters.c.figure, func.sum(t.counters.c.value))
+            .where(t.counters.c.node_code.in_([k["code"] for k in kids]), t.counters.c.figure.in_(list(figures)))
+            .group_by(t.counters.c.node_code, t.counters.c.figure)
+        )
+        values: dict[str, dict[str, int]] = {}
+        for node_code, figure, total in rows:
+            values.setdefault(node_code, {})[figure] = int(total)
+    return {
+        "code": code,
+        "name": node["name"],
+        "level": node["level"],
+        "parent_code": node["parent_code"],
+        "children": [
+            {
+                "code": k["code"], "name": k["name"], "level": k["level"], "population": k["population"],
+                "figures": _shaped(values.get(k["code"], {})),
+            }  # fmt: skip
+            for k in kids
+        ],
     }

@@ -4,11 +4,7 @@ style and script inline (no CDN: a site's screen may have no way out to the inte
 
 from __future__ import annotations
 
-import functools
-import html
-import re
 from datetime import datetime
-from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,13 +16,13 @@ from services.dispatch.activities import CANCELLED, CITY_ZONE
 from services.dispatch.api import events_of, now_of
 from services.dispatch.api.attendance import ShiftPath, current_code, shift_codes
 from services.dispatch.handlers import activities as activity_handlers
+from shared import web
 from shared.db import reading
 
 router = APIRouter(tags=["pages"])
 
 NO_STORE = "no-store"  # a code is good for a minute at most: no cache may keep one
 VALID_UNTIL = "X-Beacon-Valid-Until"  # when the code in the image stops being accepted
-_SLOT = re.compile(r"\{\{(\w+)\}\}")
 _WEEKDAYS_ZH = "一二三四五六日"
 _STATUS_NOTES = {
     CANCELLED: "本班次已取消 · This shift was cancelled",
@@ -34,18 +30,8 @@ _STATUS_NOTES = {
 }
 
 
-@functools.cache
-def _template(name: str) -> str:
-    return (resources.files("services.dispatch") / "pages" / name).read_text(encoding="utf-8")
-
-
 def render(name: str, **values: object) -> str:
-    """The page with each `{{slot}}` filled by its value, HTML-escaped; a slot without a value is a bug."""
-
-    def fill(match: re.Match[str]) -> str:
-        return html.escape(str(values[match.group(1)]))
-
-    return _SLOT.sub(fill, _template(name))
+    return web.render("services.dispatch", name, **values)
 
 
 def _when(starts_at: datetime, ends_at: datetime) -> tuple[str, str]:

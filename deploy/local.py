@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("Beacon is running:")
         for name in SERVICES:
             _say(f"  {name:<10} {city.urls[name]}  (API docs {city.urls[name]}/docs)")
-        _say(f"  figures    {city.urls['reporting']}/figures/370303")
+        _say(f"  dashboard  {city.urls['reporting']}/dashboard  (figures: {city.urls['reporting']}/figures/370303)")
         if not args.no_demo:
             _say(f"  shift page {city.urls['dispatch']}/shifts/{demo['shift_id']}/display  (its QR code opens the check-in page)")
             _say(f"  shop       {city.urls['points']}/sites/{shop}/items")

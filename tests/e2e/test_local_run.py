@@ -53,7 +53,7 @@ def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
                     break
                 time.sleep(0.1)
             assert figures["volunteers.registered"] > 0
-            assert figures["sites.station"] > 0
+            assert figures["sites.level.station"] > 0
             assert figures["points.accounts_opened"] == figures["volunteers.registered"]
 
         process.send_signal(signal.SIGINT)
@@ -64,5 +64,10 @@ def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         assert all(port_is_free(p) for p in ports), "a process outlived Ctrl-C"
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            # Ctrl-C first: killing the launcher outright would leave its services running.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()

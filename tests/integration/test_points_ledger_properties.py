@@ -6,6 +6,7 @@ ledger folded from points' own events is the one stored."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,7 +35,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        # The store's own event loop, in a thread of its own: whatever loop the test runner keeps
+        # in this thread (pytest-asyncio's session loop) cannot get in its way.
         self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ledger-machine", daemon=True)
+        self.thread.start()
         self.directory = TemporaryDirectory()
         self.events = points_store(f"sqlite:///{Path(self.directory.name) / 'points.db'}")
         self.rules = RuleCache()
@@ -49,12 +54,16 @@ class LedgerMachine(RuleBasedStateMachine):
         self.item = self.run(handlers.list_item(self.events, SITE, "rice", 15, 1000, STAFF)).item_id
 
     def run(self, coroutine):  # noqa: ANN001, ANN201
-        return self.loop.run_until_complete(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     def teardown(self) -> None:
-        self.run(self.events.engine.dispose())
-        self.loop.close()
-        self.directory.cleanup()
+        try:
+            self.run(self.events.engine.dispose())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+            self.directory.cleanup()
 
     def deliver(self, item) -> None:  # noqa: ANN001
         self.delivered.append(item)

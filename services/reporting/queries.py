@@ -82,6 +82,7 @@ async def figures_for(
         if start is not None:
             rows = await conn.execute(totals.where(where & (counters.c.day >= start)))
             in_period = {figure: int(total) for figure, total in rows}
+        coverage = await _coverage(conn, t, code, end)
     registered = as_of.get("volunteers.registered", 0)
     population = node["population"]
     answer: dict[str, Any] = {
@@ -94,9 +95,40 @@ async def figures_for(
         "figures": _shaped(as_of),
         "volunteer_share_of_population": registered / population if population else None,
     }
+    answer["coverage"] = coverage
     if in_period is not None:
         answer["period"] = {"from": start.isoformat(), "to": end.isoformat() if end else None, "figures": _shaped(in_period)}
     return answer
+
+
+async def _coverage(conn: Any, t: Any, code: str, end: date | None) -> dict[str, Any]:
+    """Of the communities under a node: how many have an open station, and at least one team."""
+    tree = {row.code: (row.parent_code, row.level) for row in await conn.execute(select(t.nodes.c.code, t.nodes.c.parent_code, t.nodes.c.level))}
+
+    def under(community: str) -> bool:
+        node: str | None = community
+        while node is not None:
+            if node == code:
+                return True
+            node = tree.get(node, (None, None))[0]
+        return False
+
+    communities = [c for c, (_, level) in tree.items() if level == "community" and under(c)]
+    counters = t.counters
+    query = (
+        select(counters.c.node_code, counters.c.figure, func.sum(counters.c.value))
+        .where(counters.c.node_code.in_(communities), counters.c.figure.in_(["sites.level.station", "teams"]))
+        .group_by(counters.c.node_code, counters.c.figure)
+    )
+    if end is not None:
+        query = query.where(counters.c.day <= end)
+    having = {(node, figure) for node, figure, total in await conn.execute(query) if total > 0}
+
+    def part(figure: str) -> dict[str, Any]:
+        count = sum(1 for c in communities if (c, figure) in having)
+        return {"count": count, "share": round(count / len(communities), 4) if communities else None}
+
+    return {"communities": len(communities), "with_station": part("sites.level.station"), "with_team": part("teams")}
 
 
 # Huiji's targets for party members (DOMAIN.md): registered volunteers, hours, report-in.

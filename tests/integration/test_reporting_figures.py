@@ -22,7 +22,7 @@ from shared.events import dispatch as d
 from shared.events import registry as r
 from shared.replay import Projector
 from tests.factories import registered
-from tests.infra.city_events import AT_HEPING, CITY, DEC_5, DISTRICT, HEPING, NOV_2, NOV_20, XINGFU, Streams, a_city, on
+from tests.infra.city_events import AT_HEPING, CITY, DEC_5, DISTRICT, HEPING, NOV_2, NOV_20, STREET, XINGFU, Streams, a_city, on
 
 
 @pytest.fixture
@@ -177,3 +177,18 @@ async def test_times_to_dispatch_and_accept_are_medians_and_90th_percentiles_of_
     assert times["time_to_accept"] == {"count": 3, "median_minutes": 50.0, "p90_minutes": 60.0}
     december = await order_times(projector.engine, projector.projection, generation, DISTRICT, start=DEC_5, end=None)
     assert december["placed"] == 0 and december["time_to_dispatch"]["median_minutes"] is None
+
+
+async def test_coverage_counts_the_communities_with_a_station_and_with_a_team(projector) -> None:
+    city = a_city()
+    for context in ("registry", "dispatch", "points"):
+        await apply(projector, 1, city.by_context[context], batch=10)
+    coverage = (await figures(projector, STREET))["coverage"]
+    # 和平 has a station (one of its two closed) and a team; 幸福 has neither.
+    assert coverage == {"communities": 2, "with_station": {"count": 1, "share": 0.5}, "with_team": {"count": 1, "share": 0.5}}
+    assert (await figures(projector, CITY))["coverage"]["communities"] == 2
+    assert (await figures(projector, XINGFU))["coverage"] == {
+        "communities": 1, "with_station": {"count": 0, "share": 0.0}, "with_team": {"count": 0, "share": 0.0}
+    }
+    before = (await figures(projector, STREET, end=date(2026, 11, 1)))["coverage"]  # before anything opened
+    assert before["with_station"]["count"] == 0

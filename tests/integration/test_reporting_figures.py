@@ -22,7 +22,20 @@ from shared.events import dispatch as d
 from shared.events import registry as r
 from shared.replay import Projector
 from tests.factories import registered
-from tests.infra.city_events import AT_HEPING, CITY, DEC_5, DISTRICT, HEPING, NOV_2, NOV_20, STREET, XINGFU, Streams, a_city, on
+from tests.infra.city_events import (
+    AT_HEPING,
+    CITY,
+    DEC_5,
+    DISTRICT,
+    HEPING,
+    NOV_2,
+    NOV_20,
+    STREET,
+    XINGFU,
+    Streams,
+    a_city,
+    on,
+)
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ class Books:
     async def account(self, number: str) -> Account:
         await self.load([number])
         if number not in self.accounts:
-            raise NotFound(f"volunteer {number} has no points account")
+            raise NotFound(f"volunteer {number} has no points account", field="volunteer_number")
         return self.accounts[number]
 
     def open(self, number: str, district_code: str, org_path: tuple[str, ...]) -> Account:

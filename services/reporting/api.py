@@ -12,7 +12,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import select
 
 from services.reporting import exports
-from services.reporting.queries import HEADLINE, children, figures_for, order_times, party_targets, period_of, trend
+from services.reporting.queries import (
+    HEADLINE,
+    children,
+    figures_for,
+    order_times,
+    party_targets,
+    period_of,
+    top_volunteers,
+    trend,
+)
 from shared import web
 from shared.citytime import city_date
 from shared.db import reading
@@ -125,6 +134,25 @@ async def get_order_times(
         for step in ("time_to_dispatch", "time_to_accept")
     ]
     return exports.table(f"orders-{code}", ("step", "orders", "median_minutes", "p90_minutes"), rows, form)
+
+
+@router.get("/figures/{code}/top-volunteers", tags=["figures"])
+async def get_top_volunteers(
+    code: str,
+    request: Request,
+    year: Annotated[int | None, Query(ge=2000, le=2200, description="This year when absent.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 10,
+    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+) -> Any:
+    """The node's volunteers with the most confirmed hours in the year (by volunteer number)."""
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    year = year or city_date(utcnow()).year
+    answer = await top_volunteers(projector.engine, projector.projection, generation, code, year, limit)  # type: ignore[arg-type]
+    if form == "json":
+        return answer
+    rows = [(v["rank"], v["volunteer_number"], v["hours"]) for v in answer["volunteers"]]
+    return exports.table(f"top-volunteers-{code}-{year}", ("rank", "volunteer_number", "hours"), rows, form)
 
 
 @router.get("/figures/{code}/party-members", tags=["figures"])

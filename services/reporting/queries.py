@@ -293,3 +293,28 @@ async def children(engine: AsyncEngine, projection: Figures, generation: int, co
             for k in kids
         ],
     }
+
+
+async def top_volunteers(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, year: int, limit: int
+) -> dict[str, Any]:
+    """The volunteers of a node with the most confirmed hours in `year`, by volunteer number."""
+    t = projection.figure_tables(generation)
+    async with reading(engine) as conn:
+        node = await _node(conn, t.nodes, code)
+        m, h = t.members.c, t.member_hours.c
+        query = (
+            select(m.volunteer_number, h.centihours)
+            .select_from(t.members.join(t.member_hours, h.volunteer_number == m.volunteer_number))
+            .where(m.active == 1, h.year == year, h.centihours > 0)
+            .order_by(h.centihours.desc(), m.volunteer_number)
+            .limit(limit)
+        )
+        if node["level"] != "city":
+            query = query.where(("/" + m.org_path + "/").contains(f"/{code}/"))
+        rows = (await conn.execute(query)).all()
+    return {
+        "code": code,
+        "year": year,
+        "volunteers": [{"rank": i, "volunteer_number": n, "hours": c / 100} for i, (n, c) in enumerate(rows, start=1)],
+    }

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
-from services.reporting.queries import figures_for, order_times, party_targets, period_of
+from services.reporting.queries import figures_for, order_times, party_targets, period_of, top_volunteers
 from shared.catalog import Event
 from shared.db import make_engine, writing
 from shared.envelope import EventEnvelope
@@ -205,3 +205,22 @@ async def test_coverage_counts_the_communities_with_a_station_and_with_a_team(pr
     }
     before = (await figures(projector, STREET, end=date(2026, 11, 1)))["coverage"]  # before anything opened
     assert before["with_station"]["count"] == 0
+
+
+async def test_top_volunteers_rank_by_confirmed_hours_in_the_year(projector) -> None:
+    city = a_city()
+    for n, hours in ((5, 7), (6, 12)):
+        city.add(registered(n), f"V{n:08d}", AT_HEPING, NOV_2)
+        record = dict(record_id=f"R0000001{n}", volunteer_number=f"V{n:08d}", activity_id="A00000001", shift_id=None, site_id="ST-HEPING", field="civilised_traffic", group_served="public_needs", service_date=NOV_20, source="admin_entry")  # fmt: skip
+        city.add(d.ServiceHoursConfirmed(**record, minutes=hours * 60, hours=Decimal(hours), at=on(NOV_20)), f"R0000001{n}", AT_HEPING, NOV_20)
+    for context in ("dispatch", "registry", "points"):
+        await apply(projector, 1, city.by_context[context], batch=8)
+    generation = await projector.active_generation()
+    top = await top_volunteers(projector.engine, projector.projection, generation, STREET, 2026, 2)
+    assert top["volunteers"] == [
+        {"rank": 1, "volunteer_number": "V00000006", "hours": 12.0},
+        {"rank": 2, "volunteer_number": "V00000005", "hours": 7.0},
+    ]
+    everyone = await top_volunteers(projector.engine, projector.projection, generation, HEPING, 2026, 10)
+    assert [v["volunteer_number"] for v in everyone["volunteers"]] == ["V00000006", "V00000005", "V00000001"]
+    assert (await top_volunteers(projector.engine, projector.projection, generation, XINGFU, 2026, 10))["volunteers"] == []

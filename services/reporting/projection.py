@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, select, update
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
@@ -174,8 +175,10 @@ class Figures:
     async def apply(self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EventEnvelope, Event]]) -> None:
         tables = self.figure_tables(generation)
         delta: Delta = Counter()
+        pending = _Pending(conn, tables)
         for envelope, event in events:
-            await self._fold(conn, tables, envelope, event, delta)
+            await self._fold(conn, tables, envelope, event, delta, pending)
+        await pending.write()
         rows = [{"node_code": n, "figure": f, "day": d, "value": v} for (n, f, d), v in sorted(delta.items()) if v]
         if rows:
             statement = upsert(conn, tables.counters)
@@ -187,7 +190,9 @@ class Figures:
                 rows,
             )
 
-    async def _fold(self, conn: AsyncConnection, t: FigureTables, envelope: EventEnvelope, event: Event, delta: Delta) -> None:
+    async def _fold(
+        self, conn: AsyncConnection, t: FigureTables, envelope: EventEnvelope, event: Event, delta: Delta, pending: _Pending
+    ) -> None:
         day = city_date(envelope.occurred_at)
         path = envelope.org_path
 
@@ -218,40 +223,35 @@ class Figures:
                     add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
                     add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
             case registry_events.VolunteerRegistered():
-                await conn.execute(
-                    upsert(conn, t.members)
-                    .values(
-                        volunteer_number=event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
-                        age_band=event.age_band, gender=event.gender, active=1, reported_in=0,
-                    )
-                    .on_conflict_do_nothing()
+                if await pending.member(event.volunteer_number) is not None:
+                    return  # registered already (a second copy of the event)
+                pending.set_member(
+                    event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
+                    age_band=event.age_band, gender=event.gender, active=1, reported_in=0,
                 )  # fmt: skip
                 add("volunteers.new")
                 self._count_member(add, path, event.political_status, event.age_band, event.gender, 1)
             case registry_events.VolunteerVerified():
                 add("volunteers.verified")
             case registry_events.VolunteerDeregistered():
-                member = await self._member(conn, t, event.volunteer_number)
+                member = await pending.member(event.volunteer_number)
                 if member is not None and member["active"]:
-                    await conn.execute(update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(active=0))
+                    pending.set_member(event.volunteer_number, active=0)
                     where = _path(member["org_path"])
                     add("volunteers.deregistered", at=where)
                     self._count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
             case registry_events.VolunteerTransferred():
-                member = await self._member(conn, t, event.volunteer_number)
+                member = await pending.member(event.volunteer_number)
                 if member is not None and member["active"]:
                     before = _path(member["org_path"])
-                    await conn.execute(
-                        update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(org_path="/".join(path))
-                    )
+                    pending.set_member(event.volunteer_number, org_path="/".join(path))
                     self._count_member(add, before, member["political_status"], member["age_band"], member["gender"], -1)
                     self._count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
                     add("volunteers.transferred_out", at=before)
                     add("volunteers.transferred_in")
             case registry_events.PartyMemberReportedIn():
-                await conn.execute(
-                    update(t.members).where(t.members.c.volunteer_number == event.volunteer_number).values(reported_in=1)
-                )
+                if await pending.member(event.volunteer_number) is not None:
+                    pending.set_member(event.volunteer_number, reported_in=1)
                 add("party_members.reported_in")
             case registry_events.TeamCreated():
                 await conn.execute(
@@ -281,18 +281,21 @@ class Figures:
             case dispatch_events.ServiceHoursConfirmed() | dispatch_events.ServiceHoursAdjusted() | dispatch_events.ServiceHoursRevoked():
                 change = _hours_change(event)
                 add("service.centihours", change)
-                await self._add_hours(conn, t, event.volunteer_number, day.year, change)
+                pending.hours[(event.volunteer_number, day.year)] += change
             case dispatch_events.OrderPlaced():
                 add("orders.placed")
-                row = {"order_id": event.order_id, "org_path": "/".join(path), "placed_on": city_date(event.placed_at), "placed_at": event.placed_at}
-                await conn.execute(upsert(conn, t.orders).values(**row).on_conflict_do_nothing())
+                pending.new_orders.setdefault(
+                    event.order_id,
+                    {"order_id": event.order_id, "org_path": "/".join(path), "placed_on": city_date(event.placed_at),
+                     "placed_at": event.placed_at, "dispatched_at": None, "accepted_at": None},
+                )  # fmt: skip
             case dispatch_events.OrderDispatched() | dispatch_events.OrderOpenedForTaking():
                 if isinstance(event, dispatch_events.OrderDispatched):
                     add("orders.dispatched")
-                await self._first(conn, t, event.order_id, "dispatched_at", event.at)
+                pending.first(event.order_id, "dispatched_at", event.at)
             case dispatch_events.OrderAccepted() | dispatch_events.OrderTaken():
                 add("orders.accepted" if isinstance(event, dispatch_events.OrderAccepted) else "orders.taken")
-                await self._first(conn, t, event.order_id, "accepted_at", event.at)
+                pending.first(event.order_id, "accepted_at", event.at)
             case dispatch_events.OrderCompleted():
                 add("orders.completed")
                 add("orders.people_served", event.people_served)
@@ -325,22 +328,65 @@ class Figures:
         add(f"volunteers.age_band.{age_band}", amount, path)
         add(f"volunteers.gender.{gender}", amount, path)
 
-    @staticmethod
-    async def _first(conn: AsyncConnection, t: FigureTables, order_id: str, column: str, at: datetime) -> None:
-        """The first time only: a re-dispatch or a second acceptance keeps the first."""
-        c = t.orders.c
-        await conn.execute(update(t.orders).where(c.order_id == order_id, c[column].is_(None)).values({column: at}))
 
-    @staticmethod
-    async def _add_hours(conn: AsyncConnection, t: FigureTables, number: str, year: int, centihours: int) -> None:
-        statement = upsert(conn, t.member_hours).values(volunteer_number=number, year=year, centihours=centihours)
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["volunteer_number", "year"],
-                set_={"centihours": t.member_hours.c.centihours + statement.excluded.centihours},
+class _Pending:
+    """A batch's changes to the volunteers, their hours and the orders, written at its end in a
+    few statements (one per row per event would cap a rebuild at a few thousand events/s)."""
+
+    def __init__(self, conn: AsyncConnection, tables: FigureTables) -> None:
+        self.conn, self.t = conn, tables
+        self.members: dict[str, dict[str, Any] | None] = {}
+        self.changed: set[str] = set()
+        self.hours: Counter[tuple[str, int]] = Counter()
+        self.new_orders: dict[str, dict[str, Any]] = {}
+        self.firsts: dict[tuple[str, str], datetime] = {}
+
+    async def member(self, number: str) -> dict[str, Any] | None:
+        if number not in self.members:
+            c = self.t.members.c
+            row = (await self.conn.execute(select(self.t.members).where(c.volunteer_number == number))).mappings().first()
+            self.members[number] = dict(row) if row else None
+        return self.members[number]
+
+    def set_member(self, number: str, **values: Any) -> None:
+        self.members[number] = {**(self.members.get(number) or {"volunteer_number": number}), **values}
+        self.changed.add(number)
+
+    def first(self, order_id: str, column: str, at: datetime) -> None:
+        """Only the first dispatch or acceptance counts: a re-dispatch keeps the first time."""
+        if order_id in self.new_orders:
+            self.new_orders[order_id][column] = self.new_orders[order_id][column] or at
+        else:
+            self.firsts.setdefault((order_id, column), at)
+
+    async def write(self) -> None:
+        conn, t = self.conn, self.t
+        if self.changed:
+            rows = [self.members[n] for n in sorted(self.changed)]
+            statement = upsert(conn, t.members)
+            columns = ("org_path", "political_status", "age_band", "gender", "active", "reported_in")
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["volunteer_number"], set_={c: getattr(statement.excluded, c) for c in columns}
+                ),
+                rows,
             )
-        )
-
-    @staticmethod
-    async def _member(conn: AsyncConnection, t: FigureTables, number: str):  # noqa: ANN205
-        return (await conn.execute(select(t.members).where(t.members.c.volunteer_number == number))).mappings().first()
+        if self.hours:
+            statement = upsert(conn, t.member_hours)
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["volunteer_number", "year"],
+                    set_={"centihours": t.member_hours.c.centihours + statement.excluded.centihours},
+                ),
+                [{"volunteer_number": n, "year": y, "centihours": c} for (n, y), c in sorted(self.hours.items())],
+            )
+        if self.new_orders:
+            await conn.execute(upsert(conn, t.orders).on_conflict_do_nothing(), list(self.new_orders.values()))
+        for column in ("dispatched_at", "accepted_at"):
+            updates = [{"order": o, "at": at} for (o, col), at in sorted(self.firsts.items()) if col == column]
+            if updates:
+                c = t.orders.c
+                await conn.execute(
+                    update(t.orders).where(c.order_id == bindparam("order"), c[column].is_(None)).values({column: bindparam("at")}),
+                    updates,
+                )

@@ -22,7 +22,7 @@ Figures (stocks rise and fall; flows only count what happened on the day):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -176,6 +176,7 @@ class Figures:
         tables = self.figure_tables(generation)
         delta: Delta = Counter()
         pending = _Pending(conn, tables)
+        await pending.prefetch(e.volunteer_number for _, e in events if isinstance(e, _ABOUT_MEMBERS))
         for envelope, event in events:
             await self._fold(conn, tables, envelope, event, delta, pending)
         await pending.write()
@@ -329,6 +330,12 @@ class Figures:
         add(f"volunteers.gender.{gender}", amount, path)
 
 
+_ABOUT_MEMBERS = (
+    registry_events.VolunteerRegistered, registry_events.VolunteerDeregistered,
+    registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn,
+)  # fmt: skip
+
+
 class _Pending:
     """A batch's changes to the volunteers, their hours and the orders, written at its end in a
     few statements (one per row per event would cap a rebuild at a few thousand events/s)."""
@@ -340,6 +347,16 @@ class _Pending:
         self.hours: Counter[tuple[str, int]] = Counter()
         self.new_orders: dict[str, dict[str, Any]] = {}
         self.firsts: dict[tuple[str, str], datetime] = {}
+
+    async def prefetch(self, numbers: Iterable[str]) -> None:
+        """The batch's volunteers in one query (most are new: a registration looks for none)."""
+        wanted = sorted(set(numbers) - set(self.members))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await self.conn.execute(select(self.t.members).where(self.t.members.c.volunteer_number.in_(chunk)))
+            found = {row["volunteer_number"]: dict(row) for row in rows.mappings()}
+            for number in chunk:
+                self.members[number] = found.get(number)
 
     async def member(self, number: str) -> dict[str, Any] | None:
         if number not in self.members:

@@ -26,6 +26,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util.concurrency import await_
 
 READ_ONLY = "beacon_read_only"
+HOLD_WRITES = "beacon_hold_writes"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -60,8 +61,25 @@ def async_url(url: str) -> str:
 
 
 def _run_statement(
-    conn: sqlite3.Connection, operation: str, parameters: Any, many: bool
-) -> tuple[Any, int, int | None, list[Any]]:
+    conn: sqlite3.Connection,
+    begin: str | None,
+    held: list[tuple[str, Any, bool]],
+    operation: str | None,
+    parameters: Any,
+    many: bool,
+) -> tuple[Any, int, int | None, list[Any], bool]:
+    """In the driver's thread: the deferred BEGIN, the statements held back, then this one (or,
+    with none, the COMMIT)."""
+    if begin is not None:
+        conn.execute(begin)
+    for held_operation, held_parameters, held_many in held:
+        if held_many:
+            conn.executemany(held_operation, held_parameters)
+        else:
+            conn.execute(held_operation, held_parameters if held_parameters is not None else ())
+    if operation is None:
+        conn.commit()
+        return None, -1, None, [], conn.in_transaction
     cursor = conn.cursor()
     try:
         if many:
@@ -71,9 +89,16 @@ def _run_statement(
         else:
             cursor.execute(operation, parameters)
         rows = cursor.fetchall() if cursor.description else []
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, conn.in_transaction
     finally:
         cursor.close()
+
+
+_HELD_BACK = ("INSERT ", "UPDATE ", "DELETE ")
+
+
+async def _no_trip() -> None:
+    return None
 
 
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -93,12 +118,22 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._lastrowid: int | None = None
 
     def _run(self, operation: str, parameters: Any, many: bool) -> None:
+        adapted = self._adapt_connection
+        if adapted._held is not None and operation.startswith(_HELD_BACK) and " RETURNING " not in operation:
+            adapted._held.append((operation, parameters, many))  # goes with the next trip
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows = collections.deque()
+            await_(_no_trip())  # SQLAlchemy's async execute insists on an await; this one never waits
+            return
         driver = self._connection  # aiosqlite's Connection: `_execute` runs a call in its thread
+        begin, adapted._begin = adapted._begin, None
+        held = adapted.take_held()
         try:
-            outcome = await_(driver._execute(_run_statement, driver._conn, operation, parameters, many))
+            outcome = await_(driver._execute(_run_statement, driver._conn, begin, held, operation, parameters, many))
         except Exception as error:  # noqa: BLE001  (re-raised as the DBAPI's, as SQLAlchemy's adapter does)
-            self._adapt_connection._handle_exception(error)
-        self._description, self._rowcount, self._lastrowid, rows = outcome
+            adapted._in_transaction = True  # not known: the next commit or rollback goes to SQLite
+            adapted._handle_exception(error)
+        self._description, self._rowcount, self._lastrowid, rows, adapted._in_transaction = outcome
         self._rows = collections.deque(rows)
 
     def execute(self, operation: Any, parameters: Any = None) -> None:
@@ -127,8 +162,53 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """Also: the BEGIN goes along with the transaction's first statement (`defer_begin`), and a
+    commit or rollback with no transaction open (the pool's reset after a commit) stays here."""
+
+    __slots__ = ("_begin", "_held", "_in_transaction")
     _cursor_cls = _OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None
+        self._held: list[tuple[str, Any, bool]] | None = None  # a list while holding writes back
+        self._in_transaction = True  # until a statement tells
+
+    def defer_begin(self, statement: str, hold_writes: bool) -> None:
+        self._begin = statement
+        self._held = [] if hold_writes else None
+
+    def take_held(self) -> list[tuple[str, Any, bool]]:
+        held = self._held
+        if not held:
+            return []
+        self._held = []
+        return held
+
+    def commit(self) -> None:
+        held, self._held = self._held or [], None
+        if held:  # the writes held back, and the COMMIT, in one trip
+            begin, self._begin = self._begin, None
+            driver = self._connection
+            try:
+                outcome = await_(driver._execute(_run_statement, driver._conn, begin, held, None, None, False))
+            except Exception as error:  # noqa: BLE001
+                self._in_transaction = True
+                self._handle_exception(error)
+            self._in_transaction = outcome[-1]
+        elif self._begin is not None:  # nothing ran since the BEGIN: nothing to commit
+            self._begin = None
+        elif self._in_transaction:
+            super().commit()
+            self._in_transaction = False
+
+    def rollback(self) -> None:
+        self._held = None
+        if self._begin is not None:
+            self._begin = None
+        elif self._in_transaction:
+            super().rollback()
+            self._in_transaction = False
 
 
 class _OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
@@ -164,12 +244,15 @@ def make_engine(url: str, **options: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+        # writes fails at once with SQLITE_BUSY when another writer got in between.
+        begin = "BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+        dbapi_connection = connection.connection.dbapi_connection
+        if isinstance(dbapi_connection, _OneTripConnection):
+            # Sent with the first statement: one trip fewer.
+            dbapi_connection.defer_begin(begin, bool(connection.get_execution_options().get(HOLD_WRITES)))
         else:
-            # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
-            # then writes fails at once with SQLITE_BUSY when another writer got in between.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql(begin)
 
     return engine
 
@@ -182,6 +265,24 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A write transaction. On SQLite, the process's writers queue here, in order, for the one
     write lock: left to SQLite, a waiting writer polls with sleeps of up to 100 ms, which under
     a rush (the relay marking rows while check-ins commit) turns 1 ms commits into 20 ms ones."""
+    async with _writing(engine, hold_writes=False) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def writing_in_one_trip(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction (as `writing`) whose INSERT, UPDATE and DELETE statements are, on
+    SQLite, held back and sent with the next query or with the COMMIT: a rush's short write
+    transaction then holds the write lock for one trip to the driver's thread, not one per
+    statement. For writes whose results nobody reads: their row counts are unknown (-1), and a
+    failure (an IntegrityError) is raised by the next query or by the commit, at the end of the
+    `async with`. On PostgreSQL, exactly `writing`."""
+    async with _writing(engine, hold_writes=True) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def _writing(engine: AsyncEngine, hold_writes: bool) -> AsyncIterator[AsyncConnection]:
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             yield conn
@@ -190,6 +291,8 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     await lock.acquire()
     try:
         conn = await engine.connect()
+        if hold_writes:
+            await conn.execution_options(**{HOLD_WRITES: True})
     except BaseException:
         lock.release()
         raise

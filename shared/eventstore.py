@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.catalog import Event, EventCatalog
 from shared.catalog import catalog as default_catalog
-from shared.db import UtcDateTime, reading, upsert, writing
+from shared.db import UtcDateTime, reading, upsert, writing, writing_in_one_trip
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 
@@ -316,8 +316,12 @@ class EventStore:
         self._commit_listeners.append(listener)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with writing(self.engine) as conn:
+    async def transaction(self, *, one_trip: bool = False) -> AsyncIterator[Transaction]:
+        """A write transaction. `one_trip`: its writes go to the database together with the
+        next query or the commit (shared.db.writing_in_one_trip), for a hot command whose writes'
+        results nobody reads; an append's clash with a concurrent one is then an IntegrityError
+        raised at the end of the `async with`, not a ConcurrencyConflict."""
+        async with (writing_in_one_trip if one_trip else writing)(self.engine) as conn:
             tx = Transaction(conn, self)
             yield tx
         if tx.appended:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -32,6 +32,7 @@ from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore, Transaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def last_sequence(js: JetStreamContext, stream: str) -> int:
@@ -203,6 +204,52 @@ async def read_stream(
         await reader.stop()
 
 
+class _Backoff:
+    """Waits that double from 0.2 s up to 10 s while something keeps failing (NATS or the store
+    is away); `reset` after a success."""
+
+    def __init__(self) -> None:
+        self.delay = 0.2
+
+    def reset(self) -> None:
+        self.delay = 0.2
+
+    async def wait(self, what: str, error: BaseException) -> None:
+        log.warning("%s: %r; again in %.1fs", what, error, self.delay)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 10.0)
+
+
+async def _until_done(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run `call` again, backing off, until it succeeds: a batch is held, never skipped."""
+    backoff = _Backoff()
+    while True:
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await backoff.wait(what, error)
+
+
+async def _decode(
+    js: JetStreamContext, batch: list[Msg], catalog: EventCatalog, handles: Callable[[str], bool], consumer: str
+) -> list[_Decoded]:
+    """The batch's events the consumer handles; one it cannot read is dead-lettered, and the rest
+    goes on (idempotent: a replay dead-letters it again under the same message id)."""
+    decoded: list[_Decoded] = []
+    for index, msg in enumerate(batch):
+        if index % 100 == 99:
+            await asyncio.sleep(0)  # let a commit in flight go on meanwhile
+        try:
+            envelope = catalog.parse_envelope(msg.data)
+            if handles(envelope.type):
+                decoded.append((msg.metadata.sequence.stream, envelope, catalog.payload_of(envelope)))
+        except EventRejected as rejected:
+            await dead_letter(js, msg, consumer=consumer, reason=rejected.reason)
+    return decoded
+
+
 class Projection(Protocol):
     """A read model built only from events; tables are named per generation."""
 
@@ -308,22 +355,20 @@ class Projector:
     async def follow(self, nc: Client, context: str) -> None:
         """Apply the stream of `context` to the active generation, live, until cancelled."""
         stream = stream_name(context)
-        delay = 0.2
+        backoff = _Backoff()
         while True:
             try:
                 generation = await self.active_generation()
                 start = await self.checkpoint(generation, stream) + 1
                 async for batch in read_stream(nc, stream, start=start, batch_size=self.batch_size):
-                    delay = 0.2
+                    backoff.reset()
                     if not await self._apply_with_retry(nc, generation, stream, batch, live=True):
                         log.info("%s: generation changed, following the new one", self.consumer_name)
                         break
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # NATS or the store is away: resume from the checkpoint
-                log.warning("%s on %s: %r; resuming in %.1fs", self.consumer_name, stream, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await backoff.wait(f"{self.consumer_name} on {stream}", error)
 
     # -- rebuild ------------------------------------------------------------------------------
 
@@ -390,30 +435,10 @@ class Projector:
     async def _apply_with_retry(
         self, nc: Client, generation: int, stream: str, batch: list[Msg], *, live: bool
     ) -> bool:
-        events = await self._decode(nc.jetstream(), batch)
-        delay = 0.2
-        while True:
-            try:
-                return await self._apply(generation, stream, batch[-1].metadata.sequence.stream, events, live)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the store is away: hold the batch, keep the order
-                log.warning("%s: applying failed (%r); retrying in %.1fs", self.consumer_name, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _decode(self, js: JetStreamContext, batch: list[Msg]) -> list[_Decoded]:
-        events = []
-        for msg in batch:
-            try:
-                envelope = self.catalog.parse_envelope(msg.data)
-                if not self.projection.handles(envelope.type):
-                    continue
-                events.append((msg.metadata.sequence.stream, envelope, self.catalog.payload_of(envelope)))
-            except EventRejected as rejected:
-                # Parked, not applied; the replay goes on. Idempotent, so a rebuild re-parks safely.
-                await dead_letter(js, msg, consumer=self.consumer_name, reason=rejected.reason)
-        return events
+        events = await _decode(nc.jetstream(), batch, self.catalog, self.projection.handles, self.consumer_name)
+        last = batch[-1].metadata.sequence.stream
+        # The store is away: hold the batch, keep the order.
+        return await _until_done(lambda: self._apply(generation, stream, last, events, live), f"{self.consumer_name} applying")
 
     async def _apply(
         self, generation: int, stream: str, sequence: int, decoded: list[_Decoded], live: bool
@@ -494,7 +519,7 @@ class StreamFollower:
         is decoded (the loop's time): one commit at a time, in order, the two overlapping."""
         stream = stream_name(context)
         js = nc.jetstream()
-        delay = 0.2
+        backoff = _Backoff()
         while True:
             applying: asyncio.Future[None] | None = None
             try:
@@ -502,36 +527,21 @@ class StreamFollower:
                 async for batch in read_stream(
                     nc, stream, start=start, subject=self.subject, batch_size=self.batch_size
                 ):
-                    decoded = await self._decode(js, batch)
+                    decoded = await _decode(js, batch, self.catalog, self.handles, self.name)
                     if applying is not None:
                         await applying
                     applying = asyncio.ensure_future(self._apply(js, stream, batch, decoded))
-                    delay = 0.2
+                    backoff.reset()
             except asyncio.CancelledError:
                 if applying is not None:
                     applying.cancel()
                 raise
             except Exception as error:  # NATS or the store is away: resume from the checkpoint
-                log.warning("%s on %s: %r; resuming in %.1fs", self.name, stream, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await backoff.wait(f"{self.name} on {stream}", error)
             finally:
                 # Never two commits at once: the next round starts from what this one stored.
                 if applying is not None and not applying.done():
                     await asyncio.wait([applying])
-
-    async def _decode(self, js: JetStreamContext, batch: list[Msg]) -> list[_Decoded]:
-        decoded: list[_Decoded] = []
-        for index, msg in enumerate(batch):
-            if index % 100 == 99:
-                await asyncio.sleep(0)  # let the batch before this one go on committing
-            try:
-                envelope = self.catalog.parse_envelope(msg.data)
-                if self.handles(envelope.type):
-                    decoded.append((msg.metadata.sequence.stream, envelope, self.catalog.payload_of(envelope)))
-            except EventRejected as rejected:
-                await dead_letter(js, msg, consumer=self.name, reason=rejected.reason)
-        return decoded
 
     async def _apply(self, js: JetStreamContext, stream: str, batch: list[Msg], decoded: list[_Decoded]) -> None:
         last = batch[-1].metadata.sequence.stream
@@ -542,10 +552,10 @@ class StreamFollower:
             messages = {msg.metadata.sequence.stream: msg for msg in batch}
             for item in decoded:
                 await self._one(js, stream, messages[item[0]], item)
-            await self._commit_retrying(stream, last, [])
+            await self._store_checkpoint(stream, last)
 
     async def _one(self, js: JetStreamContext, stream: str, msg: Msg, item: _Decoded) -> None:
-        attempt, delay = 0, 0.2
+        attempt, backoff = 0, _Backoff()
         while True:
             try:
                 await self._commit(stream, item[0], [item])
@@ -553,30 +563,17 @@ class StreamFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                if not await self._store_answers():
-                    log.warning("%s: the store is away (%r); waiting %.1fs", self.name, error, delay)
-                else:
+                if await self._store_answers():  # the event fails, not the store: count it
                     attempt += 1
                     if attempt >= self.max_attempts:
                         reason = f"failed {attempt} times, last: {error!r}"
                         await dead_letter(js, msg, consumer=self.name, reason=reason)
-                        await self._commit_retrying(stream, item[0], [])
+                        await self._store_checkpoint(stream, item[0])
                         return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await backoff.wait(f"{self.name} applying #{item[0]}", error)
 
-    async def _commit_retrying(self, stream: str, sequence: int, decoded: list[_Decoded]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._commit(stream, sequence, decoded)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("%s: storing the checkpoint failed (%r); retrying in %.1fs", self.name, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    async def _store_checkpoint(self, stream: str, sequence: int) -> None:
+        await _until_done(lambda: self._commit(stream, sequence, []), f"{self.name} storing its checkpoint")
 
     async def _store_answers(self) -> bool:
         try:

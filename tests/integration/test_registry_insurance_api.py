@@ -16,15 +16,9 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.city import STAFF, TREE
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
-TREE = """code,parent_code,level,name,population,party_members
-370300,,city,淄博市,4700000,300000
-370303,370300,district,张店区,1000000,60000
-370303001000,370303,street,车站街道,80000,5000
-370303001001,370303001000,community,和平社区,8000,500
-"""
 NAME, ID_NUMBER, PHONE = "王小明", resident_id("37030319900101123"), "13912340001"
 INSURANCE = {"insurer": "picc", "cover": "accident", "valid_from": "2026-01-01", "valid_until": "2026-12-31"}
 

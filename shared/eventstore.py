@@ -319,14 +319,40 @@ class EventStore:
     async def transaction(self, *, one_trip: bool = False) -> AsyncIterator[Transaction]:
         """A write transaction. `one_trip`: its writes go to the database together with the
         next query or the commit (shared.db.writing_in_one_trip), for a hot command whose writes'
-        results nobody reads; an append's clash with a concurrent one is then an IntegrityError
-        raised at the end of the `async with`, not a ConcurrencyConflict."""
-        async with (writing_in_one_trip if one_trip else writing)(self.engine) as conn:
-            tx = Transaction(conn, self)
-            yield tx
+        results nobody reads; an append's clash with a concurrent one then shows at the commit,
+        as the same ConcurrencyConflict."""
+        tx: Transaction | None = None
+        try:
+            async with (writing_in_one_trip if one_trip else writing)(self.engine) as conn:
+                tx = Transaction(conn, self)
+                yield tx
+        except IntegrityError as error:
+            # A held-back append refused by the aggregate-version index (the only one it can hit
+            # that a command does not check first): another writer took that version.
+            if tx is None or not tx.appended or "aggregate_version" not in str(error.orig):
+                raise
+            clash = await self._taken(tx.appended)
+            raise ConcurrencyConflict(clash.aggregate_type, clash.aggregate_id, clash.aggregate_version - 1, None) from None
         if tx.appended:
             for listener in self._commit_listeners:
                 listener()
+
+    async def _taken(self, appended: Sequence[EventEnvelope]) -> EventEnvelope:
+        """Which of a failed transaction's appends another writer got to first (the error does
+        not say): the first whose version now exists."""
+        events = self.schema.events
+        async with reading(self.engine) as conn:
+            for envelope in appended:
+                taken = await conn.scalar(
+                    select(events.c.position).where(
+                        events.c.aggregate_type == envelope.aggregate_type,
+                        events.c.aggregate_id == envelope.aggregate_id,
+                        events.c.aggregate_version == envelope.aggregate_version,
+                    )
+                )
+                if taken is not None:
+                    return envelope
+        return appended[0]
 
     async def create_tables(self) -> None:
         async with writing(self.engine) as conn:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from shared.catalog import catalog
 from shared.eventstore import ConcurrencyConflict, EventStore
 from tests.factories import PATH, registered
 
@@ -124,3 +125,26 @@ def registered_envelope_id():
     from tests.factories import registered_envelope
 
     return registered_envelope(1).event_id
+
+
+async def test_a_one_trip_transaction_commits_its_held_back_writes_together(store: EventStore) -> None:
+    async with store.transaction(one_trip=True) as tx:
+        await tx.record("V00000001", 0, [registered(1), registered(1)], org_path=PATH, actor="a")
+        await tx.record("V00000002", 0, [registered(2)], org_path=PATH, actor="a")
+    assert [e.aggregate_version for e in await store.load("volunteer", "V00000001")] == [1, 2]
+    assert await count(store, store.schema.outbox) == 3
+
+
+async def test_a_one_trip_append_at_a_taken_version_is_a_conflict_and_writes_nothing(store: EventStore) -> None:
+    async with store.transaction() as tx:
+        await tx.record("V00000001", 0, [registered(1)], org_path=PATH, actor="a")
+    with pytest.raises(ConcurrencyConflict) as conflict:
+        async with store.transaction(one_trip=True) as tx:
+            await tx.record("V00000002", 0, [registered(2)], org_path=PATH, actor="a")
+            # Appended as if version 1 were still free (a concurrent writer took it meanwhile).
+            await tx.append(
+                [catalog.envelope(registered(1), aggregate_id="V00000001", aggregate_version=1, org_path=PATH, actor="a")], 0
+            )
+    assert (conflict.value.aggregate_id, conflict.value.expected) == ("V00000001", 0)
+    assert await count(store, store.schema.events) == 1
+    assert await count(store, store.schema.outbox) == 1

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, attendance, store
@@ -144,16 +143,9 @@ async def scan(
         decided = attendance.scan(state, _shift_of(row), volunteer_number, now, position)
         if not decided:
             return _unchanged(shift_id, volunteer_number, state, now)
-        try:
-            # One trip: under a rush the write lock is held for one hand-off to the driver.
-            async with events.transaction(one_trip=True) as tx:
-                await _record(tx, actor, row, volunteer_number, len(history), decided)
-        except IntegrityError:
-            # The attendance's next version was taken (its view's writes cannot clash): a
-            # concurrent scan of the same volunteer recorded first. Decide again on what it did.
-            raise ConcurrencyConflict(
-                "attendance", attendance_id(shift_id, volunteer_number), len(history), None
-            ) from None
+        # One trip: under a rush the write lock is held for one hand-off to the driver.
+        async with events.transaction(one_trip=True) as tx:
+            await _record(tx, actor, row, volunteer_number, len(history), decided)
         event = decided[0]
         if isinstance(event, VolunteerCheckedIn):
             return ScanResult(CHECKED_IN, shift_id, volunteer_number, event.at)

@@ -257,8 +257,8 @@ async def settle(
                 return redemption_of(row)
             if row["state"] != RESERVED:
                 raise Conflict(f"redemption {redemption_id} is {row['state']}", state=row["state"])
-            version = await tx.version_of("redemption", redemption_id)
-            org_path = (await tx.load("redemption", redemption_id))[0].org_path
+            history = await tx.load("redemption", redemption_id)
+            version, org_path = len(history), history[0].org_path
             books = Books(tx)
             account = await books.account(row["volunteer_number"])
             if cancel_reason:

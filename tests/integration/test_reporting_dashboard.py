@@ -82,7 +82,7 @@ async def test_the_dashboard_shows_the_city_drills_down_switches_language_and_is
     page = await browse(f"{dashboard}/dashboard", "--dump-dom")
     assert 'data-shown="370300"' in page  # the city, found by the page itself
     assert "淄博市" in page and "注册志愿者" in page and "张店区" in page  # headline and the district's bar
-    assert 'data-figure="hours"' in page and "1.5" in page  # the city's service hours
+    assert '<div class="card" data-figure="hours"><div class="value">1.5</div>' in page  # the city's service hours
 
     community = await browse(f"{dashboard}/dashboard?code=370303001001&lang=en", "--dump-dom")
     assert 'data-shown="370303001001"' in community and "和平社区" in community

@@ -6,6 +6,7 @@ import functools
 import html
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from shared.errors import Conflict, Invalid, NotFound, Refused
-from shared.eventstore import ConcurrencyConflict
+from shared.eventstore import ConcurrencyConflict, EventStore
 
 PROBLEM = "application/problem+json"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -62,6 +63,16 @@ async def _actor(
 
 
 CurrentActor = Annotated[Actor, Depends(_actor)]
+
+
+def events_of(request: Request) -> EventStore:
+    """The service's event store (its runtime's)."""
+    return request.app.state.runtime.store
+
+
+def now_of(request: Request) -> datetime:
+    """The server's clock: the app's `clock` (utcnow; a test may hold it still or move it on)."""
+    return request.app.state.clock()
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import Request
-
-from shared.eventstore import EventStore
-
-
-def events_of(request: Request) -> EventStore:
-    return request.app.state.runtime.store
-
-
-def now_of(request: Request) -> datetime:
-    """The server's clock: the app's `clock` (utcnow; a test may hold it still or move it on)."""
-    return request.app.state.clock()
+from shared.web import events_of, now_of  # noqa: F401  (re-exported to the routes)
 
 
 def iso(at: datetime | None) -> str | None:

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import and_, case, func, or_, select
 
 from services.points import handlers, store
-from services.points.api import events_of, now_of
 from services.points.books import MINUTES, POINTS
 from services.points.handlers import Item, Redemption
 from services.points.rules import DEFAULT_STAR_THRESHOLDS
@@ -21,7 +20,7 @@ from shared.errors import Invalid, NotFound
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import Hours, Reason
 from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
-from shared.web import CurrentActor
+from shared.web import CurrentActor, events_of, now_of
 
 router = APIRouter()
 

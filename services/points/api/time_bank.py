@@ -10,14 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.points import store, timebank
-from services.points.api import events_of, now_of
 from services.points.timebank import Reservation
 from shared.citytime import city_date
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import ReservationId, VolunteerNumber
 from shared.events.points import Minutes, Relation
-from shared.web import CurrentActor
+from shared.web import CurrentActor, events_of, now_of
 
 router = APIRouter(tags=["time bank"])
 

@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.envelope import EventEnvelope, new_event_id, utcnow
+from shared.envelope import EnvelopeHeader, EventEnvelope, new_event_id, read_header, utcnow
 
 _TOKEN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -66,9 +67,7 @@ class InvalidEvent(EventRejected):
 
 
 def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors())
 
 
 class EventCatalog:
@@ -157,9 +156,22 @@ class EventCatalog:
         try:
             return spec.model.model_validate(envelope.payload)
         except ValidationError as error:
-            raise InvalidEvent(
-                f"invalid {spec.name} v{spec.version} payload: {_describe(error)}", envelope
-            ) from None
+            raise InvalidEvent(f"invalid {spec.name} v{spec.version} payload: {_describe(error)}", envelope) from None
+
+    def parse_header(self, raw: bytes) -> EnvelopeHeader:
+        """The light read of an envelope, for projections (see `EnvelopeHeader`)."""
+        try:
+            return read_header(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            raise InvalidEvent(f"malformed envelope: {error}") from None
+
+    def payload_under(self, header: EnvelopeHeader) -> Event:
+        """The validated payload of a header read by `parse_header`."""
+        spec = self.lookup(header.type, header.schema_version)
+        try:
+            return spec.model.model_validate_json(bytes(header.payload))
+        except ValidationError as error:
+            raise InvalidEvent(f"invalid {spec.name} v{spec.version} payload: {_describe(error)}") from None
 
     def parse(self, raw: bytes | str) -> tuple[EventEnvelope, Event]:
         envelope = self.parse_envelope(raw)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -327,3 +327,35 @@ def upsert(conn: AsyncConnection, table: Any) -> Insert:
 
 def is_sqlite(conn_or_engine: AsyncConnection | AsyncEngine) -> bool:
     return conn_or_engine.dialect.name == "sqlite"
+
+
+async def add_to_counters(
+    conn: AsyncConnection, table: Table, keys: Sequence[str], value: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """Add each row's value to the counter its keys name, inserting the counters that are new.
+
+    One statement sent once to the driver for every row: through `upsert` and SQLAlchemy's
+    parameter handling a row costs about 10 µs more, and a rebuild writes millions of them.
+    `rows` are (key..., value) in `keys` order; values go through each column type's own
+    bind processing, as SQLAlchemy would do it.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    columns = [*keys, value]
+    if dialect.paramstyle == "qmark":
+        marks = ", ".join("?" for _ in columns)
+    elif dialect.paramstyle == "numeric_dollar":
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    else:
+        raise NotImplementedError(f"parameter style {dialect.paramstyle}")
+    name, target = quote(table.name), quote(value)
+    statement = (
+        f"INSERT INTO {name} ({', '.join(map(quote, columns))}) VALUES ({marks}) "
+        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {target} = {name}.{target} + excluded.{target}"
+    )
+    processors = [table.c[column].type._cached_bind_processor(dialect) for column in columns]
+    if any(processors):
+        rows = [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+    await conn.exec_driver_sql(statement, list(rows))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 import uuid_utils.compat as uuid_compat
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -62,3 +63,33 @@ class EventEnvelope(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+_DivisionCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+$")]
+
+
+class EnvelopeHeader(msgspec.Struct, frozen=True):
+    """What a projection folds an event by (which event, when, where), read from an envelope's
+    JSON with the same rules as `EventEnvelope` but without the fields it does not need.
+
+    A rebuild reads millions of envelopes: this costs about 1 µs each, the full model about 6.
+    The payload stays raw until the projection says it handles the type.
+    """
+
+    type: Annotated[str, msgspec.Meta(min_length=1)]
+    schema_version: Annotated[int, msgspec.Meta(ge=1)]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    org_path: Annotated[tuple[_DivisionCode, ...], msgspec.Meta(min_length=1)]
+    payload: msgspec.Raw
+
+    @property
+    def district_code(self) -> str:
+        return self.org_path[0]
+
+
+_header_decoder = msgspec.json.Decoder(EnvelopeHeader)
+
+
+def read_header(raw: bytes) -> EnvelopeHeader:
+    """The header of an envelope; msgspec.ValidationError or DecodeError if it is not one."""
+    return _header_decoder.decode(raw)

@@ -31,13 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
 from shared.citytime import city_date
-from shared.db import UtcDateTime, upsert
-from shared.envelope import EventEnvelope
+from shared.db import UtcDateTime, add_to_counters, upsert
+from shared.envelope import EnvelopeHeader
 from shared.events import dispatch as dispatch_events
 from shared.events import points as points_events
 from shared.events import registry as registry_events
 
-Delta = Counter[tuple[str, str, date]]
+Delta = dict[tuple[str, str, date], int]  # a plain dict: Counter's __missing__ is a Python call per new key
 
 _HANDLED = (
     registry_events.OrgUnitCreated, registry_events.SiteOpened, registry_events.SiteClosed,
@@ -172,34 +172,37 @@ class Figures:
     def tables(self, generation: int) -> tuple[Table, ...]:
         return self.figure_tables(generation).all()
 
-    async def apply(self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EventEnvelope, Event]]) -> None:
+    async def apply(
+        self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EnvelopeHeader, Event]]
+    ) -> None:
         tables = self.figure_tables(generation)
-        delta: Delta = Counter()
+        delta: Delta = {}
         pending = _Pending(conn, tables)
         await pending.prefetch(e.volunteer_number for _, e in events if isinstance(e, _ABOUT_MEMBERS))
         for envelope, event in events:
             await self._fold(conn, tables, envelope, event, delta, pending)
         await pending.write()
-        rows = [{"node_code": n, "figure": f, "day": d, "value": v} for (n, f, d), v in sorted(delta.items()) if v]
-        if rows:
-            statement = upsert(conn, tables.counters)
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["node_code", "figure", "day"],
-                    set_={"value": tables.counters.c.value + statement.excluded.value},
-                ),
-                rows,
-            )
+        rows = [(n, f, d, v) for (n, f, d), v in delta.items() if v]
+        if conn.dialect.name == "postgresql":
+            rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
+        await add_to_counters(conn, tables.counters, ("node_code", "figure", "day"), "value", rows)
 
     async def _fold(
-        self, conn: AsyncConnection, t: FigureTables, envelope: EventEnvelope, event: Event, delta: Delta, pending: _Pending
+        self,
+        conn: AsyncConnection,
+        t: FigureTables,
+        envelope: EnvelopeHeader,
+        event: Event,
+        delta: Delta,
+        pending: _Pending,
     ) -> None:
         day = city_date(envelope.occurred_at)
         path = envelope.org_path
 
         def add(figure: str, amount: int = 1, at: tuple[str, ...] = path) -> None:
             for code in at:
-                delta[(code, figure, day)] += amount
+                key = (code, figure, day)
+                delta[key] = delta.get(key, 0) + amount
 
         match event:
             # --- registry ---
@@ -208,7 +211,9 @@ class Figures:
                     "code": event.code, "parent_code": event.parent_code, "level": event.level, "name": event.name,
                     "population": event.population, "party_members": event.party_members,
                 }  # fmt: skip
-                await conn.execute(upsert(conn, t.nodes).values(**row).on_conflict_do_update(index_elements=["code"], set_=row))
+                await conn.execute(
+                    upsert(conn, t.nodes).values(**row).on_conflict_do_update(index_elements=["code"], set_=row)
+                )
             case registry_events.SiteOpened():
                 await conn.execute(
                     upsert(conn, t.sites)
@@ -218,7 +223,11 @@ class Figures:
                 add(f"sites.level.{event.level}")
                 add(f"sites.kind.{event.kind}")
             case registry_events.SiteClosed():
-                site = (await conn.execute(select(t.sites).where(t.sites.c.site_id == event.site_id, t.sites.c.open == 1))).mappings().first()
+                site = (
+                    (await conn.execute(select(t.sites).where(t.sites.c.site_id == event.site_id, t.sites.c.open == 1)))
+                    .mappings()
+                    .first()
+                )
                 if site is not None:
                     await conn.execute(update(t.sites).where(t.sites.c.site_id == event.site_id).values(open=0))
                     add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
@@ -246,7 +255,9 @@ class Figures:
                 if member is not None and member["active"]:
                     before = _path(member["org_path"])
                     pending.set_member(event.volunteer_number, org_path="/".join(path))
-                    self._count_member(add, before, member["political_status"], member["age_band"], member["gender"], -1)
+                    self._count_member(
+                        add, before, member["political_status"], member["age_band"], member["gender"], -1
+                    )
                     self._count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
                     add("volunteers.transferred_out", at=before)
                     add("volunteers.transferred_in")
@@ -256,12 +267,22 @@ class Figures:
                 add("party_members.reported_in")
             case registry_events.TeamCreated():
                 await conn.execute(
-                    upsert(conn, t.teams).values(team_id=event.team_id, org_path="/".join(path), kind=event.kind, active=1).on_conflict_do_nothing()
+                    upsert(conn, t.teams)
+                    .values(team_id=event.team_id, org_path="/".join(path), kind=event.kind, active=1)
+                    .on_conflict_do_nothing()
                 )
                 add("teams")
                 add(f"teams.kind.{event.kind}")
             case registry_events.TeamDissolved():
-                team = (await conn.execute(select(t.teams).where(t.teams.c.team_id == event.team_id, t.teams.c.active == 1))).mappings().first()
+                team = (
+                    (
+                        await conn.execute(
+                            select(t.teams).where(t.teams.c.team_id == event.team_id, t.teams.c.active == 1)
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
                 if team is not None:
                     await conn.execute(update(t.teams).where(t.teams.c.team_id == event.team_id).values(active=0))
                     add("teams", -1, _path(team["org_path"]))
@@ -273,13 +294,22 @@ class Figures:
             # --- dispatch ---
             case dispatch_events.ActivityScheduled():
                 add("activities")
-                for facet, value in (("theme", event.theme), ("field", event.field), ("group_served", event.group_served), ("kind", event.kind)):
+                for facet, value in (
+                    ("theme", event.theme),
+                    ("field", event.field),
+                    ("group_served", event.group_served),
+                    ("kind", event.kind),
+                ):
                     add(f"activities.{facet}.{value}")
             case dispatch_events.ActivityCancelled():
                 add("activities.cancelled")
             case dispatch_events.VolunteerCheckedIn():
                 add("participations")
-            case dispatch_events.ServiceHoursConfirmed() | dispatch_events.ServiceHoursAdjusted() | dispatch_events.ServiceHoursRevoked():
+            case (
+                dispatch_events.ServiceHoursConfirmed()
+                | dispatch_events.ServiceHoursAdjusted()
+                | dispatch_events.ServiceHoursRevoked()
+            ):
                 change = _hours_change(event)
                 add("service.centihours", change)
                 pending.hours[(event.volunteer_number, day.year)] += change
@@ -323,7 +353,9 @@ class Figures:
                     add(f"stars.level.{event.previous_level}", -1)
 
     @staticmethod
-    def _count_member(add, path: tuple[str, ...], political_status: str, age_band: str, gender: str, amount: int) -> None:  # noqa: ANN001
+    def _count_member(
+        add, path: tuple[str, ...], political_status: str, age_band: str, gender: str, amount: int
+    ) -> None:  # noqa: ANN001
         add("volunteers.registered", amount, path)
         add(f"volunteers.political_status.{political_status}", amount, path)
         add(f"volunteers.age_band.{age_band}", amount, path)
@@ -361,7 +393,9 @@ class _Pending:
     async def member(self, number: str) -> dict[str, Any] | None:
         if number not in self.members:
             c = self.t.members.c
-            row = (await self.conn.execute(select(self.t.members).where(c.volunteer_number == number))).mappings().first()
+            row = (
+                (await self.conn.execute(select(self.t.members).where(c.volunteer_number == number))).mappings().first()
+            )
             self.members[number] = dict(row) if row else None
         return self.members[number]
 
@@ -404,6 +438,8 @@ class _Pending:
             if updates:
                 c = t.orders.c
                 await conn.execute(
-                    update(t.orders).where(c.order_id == bindparam("order"), c[column].is_(None)).values({column: bindparam("at")}),
+                    update(t.orders)
+                    .where(c.order_id == bindparam("order"), c[column].is_(None))
+                    .values({column: bindparam("at")}),
                     updates,
                 )

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import date
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, select, update
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import make_engine, reading, writing
+from shared.db import add_to_counters, make_engine, reading, writing
 
 metadata = MetaData()
 things = Table(
@@ -19,6 +20,14 @@ things = Table(
     metadata,
     Column("thing_id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(20), nullable=False, unique=True),
+)
+
+tallies = Table(
+    "tallies",
+    metadata,
+    Column("node", String(15), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 
@@ -65,3 +74,17 @@ async def test_a_failed_write_rolls_back_and_the_next_writers_go_ahead(engine: A
     async with reading(engine) as conn:
         assert await conn.scalar(select(func.count()).select_from(things).where(things.c.name == "drum")) == 0
         assert await conn.scalar(select(func.count()).select_from(things)) == 21
+
+
+async def test_counters_are_added_to_and_new_ones_inserted_in_one_statement(engine: AsyncEngine) -> None:
+    first, second = date(2026, 2, 12), date(2026, 2, 13)
+    async with writing(engine) as conn:
+        await add_to_counters(conn, tallies, ("node", "day"), "value", [("370303", first, 5), ("370304", first, 1)])
+        await add_to_counters(conn, tallies, ("node", "day"), "value", [])
+    async with writing(engine) as conn:
+        await add_to_counters(conn, tallies, ("node", "day"), "value", [("370303", first, -2), ("370303", second, 7)])
+    async with reading(engine) as conn:
+        rows = await conn.execute(select(tallies).order_by(tallies.c.node, tallies.c.day))
+        assert [tuple(r) for r in rows] == [("370303", first, 3), ("370303", second, 7), ("370304", first, 1)]
+        # Days were stored as the Date column stores them: a range query finds them.
+        assert await conn.scalar(select(func.sum(tallies.c.value)).where(tallies.c.day >= second)) == 7

@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import pytest
+from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
@@ -14,7 +16,7 @@ from shared.catalog import catalog
 from shared.db import make_engine
 from shared.events.points import PointsAccountOpened
 from shared.events.registry import OrgUnitCreated
-from shared.replay import Projector, read_stream
+from shared.replay import Projector, read_stream, sequences
 from tests.factories import DISTRICT, PATH, registered_envelope
 from tests.infra.waiting import eventually
 
@@ -100,6 +102,7 @@ async def test_a_rebuild_from_zero_gives_the_live_figures_in_any_stream_order(nc
         first = await projector.rebuild(nc, stream_order=["points", "dispatch", "registry"])
         assert first == 2 and await projector.active_generation() == 2
         assert await figures(projector) == live
+        projector.rebuild_chunk = 5  # transactions of a few events, each committing while the next is read
         second = await projector.rebuild(nc, stream_order=["registry", "points", "dispatch"])
         assert await figures(projector, second) == live
         # The followers moved to the new generation and keep it current.
@@ -167,3 +170,15 @@ async def test_a_follower_resumes_in_order_when_its_consumer_disappears(nc, stre
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_sequences_are_read_off_the_reply_subject_as_nats_py_reads_them(nc, streams) -> None:
+    await publish_city(streams, 2)
+    async for batch in read_stream(nc, "REGISTRY", start=2, stop=3):
+        assert [sequences(m) for m in batch] == [
+            (m.metadata.sequence.stream, m.metadata.sequence.consumer) for m in batch
+        ] == [(2, 1), (3, 2)]
+    domain = Msg(nc, subject="x", reply="$JS.ACK.hub.ACCHASH.REGISTRY.c1.1.523.17.1700000000000000000.12.r7")
+    assert sequences(domain) == (domain.metadata.sequence.stream, domain.metadata.sequence.consumer) == (523, 17)
+    with pytest.raises(NotJSMessageError):
+        sequences(Msg(nc, subject="x", reply="_INBOX.abc"))

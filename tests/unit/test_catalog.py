@@ -79,6 +79,43 @@ def test_org_paths_hold_division_codes_only() -> None:
     assert registered_envelope(1).district_code == PATH[0]
 
 
+def test_a_header_reads_what_a_projection_folds_by_and_its_payload_only_when_asked() -> None:
+    envelope = registered_envelope(7)
+    header = catalog.parse_header(envelope.to_json())
+    assert (header.type, header.schema_version, header.org_path) == ("VolunteerRegistered", 1, PATH)
+    assert header.occurred_at == envelope.occurred_at and header.district_code == PATH[0]
+    assert catalog.payload_under(header) == registered(7)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("occurred_at", "2026-11-23T08:00:00", "timezone.*occurred_at"),
+        ("org_path", ["zhangdian"], "org_path"),
+        ("org_path", [], "org_path"),
+        ("schema_version", 0, "schema_version"),
+        ("type", None, "type"),
+    ],
+)
+def test_a_header_is_held_to_the_envelope_rules(field: str, value: object, reason: str) -> None:
+    raw = json.loads(registered_envelope(1).to_json())
+    raw[field] = value
+    with pytest.raises(InvalidEvent, match=f"malformed envelope.*{reason}"):
+        catalog.parse_header(json.dumps(raw).encode())
+    with pytest.raises(InvalidEvent, match="malformed envelope"):
+        catalog.parse_header(b"[1, 2]")
+
+
+def test_a_header_payload_is_validated_as_the_whole_envelope_would_be() -> None:
+    raw = json.loads(registered_envelope(1).to_json())
+    raw["payload"]["phone"] = "13812345678"
+    with pytest.raises(InvalidEvent, match="phone"):
+        catalog.payload_under(catalog.parse_header(json.dumps(raw).encode()))
+    raw["schema_version"] = 3
+    with pytest.raises(UnknownSchemaVersion, match="version 3"):
+        catalog.payload_under(catalog.parse_header(json.dumps(raw).encode()))
+
+
 def test_registration_rules_of_the_catalog() -> None:
     local = EventCatalog()
 

@@ -11,6 +11,7 @@ reporting's figures from sequence 1 of every stream (Projector.rebuild, SQLite i
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=1_000_000, help="about how many events (default 1000000; try 3000000)")
     parser.add_argument("--batch-size", type=int, default=1000, help="events per transaction (default 1000)")
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temp dir")
+    parser.add_argument(
+        "--processes", type=int, default=min(os.cpu_count() or 1, len(STREAMS)),
+        help="rebuild worker processes (default: one per core, at most one per stream)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="100,000 events")
     args = parser.parse_args(argv)
     if args.quick:
@@ -70,9 +75,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             figures["ordered_consumer_events_per_s"] or 0, figures["pipelined_pull_events_per_s"] or 0
         )
 
-        progress(f"rebuild of reporting's figures, batches of {args.batch_size}")
+        progress(f"rebuild of reporting's figures, batches of {args.batch_size}, {args.processes} process(es)")
         async with jetstream(server.url) as (nc, _js, _errors):
-            projector = Projector(Figures(), engine, batch_size=args.batch_size)
+            projector = Projector(Figures(), engine, batch_size=args.batch_size, rebuild_processes=args.processes)
             await projector.setup()
             rss: list[float | None] = [current_rss_mb()]
             next_sample = time.monotonic() + 5
@@ -82,7 +87,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if time.monotonic() >= next_sample:
                     next_sample += 5
                     rss.append(current_rss_mb())
-                    progress(f"  {stream} {position}/{last}, {projector.applied_total} applied, RSS {rss[-1]} MB")
+                    progress(f"  {stream} {position}/{last}, RSS {rss[-1]} MB")
 
             watch = Stopwatch()
             generation = await projector.rebuild(nc, progress=on_progress)
@@ -93,6 +98,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rebuild_events_per_s=rate(total, seconds),
         rebuild_to_ceiling=ratio(rate(total, seconds), figures["ceiling_events_per_s"]),
         rss_mb_samples=rss[:: max(1, len(rss) // 12)],
+        processes=args.processes,
+        worker_peak_rss_mb=[round(peak, 1) for peak in projector.worker_peak_rss_mb],
     )
     city = await figures_for(engine, projector.projection, generation, "370300")
     expected = plan(args.events)["volunteers"]

@@ -1,9 +1,10 @@
 """Replay: read a stream in order from a stored position, for projections and rebuilds.
 
 The fast reader is a pipelined pull on an ephemeral consumer: bounded memory, re-created at the
-right sequence after any gap, about four times faster than a pull subscription's `fetch`. A projection keeps, per generation, a checkpoint per stream in the
-same transaction as its tables: it resumes where it stopped, and a rebuild fills a new
-generation while the active one keeps serving, then swaps.
+right sequence after any gap, about four times faster than a pull subscription's `fetch`. A
+projection keeps, per generation, a checkpoint per stream in the same transaction as its
+tables: it resumes where it stopped, and a rebuild fills a new generation while the active one
+keeps serving, then swaps.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import asyncio
 import gc
 import json
 import logging
+import multiprocessing
+import resource
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
@@ -31,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.bus import dead_letter, stream_name
 from shared.catalog import Event, EventCatalog, EventRejected
 from shared.catalog import catalog as default_catalog
-from shared.db import reading, upsert, writing
+from shared.db import make_engine, reading, upsert, writing
 from shared.envelope import EnvelopeHeader, EventEnvelope
 from shared.eventstore import EventStore, Transaction
 
@@ -314,12 +320,20 @@ class Projector:
         catalog: EventCatalog = default_catalog,
         batch_size: int = 1000,
         rebuild_chunk: int = 20_000,
+        rebuild_processes: int = 1,
+        nats_connect: dict[str, Any] | None = None,
     ) -> None:
+        """`rebuild_processes` above 1 rebuilds in worker processes, which build the projection
+        by its class with no arguments, read the default catalog, and connect to NATS with
+        `nats_connect` (nats-py's `connect` arguments; by default the server `rebuild` is given)."""
         self.projection = projection
         self.engine = engine
         self.catalog = catalog
         self.batch_size = batch_size
         self.rebuild_chunk = rebuild_chunk
+        self.rebuild_processes = rebuild_processes
+        self.nats_connect = nats_connect
+        self.worker_peak_rss_mb: list[float] = []
         self.metadata = MetaData()
         self.generations = Table(
             "projection_generations",
@@ -426,6 +440,9 @@ class Projector:
 
         The active generation keeps serving meanwhile; the swap is one transaction. Followers
         notice the swap at their next batch and continue the new generation from its checkpoints.
+        With `rebuild_processes` above 1, the streams are shared out among that many processes
+        (each stream's fold is independent of the others', so any sharing gives the same
+        figures); a generation that fails is dropped.
         """
         async with writing(self.engine) as conn:
             newest = await conn.scalar(
@@ -438,9 +455,17 @@ class Projector:
                 self.generations.insert().values(projection=self.projection.name, generation=generation, active=0)
             )
             await self._create_tables(conn, generation)
-        with _collecting_less():
-            for context in stream_order or self.projection.contexts:
-                await self._rebuild_stream(nc, generation, stream_name(context), progress)
+        streams = [stream_name(context) for context in stream_order or self.projection.contexts]
+        try:
+            if self.rebuild_processes > 1 and len(streams) > 1:
+                await self._rebuild_in_processes(nc, generation, streams, progress)
+            else:
+                with _collecting_less():
+                    for stream in streams:
+                        await self._rebuild_stream(nc, generation, stream, progress)
+        except Exception:
+            await self._drop(generation)
+            raise
         async with writing(self.engine) as conn:
             previous = await self._active(conn)
             await conn.execute(
@@ -451,6 +476,45 @@ class Projector:
         if previous is not None and previous != generation:
             await self._drop(previous)
         return generation
+
+    async def _rebuild_in_processes(
+        self, nc: Client, generation: int, streams: list[str], progress: Progress | None
+    ) -> None:
+        """Fold the streams in worker processes (a rebuild is CPU-bound: one process uses one
+        core), reporting progress from the checkpoints they commit."""
+        lengths = {stream: await last_sequence(nc.jetstream(), stream) for stream in streams}
+        shares: list[list[str]] = [[] for _ in range(min(self.rebuild_processes, len(streams)))]
+        for stream in sorted(streams, key=lambda s: -lengths[s]):  # longest first, to the least loaded
+            min(shares, key=lambda share: sum(lengths[s] for s in share)).append(stream)
+        connect = self.nats_connect or {"servers": [nc.connected_url.geturl()]}
+        parts = [
+            _RebuildPart(
+                type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
+                generation, tuple(share), self.batch_size, self.rebuild_chunk,
+            )
+            for share in shares
+            if share
+        ]  # fmt: skip
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = [asyncio.ensure_future(loop.run_in_executor(pool, _rebuild_part, part)) for part in parts]
+            waiting = set(jobs)
+            while waiting:
+                _done, waiting = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
+                failures = [job.exception() for job in jobs if job.done() and job.exception()]
+                if failures:
+                    for process in list(getattr(pool, "_processes", {}).values()):
+                        process.terminate()  # the generation is dropped: no use finishing the rest
+                    await asyncio.wait(jobs)
+                    for job in jobs:
+                        job.exception()  # the terminated ones' BrokenProcessPool: known, not news
+                    raise failures[0]
+                if progress:
+                    for stream in streams:
+                        progress(stream, await self.checkpoint(generation, stream), lengths[stream])
+        results = [job.result() for job in jobs]
+        self.applied_total += sum(applied for applied, _ in results)
+        self.worker_peak_rss_mb = [peak for _, peak in results]
 
     async def _rebuild_stream(self, nc: Client, generation: int, stream: str, progress: Progress | None) -> None:
         """Fold the whole stream into `generation`, `rebuild_chunk` events per transaction (the
@@ -533,6 +597,38 @@ class Projector:
             )
         self.applied_total += len(events)
         return True
+
+
+@dataclass(frozen=True)
+class _RebuildPart:
+    """What a worker process needs to fold its share of the streams into a generation."""
+
+    projection: Callable[[], Projection]
+    database_url: str
+    nats_connect: dict[str, Any]
+    generation: int
+    streams: tuple[str, ...]
+    batch_size: int
+    rebuild_chunk: int
+
+
+def _rebuild_part(part: _RebuildPart) -> tuple[int, float]:
+    """A worker process's share of a rebuild: (events applied, its peak RSS in MB)."""
+    return asyncio.run(_rebuild_part_here(part))
+
+
+async def _rebuild_part_here(part: _RebuildPart) -> tuple[int, float]:
+    engine = make_engine(part.database_url)
+    nc = await nats.connect(**part.nats_connect)
+    try:
+        projector = Projector(part.projection(), engine, batch_size=part.batch_size, rebuild_chunk=part.rebuild_chunk)
+        with _collecting_less():
+            for stream in part.streams:
+                await projector._rebuild_stream(nc, part.generation, stream, None)
+        return projector.applied_total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    finally:
+        await nc.close()
+        await engine.dispose()
 
 
 Apply = Callable[[Transaction, list[tuple[EventEnvelope, Event]]], Awaitable[None]]

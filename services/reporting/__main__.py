@@ -21,12 +21,16 @@ def rebuild(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.reporting rebuild", description="Rebuild every figure from the streams.")
     parser.add_argument("--database-url")
     parser.add_argument("--nats-url")
+    parser.add_argument("--processes", type=int, help="worker processes (default: one per core, at most one per stream)")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    processes = args.processes
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "processes"}
     settings = ServiceSettings(**overrides).for_service("reporting")
 
     async def run() -> None:
         runtime, projector = build(settings)
+        if processes:
+            projector.rebuild_processes = processes
         await runtime.store.create_tables()
         await projector.setup()
         nc = await connect(settings.nats_url)
@@ -37,10 +41,13 @@ def rebuild(argv: list[str]) -> None:
         ) as bar:
             tasks: dict[str, int] = {}
 
+            positions: dict[str, int] = {}
+
             def progress(stream: str, position: int, last: int) -> None:
                 if stream not in tasks:
                     tasks[stream] = bar.add_task(stream, total=last, rate="-")
-                rate = int(projector.applied_total / max(time.monotonic() - started, 1e-6))
+                positions[stream] = position  # streams may be read side by side, in processes
+                rate = int(sum(positions.values()) / max(time.monotonic() - started, 1e-6))
                 bar.update(tasks[stream], completed=position, rate=f"{rate:,}")
 
             generation = await projector.rebuild(nc, progress=progress)

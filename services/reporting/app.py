@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 from sqlalchemy import MetaData
 
@@ -19,7 +21,13 @@ def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
     runtime = ServiceRuntime(
         settings, EventStoreSchema(MetaData()), owns_stream=False, consumes=Figures.contexts
     )
-    projector = Projector(Figures(), runtime.engine)
+    projector = Projector(
+        Figures(),
+        runtime.engine,
+        # A rebuild shares the streams out among processes, one per core (each fold is CPU-bound).
+        rebuild_processes=min(os.cpu_count() or 1, len(Figures.contexts)),
+        nats_connect={"servers": [settings.nats_url]},
+    )
     runtime.on_start(projector.setup)
     for context in Figures.contexts:
         runtime.add_worker(lambda nc, context=context: projector.follow(nc, context))

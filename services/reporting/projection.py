@@ -21,8 +21,7 @@ Figures (stocks rise and fall; flows only count what happened on the day):
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -178,131 +177,26 @@ class Figures:
         tables = self.figure_tables(generation)
         delta: Delta = {}
         pending = _Pending(conn, tables)
-        await pending.prefetch(e.volunteer_number for _, e in events if isinstance(e, _ABOUT_MEMBERS))
-        for envelope, event in events:
-            await self._fold(conn, tables, envelope, event, delta, pending)
+        await pending.prefetch(events)
+        for header, event in events:
+            await self._fold(header, event, delta, pending)
         await pending.write()
         rows = [(n, f, d, v) for (n, f, d), v in delta.items() if v]
         if conn.dialect.name == "postgresql":
             rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
         await add_to_counters(conn, tables.counters, ("node_code", "figure", "day"), "value", rows)
 
-    async def _fold(
-        self,
-        conn: AsyncConnection,
-        t: FigureTables,
-        envelope: EnvelopeHeader,
-        event: Event,
-        delta: Delta,
-        pending: _Pending,
-    ) -> None:
-        day = city_date(envelope.occurred_at)
-        path = envelope.org_path
+    async def _fold(self, header: EnvelopeHeader, event: Event, delta: Delta, pending: _Pending) -> None:
+        day = city_date(header.occurred_at)
+        path = header.org_path
 
         def add(figure: str, amount: int = 1, at: tuple[str, ...] = path) -> None:
             for code in at:
                 key = (code, figure, day)
                 delta[key] = delta.get(key, 0) + amount
 
-        match event:
-            # --- registry ---
-            case registry_events.OrgUnitCreated():
-                row = {
-                    "code": event.code, "parent_code": event.parent_code, "level": event.level, "name": event.name,
-                    "population": event.population, "party_members": event.party_members,
-                }  # fmt: skip
-                await conn.execute(
-                    upsert(conn, t.nodes).values(**row).on_conflict_do_update(index_elements=["code"], set_=row)
-                )
-            case registry_events.SiteOpened():
-                await conn.execute(
-                    upsert(conn, t.sites)
-                    .values(site_id=event.site_id, org_path="/".join(path), level=event.level, kind=event.kind, open=1)
-                    .on_conflict_do_nothing()
-                )
-                add(f"sites.level.{event.level}")
-                add(f"sites.kind.{event.kind}")
-            case registry_events.SiteClosed():
-                site = (
-                    (await conn.execute(select(t.sites).where(t.sites.c.site_id == event.site_id, t.sites.c.open == 1)))
-                    .mappings()
-                    .first()
-                )
-                if site is not None:
-                    await conn.execute(update(t.sites).where(t.sites.c.site_id == event.site_id).values(open=0))
-                    add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
-                    add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
-            case registry_events.VolunteerRegistered():
-                if await pending.member(event.volunteer_number) is not None:
-                    return  # registered already (a second copy of the event)
-                pending.set_member(
-                    event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
-                    age_band=event.age_band, gender=event.gender, active=1, reported_in=0,
-                )  # fmt: skip
-                add("volunteers.new")
-                self._count_member(add, path, event.political_status, event.age_band, event.gender, 1)
-            case registry_events.VolunteerVerified():
-                add("volunteers.verified")
-            case registry_events.VolunteerDeregistered():
-                member = await pending.member(event.volunteer_number)
-                if member is not None and member["active"]:
-                    pending.set_member(event.volunteer_number, active=0)
-                    where = _path(member["org_path"])
-                    add("volunteers.deregistered", at=where)
-                    self._count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
-            case registry_events.VolunteerTransferred():
-                member = await pending.member(event.volunteer_number)
-                if member is not None and member["active"]:
-                    before = _path(member["org_path"])
-                    pending.set_member(event.volunteer_number, org_path="/".join(path))
-                    self._count_member(
-                        add, before, member["political_status"], member["age_band"], member["gender"], -1
-                    )
-                    self._count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
-                    add("volunteers.transferred_out", at=before)
-                    add("volunteers.transferred_in")
-            case registry_events.PartyMemberReportedIn():
-                if await pending.member(event.volunteer_number) is not None:
-                    pending.set_member(event.volunteer_number, reported_in=1)
-                add("party_members.reported_in")
-            case registry_events.TeamCreated():
-                await conn.execute(
-                    upsert(conn, t.teams)
-                    .values(team_id=event.team_id, org_path="/".join(path), kind=event.kind, active=1)
-                    .on_conflict_do_nothing()
-                )
-                add("teams")
-                add(f"teams.kind.{event.kind}")
-            case registry_events.TeamDissolved():
-                team = (
-                    (
-                        await conn.execute(
-                            select(t.teams).where(t.teams.c.team_id == event.team_id, t.teams.c.active == 1)
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
-                if team is not None:
-                    await conn.execute(update(t.teams).where(t.teams.c.team_id == event.team_id).values(active=0))
-                    add("teams", -1, _path(team["org_path"]))
-                    add(f"teams.kind.{team['kind']}", -1, _path(team["org_path"]))
-            case registry_events.TrainingSessionHeld():
-                add("trainings")
-            case registry_events.TrainingAttended():
-                add("trainees")
+        match event:  # the most frequent events first: each case is one isinstance check
             # --- dispatch ---
-            case dispatch_events.ActivityScheduled():
-                add("activities")
-                for facet, value in (
-                    ("theme", event.theme),
-                    ("field", event.field),
-                    ("group_served", event.group_served),
-                    ("kind", event.kind),
-                ):
-                    add(f"activities.{facet}.{value}")
-            case dispatch_events.ActivityCancelled():
-                add("activities.cancelled")
             case dispatch_events.VolunteerCheckedIn():
                 add("participations")
             case (
@@ -312,7 +206,16 @@ class Figures:
             ):
                 change = _hours_change(event)
                 add("service.centihours", change)
-                pending.hours[(event.volunteer_number, day.year)] += change
+                key = (event.volunteer_number, day.year)
+                pending.hours[key] = pending.hours.get(key, 0) + change
+            case dispatch_events.ActivityScheduled():
+                add("activities")
+                add(f"activities.theme.{event.theme}")
+                add(f"activities.field.{event.field}")
+                add(f"activities.group_served.{event.group_served}")
+                add(f"activities.kind.{event.kind}")
+            case dispatch_events.ActivityCancelled():
+                add("activities.cancelled")
             case dispatch_events.OrderPlaced():
                 add("orders.placed")
                 pending.new_orders.setdefault(
@@ -336,12 +239,12 @@ class Figures:
             case _ if type(event) in _ORDER_FLOWS:
                 add(f"orders.{_ORDER_FLOWS[type(event)]}")
             # --- points ---
-            case points_events.PointsAccountOpened():
-                add("points.accounts_opened")
             case points_events.ServiceCredited():
                 add("points.issued", event.points)
             case points_events.ServiceDebited():
                 add("points.issued", -event.points)
+            case points_events.PointsAccountOpened():
+                add("points.accounts_opened")
             case points_events.RedemptionHandedOver():
                 add("points.redeemed", event.points)
             case points_events.PointsExpired():
@@ -351,57 +254,162 @@ class Figures:
                     add(f"stars.level.{event.level}")
                 if event.previous_level:
                     add(f"stars.level.{event.previous_level}", -1)
+            # --- registry ---
+            case registry_events.VolunteerRegistered():
+                if await pending.members.get(event.volunteer_number) is not None:
+                    return  # registered already (a second copy of the event)
+                pending.members.set(
+                    event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
+                    age_band=event.age_band, gender=event.gender, active=1, reported_in=0,
+                )  # fmt: skip
+                add("volunteers.new")
+                _count_member(add, path, event.political_status, event.age_band, event.gender, 1)
+            case registry_events.VolunteerVerified():
+                add("volunteers.verified")
+            case registry_events.VolunteerDeregistered():
+                member = await pending.members.get(event.volunteer_number)
+                if member is not None and member["active"]:
+                    pending.members.set(event.volunteer_number, active=0)
+                    where = _path(member["org_path"])
+                    add("volunteers.deregistered", at=where)
+                    _count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
+            case registry_events.VolunteerTransferred():
+                member = await pending.members.get(event.volunteer_number)
+                if member is not None and member["active"]:
+                    before = _path(member["org_path"])
+                    pending.members.set(event.volunteer_number, org_path="/".join(path))
+                    _count_member(add, before, member["political_status"], member["age_band"], member["gender"], -1)
+                    _count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
+                    add("volunteers.transferred_out", at=before)
+                    add("volunteers.transferred_in")
+            case registry_events.PartyMemberReportedIn():
+                if await pending.members.get(event.volunteer_number) is not None:
+                    pending.members.set(event.volunteer_number, reported_in=1)
+                add("party_members.reported_in")
+            case registry_events.TrainingSessionHeld():
+                add("trainings")
+            case registry_events.TrainingAttended():
+                add("trainees")
+            case registry_events.OrgUnitCreated():
+                pending.nodes.set(
+                    event.code, parent_code=event.parent_code, level=event.level, name=event.name,
+                    population=event.population, party_members=event.party_members,
+                )  # fmt: skip
+            case registry_events.SiteOpened():
+                site = await pending.sites.get(event.site_id)
+                if site is None or not site["open"]:  # a copy of the event, or a reopening
+                    pending.sites.set(
+                        event.site_id, org_path="/".join(path), level=event.level, kind=event.kind, open=1
+                    )
+                    add(f"sites.level.{event.level}")
+                    add(f"sites.kind.{event.kind}")
+            case registry_events.SiteClosed():
+                site = await pending.sites.get(event.site_id)
+                if site is not None and site["open"]:
+                    pending.sites.set(event.site_id, open=0)
+                    add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
+                    add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
+            case registry_events.TeamCreated():
+                team = await pending.teams.get(event.team_id)
+                if team is None or not team["active"]:
+                    pending.teams.set(event.team_id, org_path="/".join(path), kind=event.kind, active=1)
+                    add("teams")
+                    add(f"teams.kind.{event.kind}")
+            case registry_events.TeamDissolved():
+                team = await pending.teams.get(event.team_id)
+                if team is not None and team["active"]:
+                    pending.teams.set(event.team_id, active=0)
+                    add("teams", -1, _path(team["org_path"]))
+                    add(f"teams.kind.{team['kind']}", -1, _path(team["org_path"]))
 
-    @staticmethod
-    def _count_member(
-        add, path: tuple[str, ...], political_status: str, age_band: str, gender: str, amount: int
-    ) -> None:  # noqa: ANN001
-        add("volunteers.registered", amount, path)
-        add(f"volunteers.political_status.{political_status}", amount, path)
-        add(f"volunteers.age_band.{age_band}", amount, path)
-        add(f"volunteers.gender.{gender}", amount, path)
+
+def _count_member(
+    add: Callable[[str, int, tuple[str, ...]], None],
+    path: tuple[str, ...],
+    political_status: str,
+    age_band: str,
+    gender: str,
+    amount: int,
+) -> None:
+    add("volunteers.registered", amount, path)
+    add(f"volunteers.political_status.{political_status}", amount, path)
+    add(f"volunteers.age_band.{age_band}", amount, path)
+    add(f"volunteers.gender.{gender}", amount, path)
 
 
-_ABOUT_MEMBERS = (
-    registry_events.VolunteerRegistered, registry_events.VolunteerDeregistered,
-    registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn,
-)  # fmt: skip
+class _Rows:
+    """The rows of one table that a batch reads and changes, by primary key: each read once
+    (in one query for the batch where it can be), each written once at the batch's end."""
+
+    def __init__(self, conn: AsyncConnection, table: Table) -> None:
+        self.conn, self.table = conn, table
+        (self.key,) = [column.name for column in table.primary_key]
+        self.rows: dict[str, dict[str, Any] | None] = {}
+        self.changed: set[str] = set()
+
+    async def prefetch(self, keys: Iterable[str]) -> None:
+        wanted = sorted(set(keys) - set(self.rows))
+        column = self.table.c[self.key]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found = await self.conn.execute(select(self.table).where(column.in_(chunk)))
+            rows = {row[self.key]: dict(row) for row in found.mappings()}
+            for key in chunk:
+                self.rows[key] = rows.get(key)
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        if key not in self.rows:
+            await self.prefetch([key])
+        return self.rows[key]
+
+    def set(self, key: str, **values: Any) -> None:
+        self.rows[key] = {**(self.rows.get(key) or {self.key: key}), **values}
+        self.changed.add(key)
+
+    async def write(self) -> None:
+        if not self.changed:
+            return
+        statement = upsert(self.conn, self.table)
+        columns = [c.name for c in self.table.columns if c.name != self.key]
+        await self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[self.key], set_={c: getattr(statement.excluded, c) for c in columns}
+            ),
+            [self.rows[key] for key in sorted(self.changed)],
+        )
+
+
+# Which events read which rows, so that a batch reads them in one query each.
+_ROWS_READ = {
+    "members": (
+        (registry_events.VolunteerRegistered, registry_events.VolunteerDeregistered,
+         registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn),
+        "volunteer_number",
+    ),
+    "sites": ((registry_events.SiteOpened, registry_events.SiteClosed), "site_id"),
+    "teams": ((registry_events.TeamCreated, registry_events.TeamDissolved), "team_id"),
+}  # fmt: skip
 
 
 class _Pending:
-    """A batch's changes to the volunteers, their hours and the orders, written at its end in a
-    few statements (one per row per event would cap a rebuild at a few thousand events/s)."""
+    """A batch's changes besides counters: org units, sites, teams, volunteers, their hours and
+    the orders, written at its end in a few statements (one per row per event would cap a
+    rebuild at a few thousand events/s)."""
 
     def __init__(self, conn: AsyncConnection, tables: FigureTables) -> None:
         self.conn, self.t = conn, tables
-        self.members: dict[str, dict[str, Any] | None] = {}
-        self.changed: set[str] = set()
-        self.hours: Counter[tuple[str, int]] = Counter()
+        self.nodes = _Rows(conn, tables.nodes)
+        self.members = _Rows(conn, tables.members)
+        self.sites = _Rows(conn, tables.sites)
+        self.teams = _Rows(conn, tables.teams)
+        self.hours: dict[tuple[str, int], int] = {}
         self.new_orders: dict[str, dict[str, Any]] = {}
         self.firsts: dict[tuple[str, str], datetime] = {}
 
-    async def prefetch(self, numbers: Iterable[str]) -> None:
-        """The batch's volunteers in one query (most are new: a registration looks for none)."""
-        wanted = sorted(set(numbers) - set(self.members))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            rows = await self.conn.execute(select(self.t.members).where(self.t.members.c.volunteer_number.in_(chunk)))
-            found = {row["volunteer_number"]: dict(row) for row in rows.mappings()}
-            for number in chunk:
-                self.members[number] = found.get(number)
-
-    async def member(self, number: str) -> dict[str, Any] | None:
-        if number not in self.members:
-            c = self.t.members.c
-            row = (
-                (await self.conn.execute(select(self.t.members).where(c.volunteer_number == number))).mappings().first()
-            )
-            self.members[number] = dict(row) if row else None
-        return self.members[number]
-
-    def set_member(self, number: str, **values: Any) -> None:
-        self.members[number] = {**(self.members.get(number) or {"volunteer_number": number}), **values}
-        self.changed.add(number)
+    async def prefetch(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
+        for name, (kinds, field) in _ROWS_READ.items():
+            rows: _Rows = getattr(self, name)
+            await rows.prefetch(getattr(e, field) for _, e in events if isinstance(e, kinds))
 
     def first(self, order_id: str, column: str, at: datetime) -> None:
         """Only the first dispatch or acceptance counts: a re-dispatch keeps the first time."""
@@ -412,16 +420,8 @@ class _Pending:
 
     async def write(self) -> None:
         conn, t = self.conn, self.t
-        if self.changed:
-            rows = [self.members[n] for n in sorted(self.changed)]
-            statement = upsert(conn, t.members)
-            columns = ("org_path", "political_status", "age_band", "gender", "active", "reported_in")
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["volunteer_number"], set_={c: getattr(statement.excluded, c) for c in columns}
-                ),
-                rows,
-            )
+        for rows in (self.nodes, self.members, self.sites, self.teams):
+            await rows.write()
         if self.hours:
             statement = upsert(conn, t.member_hours)
             await conn.execute(

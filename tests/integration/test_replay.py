@@ -7,8 +7,8 @@ import json
 
 import pytest
 from nats.aio.msg import Msg
-from nats.errors import NotJSMessageError
-from sqlalchemy import func, select
+from nats.errors import NoServersError, NotJSMessageError
+from sqlalchemy import func, inspect, select
 
 from services.reporting.projection import Figures
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
@@ -182,3 +182,38 @@ async def test_sequences_are_read_off_the_reply_subject_as_nats_py_reads_them(nc
     assert sequences(domain) == (domain.metadata.sequence.stream, domain.metadata.sequence.consumer) == (523, 17)
     with pytest.raises(NotJSMessageError):
         sequences(Msg(nc, subject="x", reply="_INBOX.abc"))
+
+
+async def test_a_rebuild_shared_out_among_processes_gives_the_same_figures(nc, streams, projector) -> None:
+    await publish_city(streams, 12)
+    followers = [asyncio.create_task(projector.follow(nc, c)) for c in ("registry", "points")]
+    try:
+        live = await eventually(lambda: figures(projector), lambda f: caught_up(f, 12))
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+    projector.rebuild_processes = 2
+    before = projector.applied_total
+    generation = await projector.rebuild(nc)
+    assert await projector.active_generation() == generation
+    assert await figures(projector, generation) == live
+    assert projector.applied_total - before == 1 + 12 * 2  # every event, once, in one process or the other
+    assert len(projector.worker_peak_rss_mb) == 2 and all(peak > 0 for peak in projector.worker_peak_rss_mb)
+
+
+async def test_a_rebuild_whose_worker_fails_is_dropped_and_the_figures_keep_serving(nc, streams, projector) -> None:
+    await publish_city(streams, 3)
+    serving = await projector.rebuild(nc)
+    kept = await figures(projector, serving)
+    projector.rebuild_processes = 2
+    projector.nats_connect = {"servers": ["nats://127.0.0.1:1"], "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
+    with pytest.raises(NoServersError):
+        await projector.rebuild(nc)
+    assert await projector.active_generation() == serving
+    assert await figures(projector) == kept
+    async with projector.engine.connect() as conn:
+        generations = await conn.execute(select(projector.generations.c.generation))
+        assert [g for (g,) in generations] == [serving]  # the failed one left no tables behind
+        tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert not [name for name in tables if name.endswith(f"_g{serving + 1}")]

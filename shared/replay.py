@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -98,14 +99,15 @@ class _PipelinedPull:
         self._request_subject = ""
         self._inbox = ""
 
-    async def start(self, sequence: int) -> None:
+    async def start(self, sequence: int, since: datetime | None = None) -> None:
         self.ready.clear()
         self.credit, self.delivered, self.broken = 0, 0, None
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._receive)
         config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=sequence,
+            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if since else sequence,
+            opt_start_time=since,
             ack_policy=AckPolicy.NONE,
             filter_subject=None if self.subject == ">" else self.subject,
             inactive_threshold=60.0,
@@ -170,12 +172,14 @@ async def read_stream(
     stream: str,
     *,
     start: int = 1,
+    since: datetime | None = None,
     stop: int | None = None,
     subject: str = ">",
     batch_size: int = 1000,
     max_wait_seconds: float = 0.05,
 ) -> AsyncIterator[list[Msg]]:
-    """Yield the stream's messages from sequence `start` in order, in batches.
+    """Yield the stream's messages from sequence `start` in order, in batches; with `since`,
+    from the first one the stream stored at or after that time.
 
     With `stop`, ends after the message at that sequence (or at once if the stream is shorter);
     without it, follows the stream live until cancelled.
@@ -184,7 +188,7 @@ async def read_stream(
         return
     reader = _PipelinedPull(nc, stream, subject, batch_size, expires_seconds=1.0)
     next_sequence = start
-    await reader.start(next_sequence)
+    await reader.start(next_sequence, since)
     try:
         while True:
             batch: list[Msg] = []
@@ -223,7 +227,7 @@ async def read_stream(
                 log.warning("reading %s: %s; resuming at %d", stream, reader.broken or "no answer", next_sequence)
                 await reader.stop()
                 await asyncio.sleep(0.2)
-                await reader.start(next_sequence)
+                await reader.start(next_sequence, since if next_sequence == start else None)
             elif stop is not None and not reader.ready and await last_sequence(reader.js, stream) < stop:
                 return  # the stream no longer reaches `stop`
     finally:

@@ -174,21 +174,49 @@ class Figures:
     async def apply(
         self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EnvelopeHeader, Event]]
     ) -> None:
-        tables = self.figure_tables(generation)
-        delta: Delta = {}
-        pending = _Pending(conn, tables)
-        await pending.prefetch(events)
-        for header, event in events:
-            await self._fold(header, event, delta, pending)
-        await pending.write()
-        rows = [(n, f, d, v) for (n, f, d), v in delta.items() if v]
-        if conn.dialect.name == "postgresql":
-            rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
-        await add_to_counters(conn, tables.counters, ("node_code", "figure", "day"), "value", rows)
+        tally = self.tally(conn, generation)
+        await tally.fold(events)
+        await tally.write()
 
-    async def _fold(self, header: EnvelopeHeader, event: Event, delta: Delta, pending: _Pending) -> None:
+    def tally(self, conn: AsyncConnection, generation: int, *, rows_as_of_now: bool = False) -> Tally:
+        """An empty fold into `generation`: events go in with `fold`, and `write` stores them
+        (or nothing does: figures at a moment fold a day's events and only read)."""
+        return Tally(conn, self.figure_tables(generation), rows_as_of_now=rows_as_of_now)
+
+
+class Tally:
+    """Events folded into counters' changes (`delta`, by node, figure and day) and the rows
+    they read and change (`pending`), not yet written.
+
+    `rows_as_of_now`: the volunteers', sites' and teams' rows read are as they stand now, after
+    the events folded (figures at a moment fold one day again on top of what is stored). The
+    checks that keep a second copy of an event from counting twice are then off, facets come
+    from the rows, and a transfer whose origin the row no longer shows counts its flows only.
+    """
+
+    def __init__(self, conn: AsyncConnection, tables: FigureTables, *, rows_as_of_now: bool = False) -> None:
+        self.conn = conn
+        self.again = rows_as_of_now
+        self.counters = tables.counters
+        self.delta: Delta = {}
+        self.pending = _Pending(conn, tables)
+
+    async def fold(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
+        await self.pending.prefetch(events)
+        for header, event in events:
+            await self._fold(header, event)
+
+    async def write(self) -> None:
+        await self.pending.write()
+        rows = [(n, f, d, v) for (n, f, d), v in self.delta.items() if v]
+        if self.conn.dialect.name == "postgresql":
+            rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
+        await add_to_counters(self.conn, self.counters, ("node_code", "figure", "day"), "value", rows)
+
+    async def _fold(self, header: EnvelopeHeader, event: Event) -> None:
         day = city_date(header.occurred_at)
         path = header.org_path
+        delta, pending, again = self.delta, self.pending, self.again
 
         def add(figure: str, amount: int = 1, at: tuple[str, ...] = path) -> None:
             for code in at:
@@ -256,7 +284,7 @@ class Figures:
                     add(f"stars.level.{event.previous_level}", -1)
             # --- registry ---
             case registry_events.VolunteerRegistered():
-                if await pending.members.get(event.volunteer_number) is not None:
+                if not again and await pending.members.get(event.volunteer_number) is not None:
                     return  # registered already (a second copy of the event)
                 pending.members.set(
                     event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
@@ -268,19 +296,21 @@ class Figures:
                 add("volunteers.verified")
             case registry_events.VolunteerDeregistered():
                 member = await pending.members.get(event.volunteer_number)
-                if member is not None and member["active"]:
+                if member is not None and (member["active"] or again):
                     pending.members.set(event.volunteer_number, active=0)
                     where = _path(member["org_path"])
                     add("volunteers.deregistered", at=where)
                     _count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
             case registry_events.VolunteerTransferred():
                 member = await pending.members.get(event.volunteer_number)
-                if member is not None and member["active"]:
+                if member is not None and (member["active"] or again):
                     before = _path(member["org_path"])
                     pending.members.set(event.volunteer_number, org_path="/".join(path))
-                    _count_member(add, before, member["political_status"], member["age_band"], member["gender"], -1)
-                    _count_member(add, path, member["political_status"], member["age_band"], member["gender"], 1)
-                    add("volunteers.transferred_out", at=before)
+                    if before != path:
+                        facets = member["political_status"], member["age_band"], member["gender"]
+                        _count_member(add, before, *facets, -1)
+                        _count_member(add, path, *facets, 1)
+                        add("volunteers.transferred_out", at=before)
                     add("volunteers.transferred_in")
             case registry_events.PartyMemberReportedIn():
                 if await pending.members.get(event.volunteer_number) is not None:
@@ -297,7 +327,7 @@ class Figures:
                 )  # fmt: skip
             case registry_events.SiteOpened():
                 site = await pending.sites.get(event.site_id)
-                if site is None or not site["open"]:  # a copy of the event, or a reopening
+                if site is None or not site["open"] or again:  # new or reopened: a copy changes nothing
                     pending.sites.set(
                         event.site_id, org_path="/".join(path), level=event.level, kind=event.kind, open=1
                     )
@@ -305,19 +335,19 @@ class Figures:
                     add(f"sites.kind.{event.kind}")
             case registry_events.SiteClosed():
                 site = await pending.sites.get(event.site_id)
-                if site is not None and site["open"]:
+                if site is not None and (site["open"] or again):
                     pending.sites.set(event.site_id, open=0)
                     add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
                     add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
             case registry_events.TeamCreated():
                 team = await pending.teams.get(event.team_id)
-                if team is None or not team["active"]:
+                if team is None or not team["active"] or again:
                     pending.teams.set(event.team_id, org_path="/".join(path), kind=event.kind, active=1)
                     add("teams")
                     add(f"teams.kind.{event.kind}")
             case registry_events.TeamDissolved():
                 team = await pending.teams.get(event.team_id)
-                if team is not None and team["active"]:
+                if team is not None and (team["active"] or again):
                     pending.teams.set(event.team_id, active=0)
                     add("teams", -1, _path(team["org_path"]))
                     add(f"teams.kind.{team['kind']}", -1, _path(team["org_path"]))

@@ -7,15 +7,21 @@ import math
 import re
 from calendar import monthrange
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporting.projection import Figures
+from services.reporting.projection import Delta, Figures
+from shared.bus import stream_name
+from shared.catalog import EventRejected, catalog
+from shared.citytime import CITY_ZONE, city_date
 from shared.db import reading
 from shared.errors import Invalid, NotFound
+from shared.replay import read_stream
 
 # The figures a dashboard shows for every node and its children.
 HEADLINE = (
@@ -59,11 +65,20 @@ def _shaped(values: dict[str, int]) -> dict[str, Any]:
 
 
 async def figures_for(
-    engine: AsyncEngine, projection: Figures, generation: int, code: str, *, start: date | None = None, end: date | None = None
+    engine: AsyncEngine,
+    projection: Figures,
+    generation: int,
+    code: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    moment: datetime | None = None,
+    part_of_day: Delta | None = None,
 ) -> dict[str, Any]:
     """Every figure of a node as of `end` (all of time when absent), and, given `start`, what
     happened from `start` to `end`. Counters are kept from the district down; a city sums its
-    districts."""
+    districts. `part_of_day` adds the changes of the day after `end` up to `moment` (see
+    `figures_at`)."""
     t = projection.figure_tables(generation)
     nodes, counters = t.nodes, t.counters
     async with reading(engine) as conn:
@@ -71,13 +86,17 @@ async def figures_for(
         if node is None:
             raise NotFound(f"unknown org unit {code}")
         if node["level"] == "city":
-            where = counters.c.node_code.in_(select(nodes.c.code).where(nodes.c.parent_code == code))
+            codes = set(await conn.scalars(select(nodes.c.code).where(nodes.c.parent_code == code)))
         else:
-            where = counters.c.node_code == code
+            codes = {code}
+        where = counters.c.node_code.in_(sorted(codes))
         if end is not None:
             where = where & (counters.c.day <= end)
         totals = select(counters.c.figure, func.sum(counters.c.value)).group_by(counters.c.figure)
         as_of = {figure: int(total) for figure, total in await conn.execute(totals.where(where))}
+        for (node_code, figure, _day), change in (part_of_day or {}).items():
+            if node_code in codes:
+                as_of[figure] = as_of.get(figure, 0) + change
         in_period = None
         if start is not None:
             rows = await conn.execute(totals.where(where & (counters.c.day >= start)))
@@ -91,19 +110,75 @@ async def figures_for(
         "level": node["level"],
         "population": population,
         "party_members": node["party_members"],
-        "as_of": end.isoformat() if end else None,
+        "as_of": moment.isoformat() if moment else end.isoformat() if end else None,
         "figures": _shaped(as_of),
         "volunteer_share_of_population": registered / population if population else None,
     }
     answer["coverage"] = coverage
     if in_period is not None:
-        answer["period"] = {"from": start.isoformat(), "to": end.isoformat() if end else None, "figures": _shaped(in_period)}
+        answer["period"] = {
+            "from": start.isoformat(),
+            "to": end.isoformat() if end else None,
+            "figures": _shaped(in_period),
+        }
     return answer
+
+
+# A message is stored when its event is published, after it occurred: read from a little before
+# the day starts, in case the services' clocks run ahead of the NATS server's.
+_CLOCK_SLACK = timedelta(minutes=5)
+
+
+async def figures_at(
+    engine: AsyncEngine, projection: Figures, generation: int, nc: Client, code: str, moment: datetime
+) -> dict[str, Any]:
+    """Every figure of a node as it stood at `moment`: the counters of the days before its
+    city day, plus that day's events up to the moment, replayed from the streams and folded
+    without being stored (what had occurred by then, however late it was recorded). A
+    volunteer, site or team changed that day is read as it stands now (see `Tally`).
+
+    Replaying reads every message stored since that day began: a moment long past costs a
+    read of the streams from then on."""
+    if moment.tzinfo is None:
+        raise Invalid("a moment carries its time zone, e.g. 2026-11-23T15:30:00+08:00", field="at")
+    day = city_date(moment)
+    midnight = datetime.combine(day, time(), CITY_ZONE)
+    js = nc.jetstream()
+    async with reading(engine) as conn:
+        tally = projection.tally(conn, generation, rows_as_of_now=True)
+        for context in projection.contexts:
+            try:
+                state = (await js.stream_info(stream_name(context))).state
+            except NotFoundError:
+                continue
+            if not state.messages:
+                continue
+            last = await js.get_msg(stream_name(context), state.last_seq)
+            if last.time is not None and last.time < midnight - _CLOCK_SLACK:
+                continue  # nothing stored since the day began: no reader would ever deliver
+            async for batch in read_stream(
+                nc, stream_name(context), since=midnight - _CLOCK_SLACK, stop=state.last_seq
+            ):
+                events = []
+                for msg in batch:
+                    try:
+                        header = catalog.parse_header(msg.data)
+                        if projection.handles(header.type) and midnight <= header.occurred_at <= moment:
+                            events.append((header, catalog.payload_under(header)))
+                    except EventRejected:
+                        continue  # the projection's own reader parks it, with the reason
+                await tally.fold(events)
+    return await figures_for(
+        engine, projection, generation, code, end=day - timedelta(days=1), moment=moment, part_of_day=tally.delta
+    )
 
 
 async def _coverage(conn: Any, t: Any, code: str, end: date | None) -> dict[str, Any]:
     """Of the communities under a node: how many have an open station, and at least one team."""
-    tree = {row.code: (row.parent_code, row.level) for row in await conn.execute(select(t.nodes.c.code, t.nodes.c.parent_code, t.nodes.c.level))}
+    tree = {
+        row.code: (row.parent_code, row.level)
+        for row in await conn.execute(select(t.nodes.c.code, t.nodes.c.parent_code, t.nodes.c.level))
+    }
 
     def under(community: str) -> bool:
         node: str | None = community
@@ -137,7 +212,9 @@ REPORTED_IN_TARGET = 0.7
 HOURS_A_YEAR = 25
 
 
-async def party_targets(engine: AsyncEngine, projection: Figures, generation: int, code: str, year: int) -> dict[str, Any]:
+async def party_targets(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, year: int
+) -> dict[str, Any]:
     """The party-member targets at a node: registered party-member volunteers as a share of its
     party members, the share with 25 hours in `year`, the share reported in to their community,
     and who falls short (by volunteer number: reports carry no names)."""
@@ -149,7 +226,9 @@ async def party_targets(engine: AsyncEngine, projection: Figures, generation: in
         m, h = t.members.c, t.member_hours.c
         query = (
             select(m.volunteer_number, m.reported_in, func.coalesce(h.centihours, 0))
-            .select_from(t.members.outerjoin(t.member_hours, (h.volunteer_number == m.volunteer_number) & (h.year == year)))
+            .select_from(
+                t.members.outerjoin(t.member_hours, (h.volunteer_number == m.volunteer_number) & (h.year == year))
+            )
             .where(m.active == 1, m.political_status == "party_member")
             .order_by(m.volunteer_number)
         )
@@ -167,7 +246,11 @@ async def party_targets(engine: AsyncEngine, projection: Figures, generation: in
         "code": code,
         "year": year,
         "party_members": node["party_members"],
-        "registered": {"count": registered, "share": share(registered, node["party_members"]), "target": REGISTERED_TARGET},
+        "registered": {
+            "count": registered,
+            "share": share(registered, node["party_members"]),
+            "target": REGISTERED_TARGET,
+        },
         "with_25_hours": {"count": with_hours, "share": share(with_hours, registered)},
         "reported_in": {"count": reported_in, "share": share(reported_in, registered), "target": REPORTED_IN_TARGET},
         "falling_short": [
@@ -232,7 +315,15 @@ async def _node(conn: Any, nodes: Any, code: str) -> Any:
 
 
 async def trend(
-    engine: AsyncEngine, projection: Figures, generation: int, code: str, figure: str, *, start: date, end: date, by: str
+    engine: AsyncEngine,
+    projection: Figures,
+    generation: int,
+    code: str,
+    figure: str,
+    *,
+    start: date,
+    end: date,
+    by: str,
 ) -> dict[str, Any]:
     """What one figure changed by in each day or month from `start` to `end` (zeros included),
     and where it stood at the end of each."""
@@ -245,7 +336,9 @@ async def trend(
         else:
             where = counters.c.node_code == code
         where = where & (counters.c.figure == figure)
-        before = await conn.scalar(select(func.coalesce(func.sum(counters.c.value), 0)).where(where, counters.c.day < start))
+        before = await conn.scalar(
+            select(func.coalesce(func.sum(counters.c.value), 0)).where(where, counters.c.day < start)
+        )
         rows = await conn.execute(
             select(counters.c.day, func.sum(counters.c.value))
             .where(where, counters.c.day >= start, counters.c.day <= end)
@@ -266,12 +359,18 @@ async def trend(
     return {"code": code, "figure": "service.hours" if scale == 100 else figure, "by": by, "points": points}
 
 
-async def children(engine: AsyncEngine, projection: Figures, generation: int, code: str, figures: Sequence[str]) -> dict[str, Any]:
+async def children(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, figures: Sequence[str]
+) -> dict[str, Any]:
     """A node's children (districts of a city, streets of a district, …) with a few figures each."""
     t = projection.figure_tables(generation)
     async with reading(engine) as conn:
         node = await _node(conn, t.nodes, code)
-        kids = (await conn.execute(select(t.nodes).where(t.nodes.c.parent_code == code).order_by(t.nodes.c.code))).mappings().all()
+        kids = (
+            (await conn.execute(select(t.nodes).where(t.nodes.c.parent_code == code).order_by(t.nodes.c.code)))
+            .mappings()
+            .all()
+        )
         rows = await conn.execute(
             select(t.counters.c.node_code, t.counters.c.figure, func.sum(t.counters.c.value))
             .where(t.counters.c.node_code.in_([k["code"] for k in kids]), t.counters.c.figure.in_(list(figures)))
@@ -287,7 +386,10 @@ async def children(engine: AsyncEngine, projection: Figures, generation: int, co
         "parent_code": node["parent_code"],
         "children": [
             {
-                "code": k["code"], "name": k["name"], "level": k["level"], "population": k["population"],
+                "code": k["code"],
+                "name": k["name"],
+                "level": k["level"],
+                "population": k["population"],
                 "figures": _shaped(values.get(k["code"], {})),
             }  # fmt: skip
             for k in kids

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from nats.aio.msg import Msg
@@ -11,13 +13,15 @@ from nats.errors import NoServersError, NotJSMessageError
 from sqlalchemy import func, inspect, select
 
 from services.reporting.projection import Figures
+from services.reporting.queries import figures_at, figures_for
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
 from shared.catalog import catalog
 from shared.db import make_engine
+from shared.errors import Invalid
 from shared.events.points import PointsAccountOpened
 from shared.events.registry import OrgUnitCreated
 from shared.replay import Projector, read_stream, sequences
-from tests.factories import DISTRICT, PATH, registered_envelope
+from tests.factories import DISTRICT, PATH, registered, registered_envelope
 from tests.infra.waiting import eventually
 
 
@@ -217,3 +221,32 @@ async def test_a_rebuild_whose_worker_fails_is_dropped_and_the_figures_keep_serv
         assert [g for (g,) in generations] == [serving]  # the failed one left no tables behind
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
     assert not [name for name in tables if name.endswith(f"_g{serving + 1}")]
+
+
+async def test_figures_at_a_moment_replay_that_day_up_to_the_moment(nc, streams, projector) -> None:
+    await publish_city(streams, 0)  # the district
+    city = ZoneInfo("Asia/Shanghai")
+    day = date(2026, 11, 20)
+    for n, at in (
+        (1, datetime(2026, 11, 19, 20, 0, tzinfo=city)),
+        (2, datetime(2026, 11, 20, 9, 0, tzinfo=city)),
+        (3, datetime(2026, 11, 20, 15, 0, tzinfo=city)),
+    ):
+        envelope = catalog.envelope(registered(n), aggregate_id=f"V{n:08d}", aggregate_version=1, org_path=PATH, actor="t", occurred_at=at)
+        await streams.publish("registry.370303.volunteer.registered", envelope.to_json(), stream="REGISTRY")
+    generation = await projector.rebuild(nc)
+
+    async def registered_at(moment: datetime) -> int:
+        answer = await figures_at(projector.engine, projector.projection, generation, nc, DISTRICT, moment)
+        assert answer["as_of"] == moment.isoformat()
+        return answer["figures"].get("volunteers.registered", 0)
+
+    assert await registered_at(datetime(2026, 11, 19, 23, 59, tzinfo=city)) == 1
+    assert await registered_at(datetime(2026, 11, 20, 9, 0, tzinfo=city)) == 2  # at the moment itself: counted
+    assert await registered_at(datetime(2026, 11, 20, 12, 0, tzinfo=city)) == 2
+    assert await registered_at(datetime(2026, 11, 20, 16, 0, tzinfo=city)) == 3
+    assert await registered_at(datetime(2026, 11, 21, 0, 0, tzinfo=city)) == 3  # a day with nothing stored since
+    day_level = await figures_for(projector.engine, projector.projection, generation, DISTRICT, end=day)
+    assert day_level["figures"]["volunteers.registered"] == 3
+    with pytest.raises(Invalid, match="time zone"):
+        await figures_at(projector.engine, projector.projection, generation, nc, DISTRICT, datetime(2026, 11, 20, 12))

@@ -32,7 +32,7 @@ from nats.errors import NotJSMessageError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.bus import dead_letter, stream_name
@@ -279,6 +279,19 @@ async def _decode(js: JetStreamContext, batch: list[Msg], read: Read, consumer: 
     return decoded
 
 
+def _tables_match(conn: Any, tables: Sequence[Table]) -> bool:
+    """Whether the tables are in the database with exactly these columns (or none of them is:
+    a new generation)."""
+    inspector = inspect(conn)
+    present = [table for table in tables if inspector.has_table(table.name)]
+    if not present:
+        return True
+    return len(present) == len(tables) and all(
+        {column["name"] for column in inspector.get_columns(table.name)} == {column.name for column in table.columns}
+        for table in tables
+    )
+
+
 @contextmanager
 def _collecting_less() -> Iterator[None]:
     """A rebuild allocates millions of short-lived objects and keeps few of them: at the default
@@ -338,6 +351,8 @@ class Projector:
         self.rebuild_processes = rebuild_processes
         self.nats_connect = nats_connect
         self.worker_peak_rss_mb: list[float] = []
+        self.stale = False
+        self._rebuilding_stale = asyncio.Lock()
         self.metadata = MetaData()
         self.generations = Table(
             "projection_generations",
@@ -367,7 +382,11 @@ class Projector:
         return header, self.catalog.payload_under(header)
 
     async def setup(self) -> int:
-        """Create the bookkeeping tables and a first generation; return the active one."""
+        """Create the bookkeeping tables and a first generation; return the active one.
+
+        An active generation whose tables are not the projection's tables as this version of
+        the code defines them (a column or table added since) is stale: the followers rebuild
+        it before they follow (see `follow`)."""
         async with writing(self.engine) as conn:
             await conn.run_sync(self.metadata.create_all)
             active = await self._active(conn)
@@ -376,7 +395,13 @@ class Projector:
                 await conn.execute(
                     self.generations.insert().values(projection=self.projection.name, generation=1, active=1)
                 )
+            tables = self.projection.tables(active)
+            self.stale = not await conn.run_sync(lambda sync: _tables_match(sync, tables))
             await self._create_tables(conn, active)
+        if self.stale:
+            log.warning(
+                "%s: generation %d has tables of an earlier version: it will be rebuilt", self.consumer_name, active
+            )
         return active
 
     async def active_generation(self) -> int:
@@ -414,11 +439,16 @@ class Projector:
     # -- live ---------------------------------------------------------------------------------
 
     async def follow(self, nc: Client, context: str) -> None:
-        """Apply the stream of `context` to the active generation, live, until cancelled."""
+        """Apply the stream of `context` to the active generation, live, until cancelled; a
+        stale generation (see `setup`) is rebuilt first, by whichever follower comes first."""
         stream = stream_name(context)
         backoff = _Backoff()
         while True:
             try:
+                async with self._rebuilding_stale:
+                    if self.stale:
+                        await self.rebuild(nc)
+                        self.stale = False
                 generation = await self.active_generation()
                 start = await self.checkpoint(generation, stream) + 1
                 async for batch in read_stream(nc, stream, start=start, batch_size=self.batch_size):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from nats.aio.msg import Msg
 from nats.errors import NoServersError, NotJSMessageError
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Column, String, func, inspect, select
 
 from services.reporting.projection import Figures
 from services.reporting.queries import figures_at, figures_for
@@ -250,3 +250,36 @@ async def test_figures_at_a_moment_replay_that_day_up_to_the_moment(nc, streams,
     assert day_level["figures"]["volunteers.registered"] == 3
     with pytest.raises(Invalid, match="time zone"):
         await figures_at(projector.engine, projector.projection, generation, nc, DISTRICT, datetime(2026, 11, 20, 12))
+
+
+class FiguresWithANote(Figures):
+    """Figures as a later version of the code might define them: one more column."""
+
+    def figure_tables(self, generation: int):  # noqa: ANN201
+        tables = super().figure_tables(generation)
+        if "note" not in tables.teams.c:
+            tables.teams.append_column(Column("note", String(20)))
+        return tables
+
+
+async def test_a_generation_built_by_an_earlier_version_is_rebuilt_before_following(nc, streams, projector) -> None:
+    await publish_city(streams, 4)
+    earlier = await projector.rebuild(nc)
+    counted = await figures(projector, earlier)
+    assert not projector.stale
+
+    later = Projector(FiguresWithANote(), projector.engine, batch_size=7)
+    assert await later.setup() == earlier and later.stale
+    follower = asyncio.create_task(later.follow(nc, "registry"))
+    try:
+        rebuilt = await eventually(later.active_generation, lambda g: g != earlier)
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    assert not later.stale
+    assert await figures(later, rebuilt) == counted
+    async with projector.engine.connect() as conn:
+        columns = await conn.run_sync(lambda sync: inspect(sync).get_columns(f"teams_g{rebuilt}"))
+    assert "note" in {c["name"] for c in columns}
+    again = Projector(FiguresWithANote(), projector.engine)
+    assert await again.setup() == rebuilt and not again.stale

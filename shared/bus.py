@@ -36,6 +36,12 @@ class StreamSettings:
     duplicate_window_seconds: float = 3600.0
 
 
+def inbox_prefix(service: str) -> str:
+    """Where a service's replies arrive: its own inboxes, so that its NATS user may read no other's
+    (deploy/nats/users.conf)."""
+    return f"_INBOX.{service}"
+
+
 def stream_name(context: str) -> str:
     return context.upper()
 

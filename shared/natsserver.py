@@ -47,8 +47,16 @@ def nats_server_binary() -> str:
 
 
 class LocalNatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        config_file: Path | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
+        self.config_file = config_file
         self.host = host
         self.port = port or free_port()
         self.log_file = log_file
@@ -61,8 +69,10 @@ class LocalNatsServer:
     def start(self, timeout: float = 15.0) -> LocalNatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        # The flags after the configuration file override what it says about the same settings.
+        config = ["-c", str(self.config_file)] if self.config_file else []
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [nats_server_binary(), *config, "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import resource
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -108,6 +109,9 @@ class _PipelinedPull:
             deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=None if since else sequence,
             opt_start_time=since,
+            # Named by us: NATS users may then create readers (`CONSUMER.CREATE.<stream>.<name>`)
+            # while a deny keeps other services' durables out of reach (deploy/nats/users.conf).
+            name=f"reader-{uuid.uuid4().hex}",
             ack_policy=AckPolicy.NONE,
             filter_subject=None if self.subject == ">" else self.subject,
             inactive_threshold=60.0,

@@ -14,12 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsNKey
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, stream_name
+from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, inbox_prefix, stream_name
 from shared.db import make_engine
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.outbox import OutboxRelay, RelaySettings
@@ -70,6 +70,8 @@ class ServiceRuntime:
         self.relay_settings = relay_settings
         self.broker = NatsBroker(
             settings.nats_url,
+            security=NatsNKey.from_file(settings.nats_nkey_seed_file) if settings.nats_nkey_seed_file else None,
+            inbox_prefix=inbox_prefix(self.name),
             max_reconnect_attempts=-1,  # never give up on NATS: the outbox holds events meanwhile
             reconnect_time_wait=1,
             logger=logging.getLogger(f"beacon.{self.name}.bus"),

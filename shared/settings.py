@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.bus import inbox_prefix
 
 DEFAULT_PORTS = {"registry": 8101, "dispatch": 8102, "points": 8103, "reporting": 8104}
 
@@ -14,11 +18,21 @@ class ServiceSettings(BaseSettings):
     service: str = ""
     database_url: str = ""
     nats_url: str = "nats://127.0.0.1:4222"
+    # The service's NATS user (deploy/nats/users.conf); unset, it connects without authenticating.
+    nats_nkey_seed_file: str = ""
     host: str = "127.0.0.1"
     port: int = 0
     stream_replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_seconds: float = Field(default=3600.0, gt=0)
     log_level: str = "INFO"
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """nats-py `connect` arguments for this service's own plain clients (a rebuild's worker
+        processes, command-line tools): its server, its user, its inboxes, as its runtime has."""
+        options: dict[str, Any] = {"servers": [self.nats_url], "inbox_prefix": inbox_prefix(self.service)}
+        if self.nats_nkey_seed_file:
+            options["nkeys_seed"] = self.nats_nkey_seed_file
+        return options
 
     def for_service(self, service: str) -> ServiceSettings:
         """Fill what was not set with this service's defaults (its own SQLite file and port)."""

@@ -182,6 +182,7 @@ def subscribe(
         config=consumer_config,
         pull_sub=PullSub(batch_size=batch_size, timeout=max_wait_seconds, batch=True),
         ack_policy=AckPolicy.MANUAL,
+        inbox_prefix=None,  # type: ignore[arg-type]  # the connection's own (shared/bus.py inbox_prefix), not `_INBOX`
         title=durable,
         description=f"{reactor.name} applies {', '.join(sorted(reactor.handlers))} from {stream_name(context)}",
     )

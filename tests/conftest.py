@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 import shared.events  # noqa: F401  (registers the catalog)
 from shared.eventstore import EventStore
 from tests.factories import event_store
-from tests.infra.nats import nats_server
+from tests.infra.nats import SecuredNats, nats_server, nats_server_with_users, production_nats_server
 from tests.infra.postgres import postgres_server, throwaway_database
 
 # Dispatch signs its shifts' QR codes with this key wherever a test starts it on PostgreSQL
@@ -27,6 +27,20 @@ def nats_url() -> Iterator[str]:
     """A fresh server per test: our streams refuse purges, so tests cannot share one."""
     with nats_server() as url:
         yield url
+
+
+@pytest.fixture
+def nats_with_users() -> Iterator[SecuredNats]:
+    """A fresh server enforcing deploy/nats/users.conf, with a new key per service, no TLS."""
+    with nats_server_with_users() as server:
+        yield server
+
+
+@pytest.fixture
+def production_nats() -> Iterator[SecuredNats]:
+    """A fresh server on deploy/nats/production.conf (TLS, users), with a throwaway certificate."""
+    with production_nats_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def rebuild(argv: list[str]) -> None:
             projector.rebuild_processes = processes
         await runtime.store.create_tables()
         await projector.setup()
-        nc = await connect(settings.nats_url)
+        nc = await connect(**settings.nats_connect_options())
         started = time.monotonic()
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

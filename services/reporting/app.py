@@ -26,7 +26,7 @@ def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
         runtime.engine,
         # A rebuild shares the streams out among processes, one per core (each fold is CPU-bound).
         rebuild_processes=min(os.cpu_count() or 1, len(Figures.contexts)),
-        nats_connect={"servers": [settings.nats_url]},
+        nats_connect=settings.nats_connect_options(),
     )
     runtime.on_start(projector.setup)
     for context in Figures.contexts:

@@ -4,10 +4,16 @@ nats-server process on a free port with its own store directory."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from deploy.nats_keys import seed_file, write_service_keys
 from shared.natsserver import LocalNatsServer
 from tests.infra.docker import docker_available
 
@@ -51,3 +57,93 @@ async def streams_exist(nats_url: str, *contexts: str) -> None:
             await ensure_stream(nc.jetstream(), context_stream(context, StreamSettings()))
     finally:
         await nc.close()
+
+
+DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+
+
+@dataclass(frozen=True)
+class SecuredNats:
+    """A nats-server enforcing deploy/nats/users.conf, with this run's keys and its log."""
+
+    url: str
+    keys: Path
+    log_file: Path
+    ca_file: Path | None = None  # with TLS: the CA that issued the server's certificate
+
+    def seed_file(self, service: str) -> Path:
+        return seed_file(self.keys, service)
+
+    def violations(self) -> list[str]:
+        return [line for line in self.log_file.read_text().splitlines() if "Violation" in line]
+
+
+@contextlib.contextmanager
+def nats_server_with_users() -> Iterator[SecuredNats]:
+    """users.conf as it is, with a fresh key per service, and no TLS."""
+    with tempfile.TemporaryDirectory(prefix="beacon-nats-") as folder:
+        conf = Path(folder) / "conf"
+        write_service_keys(conf)
+        shutil.copy(DEPLOY_NATS / "users.conf", conf)
+        log = Path(folder) / "nats.log"
+        with LocalNatsServer(Path(folder) / "store", log_file=log, config_file=conf / "users.conf") as server:
+            yield SecuredNats(server.url, conf, log)
+
+
+@contextlib.contextmanager
+def production_nats_server() -> Iterator[SecuredNats]:
+    """production.conf with its TLS placeholders pointed at a throwaway CA's certificate, without
+    its monitoring port, store and listening port (the command line gives those)."""
+    with tempfile.TemporaryDirectory(prefix="beacon-nats-") as folder:
+        conf, tls = Path(folder) / "conf", Path(folder) / "tls"
+        write_service_keys(conf)
+        shutil.copy(DEPLOY_NATS / "users.conf", conf)
+        text = (DEPLOY_NATS / "production.conf").read_text().replace("/etc/nats/tls/", f"{tls}/")
+        (conf / "production.conf").write_text(re.sub(r"^\s*(http_port|store_dir):.*$", "", text, flags=re.MULTILINE))
+        write_certificates(tls, host="127.0.0.1")
+        log = Path(folder) / "nats.log"
+        with LocalNatsServer(Path(folder) / "store", log_file=log, config_file=conf / "production.conf") as server:
+            yield SecuredNats(f"tls://{server.host}:{server.port}", conf, log, tls / "ca.pem")
+
+
+def write_certificates(folder: Path, host: str) -> None:
+    """ca.pem, and server-cert.pem with server-key.pem for `host` signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def named(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name) -> x509.CertificateBuilder:
+        now = datetime.now(UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(named(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        certificate("Beacon test CA", ca_key, named("Beacon test CA"))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        certificate("beacon-nats", server_key, ca.subject)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server-cert.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (folder / "server-key.pem").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )

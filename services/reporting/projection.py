@@ -42,6 +42,7 @@ _HANDLED = (
     registry_events.OrgUnitCreated, registry_events.SiteOpened, registry_events.SiteClosed,
     registry_events.VolunteerRegistered, registry_events.VolunteerVerified, registry_events.VolunteerDeregistered,
     registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn, registry_events.TeamCreated,
+    registry_events.TeamMemberJoined, registry_events.TeamMemberLeft,
     registry_events.TeamDissolved, registry_events.TrainingSessionHeld, registry_events.TrainingAttended,
     dispatch_events.ActivityScheduled, dispatch_events.ActivityCancelled, dispatch_events.VolunteerCheckedIn,
     dispatch_events.ServiceHoursConfirmed, dispatch_events.ServiceHoursAdjusted, dispatch_events.ServiceHoursRevoked,
@@ -57,7 +58,7 @@ _HANDLED = (
 # Order events that count once each under orders.<name>.
 _ORDER_FLOWS = {
     dispatch_events.OrderDeclined: "declined", dispatch_events.OrderTimedOut: "timed_out",
-    dispatch_events.OrderEscalated: "escalated", dispatch_events.OrderCancelled: "cancelled",
+    dispatch_events.OrderEscalated: "escalated",
 }  # fmt: skip
 
 
@@ -114,7 +115,9 @@ class FigureTables:
             Column("year", Integer, primary_key=True),
             Column("centihours", BigInteger, nullable=False),
         )
-        # Each order's times, for the time to dispatch and to accept (medians need the values).
+        # Each order's times: for the time to dispatch and to accept (medians need the values), and
+        # for the orders overdue at any moment (not accepted when the window opens, not completed
+        # when it closes).
         self.orders = Table(
             f"orders_g{g}",
             metadata,
@@ -122,8 +125,12 @@ class FigureTables:
             Column("org_path", String(200), nullable=False),
             Column("placed_on", Date, nullable=False, index=True),
             Column("placed_at", UtcDateTime, nullable=False),
+            Column("window_start", UtcDateTime, nullable=False),
+            Column("window_end", UtcDateTime, nullable=False),
             Column("dispatched_at", UtcDateTime),
             Column("accepted_at", UtcDateTime),
+            Column("completed_at", UtcDateTime),
+            Column("cancelled_at", UtcDateTime),
         )
         self.sites = Table(
             f"sites_g{g}",
@@ -139,12 +146,23 @@ class FigureTables:
             metadata,
             Column("team_id", String(20), primary_key=True),
             Column("org_path", String(200), nullable=False),
+            Column("name", String(100), nullable=False),
             Column("kind", String(30), nullable=False),
             Column("active", Integer, nullable=False),
         )
+        # Who is in each team now: a team's hours are its members' (see queries.top_teams).
+        self.team_members = Table(
+            f"team_members_g{g}",
+            metadata,
+            Column("team_id", String(20), primary_key=True),
+            Column("volunteer_number", String(20), primary_key=True),
+        )
 
     def all(self) -> tuple[Table, ...]:
-        return (self.nodes, self.counters, self.members, self.member_hours, self.orders, self.sites, self.teams)
+        return (
+            self.nodes, self.counters, self.members, self.member_hours, self.orders, self.sites, self.teams,
+            self.team_members,
+        )  # fmt: skip
 
 
 def _path(text: str) -> tuple[str, ...]:
@@ -249,7 +267,8 @@ class Tally:
                 pending.new_orders.setdefault(
                     event.order_id,
                     {"order_id": event.order_id, "org_path": "/".join(path), "placed_on": city_date(event.placed_at),
-                     "placed_at": event.placed_at, "dispatched_at": None, "accepted_at": None},
+                     "placed_at": event.placed_at, "window_start": event.window_start, "window_end": event.window_end,
+                     "dispatched_at": None, "accepted_at": None, "completed_at": None, "cancelled_at": None},
                 )  # fmt: skip
             case dispatch_events.OrderDispatched() | dispatch_events.OrderOpenedForTaking():
                 if isinstance(event, dispatch_events.OrderDispatched):
@@ -261,6 +280,10 @@ class Tally:
             case dispatch_events.OrderCompleted():
                 add("orders.completed")
                 add("orders.people_served", event.people_served)
+                pending.first(event.order_id, "completed_at", event.at)
+            case dispatch_events.OrderCancelled():
+                add("orders.cancelled")
+                pending.first(event.order_id, "cancelled_at", event.at)
             case dispatch_events.OrderRated():
                 add("orders.rated")
                 add("orders.rating_sum", event.rating)
@@ -342,9 +365,15 @@ class Tally:
             case registry_events.TeamCreated():
                 team = await pending.teams.get(event.team_id)
                 if team is None or not team["active"] or again:
-                    pending.teams.set(event.team_id, org_path="/".join(path), kind=event.kind, active=1)
+                    where = "/".join(path)
+                    pending.teams.set(event.team_id, org_path=where, name=event.name, kind=event.kind, active=1)
+                    pending.memberships[(event.team_id, event.leader_number)] = True
                     add("teams")
                     add(f"teams.kind.{event.kind}")
+            case registry_events.TeamMemberJoined():
+                pending.memberships[(event.team_id, event.volunteer_number)] = True
+            case registry_events.TeamMemberLeft():
+                pending.memberships[(event.team_id, event.volunteer_number)] = False
             case registry_events.TeamDissolved():
                 team = await pending.teams.get(event.team_id)
                 if team is not None and (team["active"] or again):
@@ -433,6 +462,7 @@ class _Pending:
         self.sites = _Rows(conn, tables.sites)
         self.teams = _Rows(conn, tables.teams)
         self.hours: dict[tuple[str, int], int] = {}
+        self.memberships: dict[tuple[str, str], bool] = {}  # (team, volunteer): in it after the batch
         self.new_orders: dict[str, dict[str, Any]] = {}
         self.firsts: dict[tuple[str, str], datetime] = {}
 
@@ -442,7 +472,8 @@ class _Pending:
             await rows.prefetch(getattr(e, field) for _, e in events if isinstance(e, kinds))
 
     def first(self, order_id: str, column: str, at: datetime) -> None:
-        """Only the first dispatch or acceptance counts: a re-dispatch keeps the first time."""
+        """Only the first dispatch, acceptance, completion or cancellation counts: a re-dispatch
+        keeps the first time."""
         if order_id in self.new_orders:
             self.new_orders[order_id][column] = self.new_orders[order_id][column] or at
         else:
@@ -461,9 +492,23 @@ class _Pending:
                 ),
                 [{"volunteer_number": n, "year": y, "centihours": c} for (n, y), c in sorted(self.hours.items())],
             )
+        joined = [
+            {"team_id": team, "volunteer_number": n} for (team, n), now_in in sorted(self.memberships.items()) if now_in
+        ]
+        left = [{"team": team, "number": n} for (team, n), now_in in sorted(self.memberships.items()) if not now_in]
+        if joined:
+            await conn.execute(upsert(conn, t.team_members).on_conflict_do_nothing(), joined)
+        if left:
+            m = t.team_members.c
+            await conn.execute(
+                t.team_members.delete().where(
+                    m.team_id == bindparam("team"), m.volunteer_number == bindparam("number")
+                ),
+                left,
+            )
         if self.new_orders:
             await conn.execute(upsert(conn, t.orders).on_conflict_do_nothing(), list(self.new_orders.values()))
-        for column in ("dispatched_at", "accepted_at"):
+        for column in ("dispatched_at", "accepted_at", "completed_at", "cancelled_at"):
             updates = [{"order": o, "at": at} for (o, col), at in sorted(self.firsts.items()) if col == column]
             if updates:
                 c = t.orders.c

@@ -20,6 +20,7 @@ from shared.bus import stream_name
 from shared.catalog import EventRejected, catalog
 from shared.citytime import CITY_ZONE, city_date
 from shared.db import reading
+from shared.envelope import utcnow
 from shared.errors import Invalid, NotFound
 from shared.replay import read_stream
 
@@ -97,6 +98,8 @@ async def figures_for(
         for (node_code, figure, _day), change in (part_of_day or {}).items():
             if node_code in codes:
                 as_of[figure] = as_of.get(figure, 0) + change
+        at = moment or (datetime.combine(end + timedelta(days=1), time(), CITY_ZONE) if end else utcnow())
+        as_of["orders.overdue"] = await _overdue(conn, t, code if node["level"] != "city" else None, at)
         in_period = None
         if start is not None:
             rows = await conn.execute(totals.where(where & (counters.c.day >= start)))
@@ -171,6 +174,27 @@ async def figures_at(
     return await figures_for(
         engine, projection, generation, code, end=day - timedelta(days=1), moment=moment, part_of_day=tally.delta
     )
+
+
+async def _overdue(conn: Any, t: Any, code: str | None, at: datetime) -> int:
+    """Orders of a node (None: the city's) overdue at `at`, neither cancelled nor completed by
+    then: nobody had accepted one whose window had opened, or one accepted was not completed by
+    the end of its window. (Dispatch lists its own overdue orders for staff, by the same rule.)"""
+    o = t.orders.c
+
+    def by(column: Any) -> Any:
+        return column.is_not(None) & (column <= at)
+
+    overdue = (
+        ~by(o.cancelled_at)
+        & ~by(o.completed_at)
+        & ((~by(o.accepted_at) & (o.window_start <= at)) | (by(o.accepted_at) & (o.window_end <= at)))
+        & (o.placed_at <= at)
+    )
+    query = select(func.count()).select_from(t.orders).where(overdue)
+    if code is not None:
+        query = query.where(("/" + o.org_path + "/").contains(f"/{code}/"))
+    return int(await conn.scalar(query) or 0)
 
 
 async def _coverage(conn: Any, t: Any, code: str, end: date | None) -> dict[str, Any]:
@@ -393,6 +417,41 @@ async def children(
                 "figures": _shaped(values.get(k["code"], {})),
             }  # fmt: skip
             for k in kids
+        ],
+    }
+
+
+async def top_teams(
+    engine: AsyncEngine, projection: Figures, generation: int, code: str, year: int, limit: int
+) -> dict[str, Any]:
+    """The active teams of a node with the most confirmed hours in `year`: a team's hours are
+    those its members of now served that year (in the team or not: records name no team)."""
+    t = projection.figure_tables(generation)
+    async with reading(engine) as conn:
+        node = await _node(conn, t.nodes, code)
+        teams, members, hours = t.teams.c, t.team_members.c, t.member_hours.c
+        total = func.coalesce(func.sum(hours.centihours), 0)
+        query = (
+            select(teams.team_id, teams.name, teams.kind, func.count(members.volunteer_number.distinct()), total)
+            .select_from(
+                t.teams.join(t.team_members, members.team_id == teams.team_id).outerjoin(
+                    t.member_hours, (hours.volunteer_number == members.volunteer_number) & (hours.year == year)
+                )
+            )
+            .where(teams.active == 1)
+            .group_by(teams.team_id, teams.name, teams.kind)
+            .order_by(total.desc(), teams.team_id)
+            .limit(limit)
+        )
+        if node["level"] != "city":
+            query = query.where(("/" + teams.org_path + "/").contains(f"/{code}/"))
+        rows = (await conn.execute(query)).all()
+    return {
+        "code": code,
+        "year": year,
+        "teams": [
+            {"rank": i, "team_id": team, "name": name, "kind": kind, "members": count, "hours": centihours / 100}
+            for i, (team, name, kind, count, centihours) in enumerate(rows, start=1)
         ],
     }
 

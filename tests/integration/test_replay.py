@@ -272,7 +272,7 @@ async def test_a_generation_built_by_an_earlier_version_is_rebuilt_before_follow
     assert await later.setup() == earlier and later.stale
     follower = asyncio.create_task(later.follow(nc, "registry"))
     try:
-        rebuilt = await eventually(later.active_generation, lambda g: g != earlier)
+        rebuilt = await eventually(later.active_generation, lambda g: g != earlier and not later.stale)
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)

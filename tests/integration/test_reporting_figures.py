@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.reporting.projection import Figures
-from services.reporting.queries import figures_for, order_times, party_targets, period_of, top_volunteers
+from services.reporting.queries import figures_for, order_times, party_targets, period_of, top_teams, top_volunteers
 from shared.catalog import Event
 from shared.db import make_engine, writing
 from shared.envelope import EventEnvelope
@@ -24,6 +24,7 @@ from shared.replay import Projector
 from tests.factories import registered
 from tests.infra.city_events import (
     AT_HEPING,
+    AT_XINGFU,
     CITY,
     DEC_5,
     DISTRICT,
@@ -224,3 +225,60 @@ async def test_top_volunteers_rank_by_confirmed_hours_in_the_year(projector) -> 
     everyone = await top_volunteers(projector.engine, projector.projection, generation, HEPING, 2026, 10)
     assert [v["volunteer_number"] for v in everyone["volunteers"]] == ["V00000006", "V00000005", "V00000001"]
     assert (await top_volunteers(projector.engine, projector.projection, generation, XINGFU, 2026, 10))["volunteers"] == []
+
+
+async def test_orders_overdue_at_the_end_of_a_day_are_those_not_accepted_in_their_window_or_not_done_by_its_end(
+    projector,
+) -> None:
+    s = Streams()
+    s.add(r.OrgUnitCreated(code=DISTRICT, parent_code=CITY, level="district", name="张店区", population=1, party_members=1), DISTRICT, (DISTRICT,), NOV_2)
+    for code, parent, level in ((STREET, DISTRICT, "street"), (HEPING, STREET, "community"), (XINGFU, STREET, "community")):
+        path = (DISTRICT, STREET, code)[: 2 if level == "street" else 3]
+        s.add(r.OrgUnitCreated(code=code, parent_code=parent, level=level, name=code, population=1, party_members=1), code, path, NOV_2)
+    window = dict(window_start=on(NOV_20), window_end=on(DEC_5))
+    nov_19, nov_21 = date(2026, 11, 19), date(2026, 11, 21)
+    for n in (1, 2, 3, 4):
+        order_id = f"O{n:08d}"
+        s.add(d.OrderPlaced(order_id=order_id, kind="order", group_served="elderly", field="legal_aid", community_code=HEPING, site_id="ST-HEPING", headcount=1, placed_via="resident", placed_at=on(NOV_2), **window), order_id, AT_HEPING, NOV_2)  # fmt: skip
+    # 1: nobody ever accepts it. 2: accepted, never completed. 3: cancelled. 4: accepted and completed.
+    s.add(d.OrderAccepted(order_id="O00000002", accepted_by="V00000001", attempt=1, at=on(nov_19)), "O00000002", AT_HEPING, nov_19)
+    s.add(d.OrderCancelled(order_id="O00000003", reason="not_needed", at=on(nov_21)), "O00000003", AT_HEPING, nov_21)
+    s.add(d.OrderAccepted(order_id="O00000004", accepted_by="V00000001", attempt=1, at=on(nov_19)), "O00000004", AT_HEPING, nov_19)
+    s.add(d.OrderCompleted(order_id="O00000004", people_served=1, at=on(nov_21)), "O00000004", AT_HEPING, nov_21)
+    await apply(projector, 1, s.by_context["registry"] + s.by_context["dispatch"], batch=3)
+
+    async def overdue(code: str, end: date) -> int:
+        return (await figures(projector, code, end=end))["figures"].get("orders.overdue", 0)
+
+    assert await overdue(DISTRICT, nov_19) == 0  # no window open yet
+    assert await overdue(DISTRICT, NOV_20) == 2  # 1 and 3: their window opened, nobody accepted
+    assert await overdue(STREET, date(2026, 11, 30)) == 1  # 3 was cancelled
+    assert await overdue(HEPING, DEC_5) == 2  # and 2 was not done by the window's end
+    assert await overdue(XINGFU, DEC_5) == 0
+    assert (await figures(projector, DISTRICT, end=DEC_5))["figures"]["orders.cancelled"] == 1
+
+
+async def test_top_teams_rank_by_their_members_confirmed_hours_in_the_year(projector) -> None:
+    city = a_city()
+    for n, hours in ((5, 7), (6, 12)):
+        city.add(registered(n), f"V{n:08d}", AT_HEPING, NOV_2)
+        record = dict(record_id=f"R0000001{n}", volunteer_number=f"V{n:08d}", activity_id="A00000001", shift_id=None, site_id="ST-HEPING", field="civilised_traffic", group_served="public_needs", service_date=NOV_20, source="admin_entry")  # fmt: skip
+        city.add(d.ServiceHoursConfirmed(**record, minutes=hours * 60, hours=Decimal(hours), at=on(NOV_20)), f"R0000001{n}", AT_HEPING, NOV_20)
+    team = dict(site_id="ST-HEPING", kind="general", capacity=30)
+    city.add(r.TeamCreated(team_id="T00000002", name="红马甲", leader_number="V00000002", **team), "T00000002", AT_XINGFU, NOV_2)
+    city.add(r.TeamMemberJoined(team_id="T00000002", volunteer_number="V00000005", via="application"), "T00000002", AT_XINGFU, NOV_2)
+    city.add(r.TeamMemberJoined(team_id="T00000002", volunteer_number="V00000006", via="invitation"), "T00000002", AT_XINGFU, NOV_2)
+    city.add(r.TeamMemberLeft(team_id="T00000002", volunteer_number="V00000006"), "T00000002", AT_XINGFU, NOV_20)
+    city.add(r.TeamCreated(team_id="T00000003", name="已解散", leader_number="V00000006", **team), "T00000003", AT_HEPING, NOV_2)
+    city.add(r.TeamDissolved(team_id="T00000003", reason="merged"), "T00000003", AT_HEPING, NOV_20)
+    for context in ("dispatch", "registry", "points"):
+        await apply(projector, 1, city.by_context[context], batch=4)
+    generation = await projector.active_generation()
+
+    top = await top_teams(projector.engine, projector.projection, generation, STREET, 2026, 10)
+    assert top["teams"] == [
+        {"rank": 1, "team_id": "T00000002", "name": "红马甲", "kind": "general", "members": 2, "hours": 7.0},
+        {"rank": 2, "team_id": "T00000001", "name": "夕阳红", "kind": "general", "members": 1, "hours": 1.5},
+    ]
+    assert [t["team_id"] for t in (await top_teams(projector.engine, projector.projection, generation, HEPING, 2026, 10))["teams"]] == ["T00000001"]
+    assert (await top_teams(projector.engine, projector.projection, generation, STREET, 2025, 1))["teams"][0]["hours"] == 0.0

@@ -356,6 +356,11 @@ async def add_to_counters(
         f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {target} = {name}.{target} + excluded.{target}"
     )
     processors = [table.c[column].type._cached_bind_processor(dialect) for column in columns]
-    if any(processors):
-        rows = [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+    for index, process in enumerate(processors):
+        if process is not None:  # e.g. a day, to SQLite's text: few distinct values, each done once
+            done: dict[Any, Any] = {}
+            values = [row[index] for row in rows]
+            for value in set(values):
+                done[value] = process(value)
+            rows = [(*row[:index], done[value], *row[index + 1 :]) for row, value in zip(rows, values, strict=True)]
     await conn.exec_driver_sql(statement, list(rows))

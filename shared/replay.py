@@ -319,11 +319,17 @@ class Projection(Protocol):
 
     def tables(self, generation: int) -> Sequence[Table]: ...
 
-    async def apply(
+    async def fold(
         self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EnvelopeHeader, Event]]
-    ) -> None: ...
+    ) -> Folded:
+        """The events' changes, reading what it needs through `conn`, not yet written."""
+        ...
 
     def handles(self, event_type: str) -> bool: ...
+
+
+class Folded(Protocol):
+    async def write(self, conn: AsyncConnection) -> None: ...
 
 
 Progress = Callable[[str, int, int], None]
@@ -615,16 +621,24 @@ class Projector:
         )
 
     async def _apply(self, generation: int, stream: str, sequence: int, decoded: list[_Decoded], live: bool) -> bool:
-        async with writing(self.engine) as conn:
+        # The fold reads through its own connection and the write lock is taken for the writes
+        # alone: the rebuild processes of other streams, and the followers, write meanwhile.
+        async with reading(self.engine) as conn:
             if live and await self._active(conn) != generation:
-                return False
+                return False  # a rebuild swapped generations (and may drop this one)
             done = await self._checkpoint(conn, generation, stream)
             if sequence <= done:
                 return True
             # A re-created reader may deliver part of a batch again: skip what is applied.
             events = [(envelope, event) for seq, envelope, event in decoded if seq > done]
-            if events:
-                await self.projection.apply(conn, generation, events)
+            folded = await self.projection.fold(conn, generation, events) if events else None
+        async with writing(self.engine) as conn:
+            if live and await self._active(conn) != generation:
+                return False
+            if await self._checkpoint(conn, generation, stream) != done:
+                raise _Moved(f"{stream} of generation {generation} moved past {done} meanwhile: folding again")
+            if folded is not None:
+                await folded.write(conn)
             statement = upsert(conn, self.checkpoints).values(
                 projection=self.projection.name, generation=generation, stream=stream, sequence=sequence
             )
@@ -635,6 +649,11 @@ class Projector:
             )
         self.applied_total += len(events)
         return True
+
+
+class _Moved(Exception):
+    """A stream's checkpoint moved between a fold and its write (only one writer per stream and
+    generation is meant to run): the batch is folded again from the new checkpoint."""
 
 
 @dataclass(frozen=True)

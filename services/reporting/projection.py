@@ -189,12 +189,19 @@ class Figures:
     def tables(self, generation: int) -> tuple[Table, ...]:
         return self.figure_tables(generation).all()
 
+    async def fold(
+        self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EnvelopeHeader, Event]]
+    ) -> Tally:
+        """The events folded, reading through `conn`; nothing written until `write`."""
+        tally = self.tally(conn, generation)
+        await tally.fold(events)
+        return tally
+
     async def apply(
         self, conn: AsyncConnection, generation: int, events: Sequence[tuple[EnvelopeHeader, Event]]
     ) -> None:
-        tally = self.tally(conn, generation)
-        await tally.fold(events)
-        await tally.write()
+        """Fold and write in one go, through one connection."""
+        await (await self.fold(conn, generation, events)).write(conn)
 
     def tally(self, conn: AsyncConnection, generation: int, *, rows_as_of_now: bool = False) -> Tally:
         """An empty fold into `generation`: events go in with `fold`, and `write` stores them
@@ -224,12 +231,14 @@ class Tally:
         for header, event in events:
             await self._fold(header, event)
 
-    async def write(self) -> None:
-        await self.pending.write()
+    async def write(self, conn: AsyncConnection) -> None:
+        """Store what was folded, through `conn` (a write transaction: the fold may have read
+        through another, so that it took no write lock meanwhile)."""
+        await self.pending.write(conn)
         rows = [(n, f, d, v) for (n, f, d), v in self.delta.items() if v]
-        if self.conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql":
             rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
-        await add_to_counters(self.conn, self.counters, ("node_code", "figure", "day"), "value", rows)
+        await add_to_counters(conn, self.counters, ("node_code", "figure", "day"), "value", rows)
 
     async def _fold(self, header: EnvelopeHeader, event: Event) -> None:
         day = city_date(header.occurred_at)
@@ -425,12 +434,12 @@ class _Rows:
         self.rows[key] = {**(self.rows.get(key) or {self.key: key}), **values}
         self.changed.add(key)
 
-    async def write(self) -> None:
+    async def write(self, conn: AsyncConnection) -> None:
         if not self.changed:
             return
-        statement = upsert(self.conn, self.table)
+        statement = upsert(conn, self.table)
         columns = [c.name for c in self.table.columns if c.name != self.key]
-        await self.conn.execute(
+        await conn.execute(
             statement.on_conflict_do_update(
                 index_elements=[self.key], set_={c: getattr(statement.excluded, c) for c in columns}
             ),
@@ -479,10 +488,10 @@ class _Pending:
         else:
             self.firsts.setdefault((order_id, column), at)
 
-    async def write(self) -> None:
-        conn, t = self.conn, self.t
+    async def write(self, conn: AsyncConnection) -> None:
+        t = self.t
         for rows in (self.nodes, self.members, self.sites, self.teams):
-            await rows.write()
+            await rows.write(conn)
         if self.hours:
             statement = upsert(conn, t.member_hours)
             await conn.execute(

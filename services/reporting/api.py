@@ -31,6 +31,15 @@ from shared.replay import Projector
 
 router = APIRouter()
 
+# The days a period may start or end on: in the years a figure can have (2000 to 2200), which keeps
+# the arithmetic on a period (30 days before its end, say) on the calendar.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2200, 12, 31)
+From = Annotated[date | None, Query(alias="from", ge=FIRST_DAY, le=LAST_DAY, description="The period's first day.")]
+To = Annotated[
+    date | None,
+    Query(alias="to", ge=FIRST_DAY, le=LAST_DAY, description="The period's last day: figures stand as of it."),
+]
+
 
 def _projector(request: Request) -> Projector:
     return request.app.state.projector
@@ -58,13 +67,13 @@ def _period(period: str | None, start: date | None, end: date | None) -> tuple[d
     return start, end
 
 
-@router.get("/figures/{code}", tags=["figures"])
+@router.get("/figures/{code}", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_figures(
     code: str,
     request: Request,
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
-    start: Annotated[date | None, Query(alias="from", description="The first day of a custom period.")] = None,
-    end: Annotated[date | None, Query(alias="to", description="The last day (and the day figures stand as of).")] = None,
+    start: From = None,
+    end: To = None,
     form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
 ) -> Any:
     """Every figure for one node of the org tree (a city sums its districts): `figures` as they
@@ -82,14 +91,14 @@ async def get_figures(
     return exports.table(f"figures-{code}", ("figure", "as_of", "in_period"), rows, form)
 
 
-@router.get("/figures/{code}/trend", tags=["figures"])
+@router.get("/figures/{code}/trend", tags=["figures"], responses=web.problems(404))
 async def get_trend(
     code: str,
     request: Request,
     figure: Annotated[str, Query(min_length=1, max_length=80, description="e.g. volunteers.registered, service.hours.")],
     by: Annotated[str, Query(pattern="^(day|month)$")] = "month",
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: From = None,
+    end: To = None,
 ) -> dict[str, Any]:
     """A figure's change in each day or month, and its level at the end of each (a trend line).
     By default the last 30 days, or the last 12 months."""
@@ -105,7 +114,7 @@ async def get_trend(
     return await trend(projector.engine, projector.projection, generation, code, stored, start=start, end=end, by=by)  # type: ignore[arg-type]
 
 
-@router.get("/figures/{code}/children", tags=["figures"])
+@router.get("/figures/{code}/children", tags=["figures"], responses=web.problems(404))
 async def get_children(code: str, request: Request) -> dict[str, Any]:
     """The node's children with their headline figures: bars by district, and the way down."""
     projector = _projector(request)
@@ -113,13 +122,13 @@ async def get_children(code: str, request: Request) -> dict[str, Any]:
     return await children(projector.engine, projector.projection, generation, code, HEADLINE)  # type: ignore[arg-type]
 
 
-@router.get("/figures/{code}/orders", tags=["figures"])
+@router.get("/figures/{code}/orders", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_order_times(
     code: str,
     request: Request,
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: From = None,
+    end: To = None,
     form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
 ) -> Any:
     """Orders placed in the period: the minutes to dispatch and to accept (median, p90)."""
@@ -136,7 +145,7 @@ async def get_order_times(
     return exports.table(f"orders-{code}", ("step", "orders", "median_minutes", "p90_minutes"), rows, form)
 
 
-@router.get("/figures/{code}/top-volunteers", tags=["figures"])
+@router.get("/figures/{code}/top-volunteers", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_top_volunteers(
     code: str,
     request: Request,
@@ -155,7 +164,7 @@ async def get_top_volunteers(
     return exports.table(f"top-volunteers-{code}-{year}", ("rank", "volunteer_number", "hours"), rows, form)
 
 
-@router.get("/figures/{code}/party-members", tags=["figures"])
+@router.get("/figures/{code}/party-members", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_party_targets(
     code: str,
     request: Request,
@@ -196,7 +205,7 @@ class RebuildStatus:
         }
 
 
-@router.post("/admin/rebuild", status_code=202, tags=["admin"])
+@router.post("/admin/rebuild", status_code=202, tags=["admin"], responses=web.problems(409))
 async def start_rebuild(request: Request) -> JSONResponse:
     """Rebuild every figure from sequence 1 of the streams into a new generation, then swap.
 

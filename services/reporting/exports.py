@@ -12,6 +12,15 @@ from openpyxl import Workbook
 
 FORMATS = ("json", "csv", "xlsx")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# A route's `responses=` for its 200 when `format` may ask for a download.
+DOWNLOADS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            XLSX: {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
 
 
 def table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], form: str) -> Response:

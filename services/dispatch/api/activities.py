@@ -28,7 +28,7 @@ from shared.events.dispatch import (
     ShiftId,
     Theme,
 )
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["activities"])
 
@@ -88,7 +88,7 @@ class SigningUp(BaseModel):
     volunteer_number: VolunteerNumber
 
 
-@router.post("/activities", status_code=201)
+@router.post("/activities", status_code=201, responses=problems(409))
 async def schedule_activity(body: NewActivity, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Schedule an activity at a practice site dispatch knows; its title, description and posts'
     titles stay in dispatch."""
@@ -115,7 +115,7 @@ def _shift(row: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/activities/{activity_id}")
+@router.get("/activities/{activity_id}", responses=problems(404))
 async def get_activity(activity_id: ActivityPath, request: Request) -> dict[str, Any]:
     """The activity, its posts and its shifts with how many are signed up."""
     table, shifts = store.activities, store.shifts
@@ -136,27 +136,27 @@ async def get_activity(activity_id: ActivityPath, request: Request) -> dict[str,
     }
 
 
-@router.post("/activities/{activity_id}/shifts", status_code=201)
+@router.post("/activities/{activity_id}/shifts", status_code=201, responses=problems(404, 409))
 async def open_shifts(activity_id: ActivityPath, body: NewShifts, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Open a shift, or a recurring series (e.g. every night 20:00–22:00 for 30 days: `count` 30)."""
     shift_ids = await handlers.open_shifts(events_of(request), actor, activity_id, now=now_of(request), **body.model_dump(exclude={"geofence"}), geofence=body.geofence)
     return {"activity_id": activity_id, "shift_ids": shift_ids}
 
 
-@router.post("/activities/{activity_id}/complete")
+@router.post("/activities/{activity_id}/complete", responses=problems(404, 409))
 async def complete_activity(activity_id: ActivityPath, body: Completing, request: Request, actor: CurrentActor) -> dict[str, Any]:
     activity = await handlers.complete_activity(events_of(request), actor, activity_id, people_served=body.people_served, now=now_of(request))
     return {"activity_id": activity_id, "status": activity.status, "people_served": activity.people_served}
 
 
-@router.post("/activities/{activity_id}/cancel")
+@router.post("/activities/{activity_id}/cancel", responses=problems(404, 409))
 async def cancel_activity(activity_id: ActivityPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Cancel the activity and its shifts still to come; everyone signed up gets a notice."""
     activity = await handlers.cancel_activity(events_of(request), actor, activity_id, reason=body.reason, now=now_of(request))
     return {"activity_id": activity_id, "status": activity.status}
 
 
-@router.get("/shifts/{shift_id}")
+@router.get("/shifts/{shift_id}", responses=problems(404))
 async def get_shift(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """The shift, with its activity's title, for the shift page and the check-in page."""
     activities = store.activities
@@ -166,7 +166,7 @@ async def get_shift(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     return {**_shift(row), "title": title or ""}
 
 
-@router.get("/shifts/{shift_id}/sign-ups")
+@router.get("/shifts/{shift_id}/sign-ups", responses=problems(404))
 async def list_sign_ups(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """Who holds a place, in order of sign-up, and who waits."""
     signups = store.signups
@@ -186,21 +186,21 @@ async def list_sign_ups(shift_id: ShiftPath, request: Request) -> dict[str, Any]
     }
 
 
-@router.post("/shifts/{shift_id}/sign-ups")
+@router.post("/shifts/{shift_id}/sign-ups", responses=problems(404, 409))
 async def sign_up(shift_id: ShiftPath, body: SigningUp, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Sign up: a place while the shift has room, else the waiting list. Again: the same answer."""
     position = await handlers.sign_up(events_of(request), actor, shift_id, body.volunteer_number, now_of(request))
     return {"shift_id": shift_id, "volunteer_number": body.volunteer_number, "position": str(position)}
 
 
-@router.delete("/shifts/{shift_id}/sign-ups/{volunteer_number}")
+@router.delete("/shifts/{shift_id}/sign-ups/{volunteer_number}", responses=problems(404, 409))
 async def withdraw(shift_id: ShiftPath, volunteer_number: VolunteerNumber, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Withdraw; a freed place goes to the first one waiting, who is told."""
     state = await handlers.withdraw(events_of(request), actor, shift_id, volunteer_number, now_of(request))
     return {"shift_id": shift_id, "confirmed": list(state.confirmed), "waitlisted": list(state.waitlist)}
 
 
-@router.post("/shifts/{shift_id}/cancel")
+@router.post("/shifts/{shift_id}/cancel", responses=problems(404, 409))
 async def cancel_shift(shift_id: ShiftPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     state = await handlers.cancel_shift(events_of(request), actor, shift_id, reason=body.reason, now=now_of(request))
     return {"shift_id": shift_id, "status": state.status}
@@ -210,7 +210,7 @@ async def cancel_shift(shift_id: ShiftPath, body: Cancelling, request: Request, 
 async def notices(
     volunteer_number: VolunteerNumber,
     request: Request,
-    after: Annotated[int | None, Query(ge=0, description="The last notice id of the previous page.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="The previous page's last notice id.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """What Beacon told the volunteer (a shift cancelled, a place freed), oldest first."""

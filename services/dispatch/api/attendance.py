@@ -18,7 +18,7 @@ from services.dispatch.handlers import attendance as handlers
 from shared.db import reading
 from shared.events.common import VolunteerNumber
 from shared.events.dispatch import ShiftId
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["attendance"])
 
@@ -57,7 +57,7 @@ def current_code(request: Request, shift_id: str, now: datetime) -> dict[str, An
     }
 
 
-@router.get("/shifts/{shift_id}/code")
+@router.get("/shifts/{shift_id}/code", responses=problems(404))
 async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """The shift's code now, and the check-in URL to show as a QR code; it rotates every period."""
     async with reading(events_of(request).engine) as conn:
@@ -65,7 +65,7 @@ async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     return current_code(request, shift_id, now_of(request))
 
 
-@router.post("/scans")
+@router.post("/scans", responses=problems(404, 409))
 async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A scan of a shift's code: the first checks in, the next (a minute on) checks out, a repeat
     changes nothing. The time is the server's. A stale, forged, malformed or other shift's code,
@@ -90,7 +90,7 @@ async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, A
     }
 
 
-@router.get("/shifts/{shift_id}/attendance")
+@router.get("/shifts/{shift_id}/attendance", responses=problems(404))
 async def list_attendance(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """Who checked in and out, with minutes and flags (e.g. no_check_out)."""
     table = store.attendances

@@ -55,14 +55,20 @@ def _image(content: bytes, media_type: str, code: dict[str, Any]) -> Response:
     )
 
 
-@router.get("/shifts/{shift_id}/code.svg", response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}})
+@router.get(
+    "/shifts/{shift_id}/code.svg", response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}, **web.problems(404)},
+)  # fmt: skip
 async def code_svg(shift_id: ShiftPath, request: Request) -> Response:
     """The shift's check-in URL now, as a QR code in SVG (scales to any screen); it rotates every period."""
     code = await _code_of(request, shift_id)
     return _image(qr.svg_of(code["url"]), "image/svg+xml", code)
 
 
-@router.get("/shifts/{shift_id}/code.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/shifts/{shift_id}/code.png", response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **web.problems(404)},
+)  # fmt: skip
 async def code_png(
     shift_id: ShiftPath,
     request: Request,
@@ -73,7 +79,7 @@ async def code_png(
     return _image(qr.png_of(code["url"], scale), "image/png", code)
 
 
-@router.get("/shifts/{shift_id}/display", response_class=HTMLResponse)
+@router.get("/shifts/{shift_id}/display", response_class=HTMLResponse, responses=web.problems(404))
 async def display(shift_id: ShiftPath, request: Request) -> HTMLResponse:
     """The page for a screen at the site (or a printout): the shift and its code, refreshed every
     half period."""

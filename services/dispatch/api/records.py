@@ -17,7 +17,7 @@ from services.dispatch.handlers import records as handlers
 from services.dispatch.records import RoundingSchedule, ServiceRecord
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import ActivityId, CorrectionOutcome, Reason, RecordId, RoundingBand
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["service records"])
 
@@ -123,7 +123,7 @@ def _state(record: ServiceRecord) -> dict[str, Any]:
     }
 
 
-@router.post("/service-records", status_code=201)
+@router.post("/service-records", status_code=201, responses=problems(409))
 async def enter_hours(body: Entry, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
     """An administrator enters hours afterwards: the record is marked `admin_entry` and waits for
     the organiser like any other. The same entry again answers 200 with its record; an entry
@@ -172,7 +172,7 @@ async def list_records(
     return {"items": items, "next": items[-1]["record_id"] if len(items) == limit else None}
 
 
-@router.get("/service-records/{record_id}")
+@router.get("/service-records/{record_id}", responses=problems(404))
 async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
     """The record's state, what was done, its whole history from the event store (who confirmed,
     adjusted or revoked it, and when; nothing is ever deleted) and the volunteer's correction
@@ -212,7 +212,7 @@ async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/service-records/{record_id}/confirm")
+@router.post("/service-records/{record_id}/confirm", responses=problems(404, 409))
 async def confirm(record_id: RecordPath, body: Confirming, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The organiser confirms a waiting record: its hours count from now. With other minutes than
     recorded, give the reason. Confirming again with the same minutes changes nothing."""
@@ -220,14 +220,14 @@ async def confirm(record_id: RecordPath, body: Confirming, request: Request, act
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/decline")
+@router.post("/service-records/{record_id}/decline", responses=problems(404, 409))
 async def decline(record_id: RecordPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The organiser declines a waiting record (a confirmed one is revoked instead)."""
     record = await handlers.decline(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/adjust")
+@router.post("/service-records/{record_id}/adjust", responses=problems(404, 409))
 async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Correct a confirmed record's minutes: the previous hours are reversed and the new ones
     stated, in one event."""
@@ -237,14 +237,14 @@ async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/revoke")
+@router.post("/service-records/{record_id}/revoke", responses=problems(404, 409))
 async def revoke(record_id: RecordPath, body: Revoking, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Withdraw a confirmed record's hours (e.g. found not served); the record stays."""
     record = await handlers.revoke(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/correction-requests", status_code=201)
+@router.post("/service-records/{record_id}/correction-requests", status_code=201, responses=problems(404, 409))
 async def request_correction(
     record_id: RecordPath, body: CorrectionAsked, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -262,7 +262,7 @@ async def request_correction(
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/correction-requests/decide")
+@router.post("/service-records/{record_id}/correction-requests/decide", responses=problems(404, 409))
 async def decide_correction(
     record_id: RecordPath, body: CorrectionAnswer, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -294,7 +294,7 @@ def _schedule(schedule: RoundingSchedule, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.put("/districts/{district_code}/rounding-rule")
+@router.put("/districts/{district_code}/rounding-rule", responses=problems(409))
 async def set_rounding_rule(
     district_code: DistrictPath, body: RuleSetting, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:

@@ -8,11 +8,12 @@ from sqlalchemy import select
 from services.dispatch import store
 from shared.db import reading
 from shared.errors import NotFound
+from shared.web import problems
 
 router = APIRouter()
 
 
-@router.get("/volunteers/{volunteer_number}", tags=["volunteers"])
+@router.get("/volunteers/{volunteer_number}", tags=["volunteers"], responses=problems(404))
 async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[str, object]:
     """The volunteer as dispatch knows them (from registry's events)."""
     async with reading(request.app.state.runtime.engine) as conn:

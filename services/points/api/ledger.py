@@ -20,7 +20,7 @@ from shared.errors import Invalid, NotFound
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import Hours, Reason
 from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
-from shared.web import CurrentActor, events_of, now_of
+from shared.web import CurrentActor, events_of, now_of, problems
 
 router = APIRouter()
 
@@ -39,7 +39,7 @@ async def _account_row(conn: Any, number: str) -> Any:
     return row
 
 
-@router.get("/accounts/{volunteer_number}", tags=["accounts"])
+@router.get("/accounts/{volunteer_number}", tags=["accounts"], responses=problems(404))
 async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
     """Points available (negative only by a debt a revocation left), debt, confirmed hours,
     time credits, star level, and when the points expire."""
@@ -65,12 +65,12 @@ async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict
     }
 
 
-@router.get("/accounts/{volunteer_number}/statement", tags=["accounts"])
+@router.get("/accounts/{volunteer_number}/statement", tags=["accounts"], responses=problems(404))
 async def statement(
     volunteer_number: VolunteerPath,
     request: Request,
     unit: Annotated[str, Query(pattern=f"^({POINTS}|{MINUTES})$")] = POINTS,
-    after: Annotated[int, Query(ge=0, description="The last entry's position of the page before.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="The last entry's position of the page before.")] = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """The volunteer's ledger entries, oldest first, each with the balance after it."""
@@ -120,7 +120,7 @@ class RuleInput(BaseModel):
     expiry: Expiry = Field(default_factory=Expiry)
 
 
-@router.post("/districts/{district_code}/points-rules", status_code=201, tags=["rules"])
+@router.post("/districts/{district_code}/points-rules", status_code=201, tags=["rules"], responses=problems(409))
 async def set_rule(district_code: DistrictPath, body: RuleInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A new version of the district's rule, for service from `effective_from` on."""
     rule = await handlers.set_rule(
@@ -146,7 +146,7 @@ class ThresholdsInput(BaseModel):
     hours: list[Hours] = Field(min_length=5, max_length=5, description="Hours for one to five stars, rising.")
 
 
-@router.put("/star-thresholds", tags=["stars"])
+@router.put("/star-thresholds", tags=["stars"], responses=problems(409))
 async def set_thresholds(body: ThresholdsInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The city's thresholds; every volunteer's level follows at once."""
     try:
@@ -164,7 +164,7 @@ async def get_thresholds(request: Request) -> dict[str, Any]:
     return {"hours": [str(h) for h in (hours or DEFAULT_STAR_THRESHOLDS)]}
 
 
-@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", tags=["partners"])
+@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", tags=["partners"], responses=problems(404))
 async def at_least(volunteer_number: VolunteerPath, level: Annotated[int, Path(ge=1, le=5)], request: Request) -> dict[str, bool]:
     """For partners: is the volunteer at `level` stars or above? Yes or no, nothing else."""
     async with reading(events_of(request).engine) as conn:
@@ -203,7 +203,7 @@ def _item(item: Item) -> dict[str, Any]:
     }
 
 
-@router.post("/sites/{site_id}/items", status_code=201, tags=["shop"])
+@router.post("/sites/{site_id}/items", status_code=201, tags=["shop"], responses=problems(404, 409))
 async def list_item(site_id: SiteId, body: ItemInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     item = await handlers.list_item(events_of(request), site_id, body.name, body.price_points, body.stock, actor)
     return _item(item)
@@ -218,13 +218,13 @@ async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
         return {"site_id": site_id, "items": [_item(handlers.item_of(dict(r))) for r in rows.mappings()]}
 
 
-@router.patch("/items/{item_id}", tags=["shop"])
+@router.patch("/items/{item_id}", tags=["shop"], responses=problems(404, 409))
 async def change_item(item_id: ItemId, body: ItemChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
     item = await handlers.change_item(events_of(request), item_id, actor, add=body.add_stock, price=body.price_points)
     return _item(item)
 
 
-@router.post("/items/{item_id}/withdraw", tags=["shop"])
+@router.post("/items/{item_id}/withdraw", tags=["shop"], responses=problems(404, 409))
 async def withdraw_item(item_id: ItemId, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _item(await handlers.change_item(events_of(request), item_id, actor, withdraw=True))
 
@@ -257,7 +257,7 @@ def _redemption(r: Redemption) -> dict[str, Any]:
     }
 
 
-@router.post("/redemptions", status_code=201, tags=["shop"])
+@router.post("/redemptions", status_code=201, tags=["shop"], responses=problems(404, 409))
 async def redeem(body: RedemptionInput, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
     """Reserve the stock and take the points at once; not enough of either is a 409."""
     redemption = await handlers.redeem(
@@ -267,7 +267,7 @@ async def redeem(body: RedemptionInput, request: Request, response: Response, ac
     return _redemption(redemption)
 
 
-@router.get("/redemptions/{redemption_id}", tags=["shop"])
+@router.get("/redemptions/{redemption_id}", tags=["shop"], responses=problems(404))
 async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         row = (
@@ -278,13 +278,13 @@ async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[
     return _redemption(handlers.redemption_of(row))
 
 
-@router.post("/redemptions/{redemption_id}/hand-over", tags=["shop"])
+@router.post("/redemptions/{redemption_id}/hand-over", tags=["shop"], responses=problems(404, 409))
 async def hand_over(redemption_id: RedemptionId, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The site handed the goods over."""
     return _redemption(await handlers.settle(events_of(request), redemption_id, actor, now_of(request)))
 
 
-@router.post("/redemptions/{redemption_id}/cancel", tags=["shop"])
+@router.post("/redemptions/{redemption_id}/cancel", tags=["shop"], responses=problems(404, 409))
 async def cancel(redemption_id: RedemptionId, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Cancel a reserved redemption: the stock and the points return."""
     redemption = await handlers.settle(events_of(request), redemption_id, actor, now_of(request), cancel_reason=body.reason)

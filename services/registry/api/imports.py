@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 
 from services.registry import importer
 from services.registry.api import registry_of
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["imports"])
 
@@ -21,6 +21,7 @@ LISTED_PROBLEMS = 1_000
 @router.post(
     "/volunteers/import",
     openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}},
+    responses=problems(409, 415),
 )
 async def import_volunteers(request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Register every good row of a CSV file (`text/csv`, UTF-8 or GB18030; Chinese or English

@@ -19,7 +19,7 @@ from services.registry.handlers import org as handlers
 from shared.db import reading
 from shared.errors import Invalid, NotFound
 from shared.events.common import DivisionCode, OrgLevel, SiteId, SiteKind, SiteLevel
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["org tree and sites"])
 
@@ -28,8 +28,8 @@ class NewOrgUnit(BaseModel):
     code: DivisionCode
     level: OrgLevel
     name: str = Field(min_length=1, max_length=100)
-    population: int = Field(ge=0)
-    party_members: int = Field(ge=0)
+    population: int = Field(ge=0, le=2**31 - 1)  # stored as a 32-bit integer
+    party_members: int = Field(ge=0, le=2**31 - 1)
     parent_code: DivisionCode | None = None
 
 
@@ -47,21 +47,27 @@ class SiteClosing(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/org-units", status_code=201)
+@router.post("/org-units", status_code=201, responses=problems(404, 409))
 async def create_org_unit(body: NewOrgUnit, request: Request, actor: CurrentActor) -> dict[str, Any]:
     unit = await handlers.create_org_unit(registry_of(request), actor, **body.model_dump())
     return {"code": unit.code, "org_path": list(unit.path)}
 
 
 def _tree_rows(raw: bytes, content_type: str) -> list[TreeRow]:
-    text = raw.decode("utf-8-sig")
-    if "json" in content_type:
-        items = json.loads(text)
-        if not isinstance(items, list):
-            raise Invalid("a JSON tree is a list of org units", field="file")
-        numbered = list(enumerate(items, start=1))
-    else:
-        numbered = list(enumerate(csv.DictReader(io.StringIO(text)), start=2))  # line 1 is the header
+    try:
+        text = raw.decode("utf-8-sig")
+        if "json" in content_type:
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise Invalid("a JSON tree is a list of org units", field="file")
+            numbered = list(enumerate(items, start=1))
+        else:
+            numbered = list(enumerate(csv.DictReader(io.StringIO(text)), start=2))  # line 1 is the header
+    except UnicodeDecodeError as error:
+        raise Invalid(f"the file is not UTF-8 (byte {error.start})", field="file") from None
+    except (ValueError, RecursionError, csv.Error) as error:  # JSON's decode error is a ValueError
+        kind = "JSON" if "json" in content_type else "CSV"
+        raise Invalid(f"the file does not read as {kind}: {error}", field="file") from None
     rows = []
     for line, item in numbered:
         try:
@@ -75,7 +81,16 @@ def _tree_rows(raw: bytes, content_type: str) -> list[TreeRow]:
     return rows
 
 
-@router.post("/org-units/import", status_code=200)
+_TREE_FILE = {
+    "required": True,
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/NewOrgUnit"}}},
+    },
+}
+
+
+@router.post("/org-units/import", status_code=200, openapi_extra={"requestBody": _TREE_FILE}, responses=problems(409))
 async def import_tree(request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Load a whole tree from CSV (`text/csv`: code, parent_code, level, name, population,
     party_members) or JSON (a list of the same objects). All of it is loaded, or none of it; a
@@ -84,7 +99,7 @@ async def import_tree(request: Request, actor: CurrentActor) -> dict[str, Any]:
     return await handlers.load_tree(registry_of(request), actor, rows)
 
 
-@router.get("/org-units/{code}")
+@router.get("/org-units/{code}", responses=problems(404))
 async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.org_units).where(store.org_units.c.code == code))).mappings().first()
@@ -94,7 +109,7 @@ async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
     return {**row, "path": row["path"].split("/"), "children": children}
 
 
-@router.post("/sites", status_code=201)
+@router.post("/sites", status_code=201, responses=problems(404, 409))
 async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dict[str, str]:
     values = body.model_dump()
     values["opened_on"] = body.opened_on or date.today()
@@ -102,13 +117,13 @@ async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dic
     return {"site_id": body.site_id}
 
 
-@router.post("/sites/{site_id}/close")
+@router.post("/sites/{site_id}/close", responses=problems(404, 409))
 async def close_site(site_id: str, body: SiteClosing, request: Request, actor: CurrentActor) -> dict[str, str]:
     await handlers.close_site(registry_of(request), actor, site_id, closed_on=body.closed_on or date.today(), reason=body.reason)
     return {"site_id": site_id, "status": "closed"}
 
 
-@router.get("/sites/{site_id}")
+@router.get("/sites/{site_id}", responses=problems(404))
 async def get_site(site_id: str, request: Request) -> dict[str, Any]:
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.sites).where(store.sites.c.site_id == site_id))).mappings().first()

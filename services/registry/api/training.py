@@ -16,7 +16,7 @@ from services.registry.handlers import training as handlers
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import SiteId, Skill, VolunteerNumber
-from shared.web import CurrentActor
+from shared.web import CurrentActor, problems
 
 router = APIRouter(tags=["training"])
 
@@ -35,13 +35,13 @@ class Attendance(BaseModel):
     volunteer_numbers: list[VolunteerNumber] = Field(min_length=1, max_length=1000)
 
 
-@router.post("/training-sessions", status_code=201)
+@router.post("/training-sessions", status_code=201, responses=problems(404, 409))
 async def hold_session(body: NewSession, request: Request, actor: CurrentActor) -> dict[str, str]:
     session_id = await handlers.hold_session(registry_of(request), actor, today=date.today(), **body.model_dump())
     return {"session_id": session_id}
 
 
-@router.get("/training-sessions/{session_id}")
+@router.get("/training-sessions/{session_id}", responses=problems(404))
 async def get_session(session_id: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A session and its attendees; the trainer's name is masked unless the caller's role allows."""
     sessions, attendance = store.training_sessions, store.training_attendance
@@ -62,7 +62,7 @@ async def get_session(session_id: str, request: Request, actor: CurrentActor) ->
     return shaped
 
 
-@router.post("/training-sessions/{session_id}/attendance")
+@router.post("/training-sessions/{session_id}/attendance", responses=problems(404, 409))
 async def record_attendance(session_id: str, body: Attendance, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Record who attended; those already recorded are left as they are. One unknown volunteer
     refuses the whole list."""

@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, inbox_prefix, stream_name
 from shared.db import make_engine
 from shared.eventstore import EventStore, EventStoreSchema
+from shared.logmask import install_personal_data_mask
 from shared.outbox import OutboxRelay, RelaySettings
 from shared.settings import ServiceSettings
 from shared.web import install_problem_handlers
@@ -60,6 +61,8 @@ class ServiceRuntime:
         consumes: tuple[str, ...] = (),
         relay_settings: RelaySettings = RelaySettings(),
     ) -> None:
+        # Also where a service runs without `serve` (in a test, under another ASGI server).
+        install_personal_data_mask()
         self.settings = settings
         self.name = settings.service
         self.engine = make_engine(settings.database_url)

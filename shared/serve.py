@@ -9,6 +9,7 @@ from collections.abc import Callable
 import uvicorn
 from fastapi import FastAPI
 
+from shared.logmask import install_personal_data_mask
 from shared.settings import ServiceSettings
 
 
@@ -22,4 +23,5 @@ def serve(service: str, create_app: Callable[[ServiceSettings], FastAPI], argv: 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = ServiceSettings(**overrides).for_service(service)
     logging.basicConfig(level=settings.log_level, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    install_personal_data_mask()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())

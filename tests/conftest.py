@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,12 +17,26 @@ from nats.js import JetStreamContext
 import shared.events  # noqa: F401  (registers the catalog)
 from shared.eventstore import EventStore
 from tests.factories import event_store
+from tests.infra.auth import TEST_PRIVATE_KEY, TEST_PUBLIC_KEY
 from tests.infra.nats import SecuredNats, nats_server, nats_server_with_users, production_nats_server
 from tests.infra.postgres import postgres_server, throwaway_database
+
+# Every event the suite makes is checked for personal data as it is made (see the module).
+pytest_plugins = ["tests.infra.personal_data"]
 
 # Dispatch signs its shifts' QR codes with this key wherever a test starts it on PostgreSQL
 # (on SQLite it would make a development key beside the database file).
 os.environ.setdefault("BEACON_SHIFT_CODE_SECRET", "dGVzdC1zaGlmdC1jb2RlLXNlY3JldC0zMi1ieXRlcyE=")
+
+# Registry signs access tokens with the suite's key pair wherever a test starts it, and every
+# service verifies them with its public half: a token from tests.infra.auth and one from
+# registry's /auth/token are good alike (without these, registry on SQLite makes a pair of its own).
+_TOKEN_KEYS = Path(tempfile.mkdtemp(prefix="beacon-test-token-keys-"))
+atexit.register(shutil.rmtree, _TOKEN_KEYS, ignore_errors=True)
+(_TOKEN_KEYS / "signing.pem").write_bytes(TEST_PRIVATE_KEY)
+(_TOKEN_KEYS / "verifying.pem").write_bytes(TEST_PUBLIC_KEY)
+os.environ.setdefault("BEACON_JWT_PRIVATE_KEY_FILE", str(_TOKEN_KEYS / "signing.pem"))
+os.environ.setdefault("BEACON_JWT_PUBLIC_KEY_FILE", str(_TOKEN_KEYS / "verifying.pem"))
 
 
 @pytest.fixture

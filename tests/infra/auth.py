@@ -1,0 +1,25 @@
+"""Access tokens for tests: one key pair for the whole run, and a token for any role and scope."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.auth import Role, TokenIssuer, new_key_pair
+from shared.envelope import utcnow
+
+TEST_PRIVATE_KEY, TEST_PUBLIC_KEY = new_key_pair()
+_issuer = TokenIssuer(TEST_PRIVATE_KEY)
+
+
+def token_for(role: Role | str, scope: str, *, account: str | None = None, at: datetime | None = None) -> str:
+    role = Role(role)
+    return _issuer.issue(account or f"test-{role.value}-{scope}", role, scope, at or utcnow())
+
+
+def bearer(role: Role | str, scope: str, **options: object) -> dict[str, str]:
+    """Request headers carrying a token for `role` over `scope`."""
+    return {"Authorization": f"Bearer {token_for(role, scope, **options)}"}  # type: ignore[arg-type]
+
+
+def expired(role: Role | str, scope: str) -> dict[str, str]:
+    return bearer(role, scope, at=utcnow() - timedelta(hours=1))

@@ -346,7 +346,7 @@ class Projector:
         engine: AsyncEngine,
         catalog: EventCatalog = default_catalog,
         batch_size: int = 1000,
-        rebuild_chunk: int = 20_000,
+        rebuild_chunk: int = 10_000,
         rebuild_processes: int = 1,
         nats_connect: dict[str, Any] | None = None,
     ) -> None:
@@ -524,38 +524,48 @@ class Projector:
     async def _rebuild_in_processes(
         self, nc: Client, generation: int, streams: list[str], progress: Progress | None
     ) -> None:
-        """Fold the streams in worker processes (a rebuild is CPU-bound: one process uses one
-        core), reporting progress from the checkpoints they commit."""
+        """Fold one share of the streams here and the others in worker processes (a rebuild is
+        CPU-bound: a process uses one core), reporting the workers' progress from the
+        checkpoints they commit."""
         lengths = {stream: await last_sequence(nc.jetstream(), stream) for stream in streams}
         shares: list[list[str]] = [[] for _ in range(min(self.rebuild_processes, len(streams)))]
         for stream in sorted(streams, key=lambda s: -lengths[s]):  # longest first, to the least loaded
             min(shares, key=lambda share: sum(lengths[s] for s in share)).append(stream)
+        here, elsewhere = shares[0], [share for share in shares[1:] if share]
         connect = self.nats_connect or {"servers": [nc.connected_url.geturl()]}
         parts = [
             _RebuildPart(
                 type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
                 generation, tuple(share), self.batch_size, self.rebuild_chunk,
             )
-            for share in shares
-            if share
+            for share in elsewhere
         ]  # fmt: skip
+
+        async def fold_here() -> None:
+            for stream in here:
+                await self._rebuild_stream(nc, generation, stream, progress)
+
         loop = asyncio.get_running_loop()
         with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = [asyncio.ensure_future(loop.run_in_executor(pool, _rebuild_part, part)) for part in parts]
-            waiting = set(jobs)
+            everything = [asyncio.ensure_future(fold_here()), *jobs]
+            waiting = set(everything)
             while waiting:
                 _done, waiting = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
-                failures = [job.exception() for job in jobs if job.done() and job.exception()]
+                failures = [job.exception() for job in everything if job.done() and job.exception()]
                 if failures:
                     for process in list(getattr(pool, "_processes", {}).values()):
                         process.terminate()  # the generation is dropped: no use finishing the rest
-                    await asyncio.wait(jobs)
-                    for job in jobs:
-                        job.exception()  # the terminated ones' BrokenProcessPool: known, not news
+                    everything[0].cancel()
+                    await asyncio.wait(everything)
+                    for job in everything:
+                        if not job.cancelled():
+                            job.exception()  # the terminated ones' BrokenProcessPool: known, not news
                     raise failures[0]
                 if progress:
-                    for stream in streams:
-                        progress(stream, await self.checkpoint(generation, stream), lengths[stream])
+                    for share in elsewhere:
+                        for stream in share:
+                            progress(stream, await self.checkpoint(generation, stream), lengths[stream])
         results = [job.result() for job in jobs]
         self.applied_total += sum(applied for applied, _ in results)
         self.worker_peak_rss_mb = [peak for _, peak in results]

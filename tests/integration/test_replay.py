@@ -197,12 +197,12 @@ async def test_a_rebuild_shared_out_among_processes_gives_the_same_figures(nc, s
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
-    projector.rebuild_processes = 2
+    projector.rebuild_processes = 3  # a stream here, and one in each of two worker processes
     before = projector.applied_total
     generation = await projector.rebuild(nc)
     assert await projector.active_generation() == generation
     assert await figures(projector, generation) == live
-    assert projector.applied_total - before == 1 + 12 * 2  # every event, once, in one process or the other
+    assert projector.applied_total - before == 1 + 12 * 2  # every event, once, in one process or another
     assert len(projector.worker_peak_rss_mb) == 2 and all(peak > 0 for peak in projector.worker_peak_rss_mb)
 
 

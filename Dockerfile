@@ -21,9 +21,10 @@ COPY shared /tmp/build/shared
 COPY services /tmp/build/services
 RUN pip install --no-deps /tmp/build && rm -rf /tmp/build
 
-# /app holds only data/ (the default SQLite location when BEACON_DATABASE_URL is unset).
+# /app holds only data/ (the default SQLite location when BEACON_DATABASE_URL is unset) and the
+# mount points of the token-signing keys (a volume mounted there starts out owned by beacon).
 WORKDIR /app
-RUN mkdir -p /app/data && chown -R beacon:beacon /app
+RUN mkdir -p /app/data /app/token-keys/private /app/token-keys/public && chown -R beacon:beacon /app
 USER beacon
 
 EXPOSE 8101 8102 8103 8104

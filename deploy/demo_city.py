@@ -1,7 +1,8 @@
 """A small demo city, loaded through the services' APIs: one district, its streets, communities,
 practice sites and volunteers (registry); then, once dispatch has heard of them, a lantern-festival
 activity with a shift on now, volunteers signed up, and an order (dispatch). Safe to load twice
-(what exists is left as it is)."""
+(what exists is left as it is). Given an access token (`sign_in` as the demo's city admin), every
+request carries it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ def _resident_id(rng: random.Random) -> str:
     return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True)) % 11]
 
 
+ADMIN_USERNAME = "admin"
+
+
+def sign_in(registry_url: str, username: str, password: str) -> str:
+    """An access token for the account (OAuth2 password flow at registry's /auth/token)."""
+    response = httpx.post(f"{registry_url}/auth/token", data={"username": username, "password": password}, timeout=30)
+    if response.is_error:
+        raise RuntimeError(f"signing in as {username} was refused: {response.status_code} {response.text}")
+    return response.json()["access_token"]
+
+
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _post(client: httpx.Client, path: str, body: dict[str, object]) -> bool:
     """True if created, False if it was there already; anything else is an error."""
     response = client.post(path, json=body, headers={"X-Beacon-Actor": "demo-loader"})
@@ -39,11 +55,11 @@ def _post(client: httpx.Client, path: str, body: dict[str, object]) -> bool:
     return True
 
 
-def load(registry_url: str) -> dict[str, int]:
+def load(registry_url: str, token: str | None = None) -> dict[str, int]:
     rng = random.Random(370303)
     created = {"org_units": 0, "sites": 0, "volunteers": 0}
     communities = []
-    with httpx.Client(base_url=registry_url, timeout=30) as client:
+    with httpx.Client(base_url=registry_url, timeout=30, headers=_bearer(token)) as client:
         created["org_units"] += _post(client, "/org-units", CITY) + _post(client, "/org-units", DISTRICT)
         created["sites"] += _post(client, "/sites", {"site_id": "centre-370303", "org_unit_code": "370303", "level": "centre", "kind": "district_centre", "name": "张店区新时代文明实践中心"})
         for street_code, street_name in STREETS.items():
@@ -84,12 +100,12 @@ def _known_to_dispatch(client: httpx.Client, number: str, timeout: float = 60.0)
     raise RuntimeError(f"dispatch has not heard of volunteer {number} from registry within {timeout:.0f} s")
 
 
-def load_dispatch(dispatch_url: str) -> dict[str, str]:
+def load_dispatch(dispatch_url: str, token: str | None = None) -> dict[str, str]:
     """A lantern-festival activity at 和平社区's station: a shift on now (to try the check-in page),
     the next 29 nights 20:00–22:00, the community's volunteers signed up; and an order.
     The ids of what the demo made (or found)."""
     staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
-    with httpx.Client(base_url=dispatch_url, timeout=30) as client:
+    with httpx.Client(base_url=dispatch_url, timeout=30, headers=_bearer(token)) as client:
         existing = client.get("/activities/A00000001")
         if existing.status_code == 200:
             shift_id = existing.json()["shifts"][0]["shift_id"]
@@ -126,10 +142,10 @@ def load_dispatch(dispatch_url: str) -> dict[str, str]:
 SHOP = (("大米 5kg", 200, 20), ("洗衣液", 80, 30), ("电影票", 150, 10))
 
 
-def load_points(points_url: str, timeout: float = 60.0) -> str:
+def load_points(points_url: str, timeout: float = 60.0, token: str | None = None) -> str:
     """The demo station's love supermarket (爱心超市): a few goods for points. Its site id."""
     staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
-    with httpx.Client(base_url=points_url, timeout=30) as client:
+    with httpx.Client(base_url=points_url, timeout=30, headers=_bearer(token)) as client:
         if client.get(f"/sites/{DEMO_STATION}/items").json()["items"]:
             return DEMO_STATION
         deadline = time.monotonic() + timeout

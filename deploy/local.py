@@ -2,12 +2,15 @@
 
 Starts its own nats-server (JetStream, store under the data folder) unless told to use one with
 --nats-url; where a default port is taken it picks a free one and says so. Ctrl-C stops all.
+The token-signing key pair and the demo city's admin password are made once, in the data folder:
+registry alone is given the private key, every service the public one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from deploy import demo_city
+from shared.devkeys import load_or_make_key_pair
 from shared.natsserver import LocalNatsServer, free_port
 from shared.settings import DEFAULT_PORTS
 
@@ -52,6 +56,7 @@ class LocalCity:
         self.nats_url = args.nats_url
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.urls: dict[str, str] = {}
+        self.admin_password: str | None = None
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,10 @@ class LocalCity:
             _say(f"  nats-server (JetStream) on {self.nats_url}, store {self.data / 'nats'}")
         else:
             _say(f"  using the NATS server at {self.nats_url}")
+        private_key, public_key = self.data / "token-signing.pem", self.data / "token-signing.pub.pem"
+        load_or_make_key_pair(private_key, public_key, warn="make run's own pair; production gives registry its own")
+        if not self.args.no_demo:
+            self.admin_password = self._first_admin()
         for offset, name in enumerate(SERVICES):
             wanted = self.args.base_port + offset if self.args.base_port else None
             port = _port(name, wanted, DEFAULT_PORTS[name])
@@ -71,13 +80,34 @@ class LocalCity:
                 "BEACON_HOST": "127.0.0.1",
                 "BEACON_PORT": str(port),
                 "BEACON_DATABASE_URL": f"sqlite:///{self.data / (name + '.db')}",
+                "BEACON_JWT_PUBLIC_KEY_FILE": str(public_key),
             }
+            if name == "registry":  # the issuer: no other service holds the private key
+                env["BEACON_JWT_PRIVATE_KEY_FILE"] = str(private_key)
             log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115  (the child keeps it)
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
             )
             self.urls[name] = f"http://127.0.0.1:{port}"
+
+    def _first_admin(self) -> str:
+        """The demo city's admin account, made once (before registry starts, straight into its
+        store) with a development password kept in the data folder; the password."""
+        path = self.data / "admin-password.txt"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(12) + "\n")
+        command = [
+            sys.executable, "-m", "services.registry", "create-admin", "--username", demo_city.ADMIN_USERNAME,
+            "--password-file", str(path), "--city", str(demo_city.CITY["code"]), "--if-missing",
+        ]  # fmt: skip
+        env = {**os.environ, "BEACON_DATABASE_URL": f"sqlite:///{self.data / 'registry.db'}"}
+        made = subprocess.run(command, env=env, capture_output=True, text=True)
+        if made.returncode != 0:
+            raise RuntimeError(f"the demo city's admin account could not be made: {made.stderr.strip()}")
+        return path.read_text().splitlines()[0]
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -143,15 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         city.start()
         city.wait_ready()
         if not args.no_demo:
-            created = demo_city.load(city.urls["registry"])
+            assert city.admin_password is not None
+            try:
+                token: str | None = demo_city.sign_in(
+                    city.urls["registry"], demo_city.ADMIN_USERNAME, city.admin_password
+                )
+            except RuntimeError as refusal:  # its password was changed since: load as before sign-in
+                _say(f"  {refusal}; loading the demo city without a token")
+                token = None
+            created = demo_city.load(city.urls["registry"], token)
             _say(f"  demo city loaded: {created['org_units']} org units, {created['sites']} sites, {created['volunteers']} volunteers (new)")
-            demo = demo_city.load_dispatch(city.urls["dispatch"])
-            shop = demo_city.load_points(city.urls["points"])
+            demo = demo_city.load_dispatch(city.urls["dispatch"], token)
+            shop = demo_city.load_points(city.urls["points"], token=token)
         _say("Beacon is running:")
         for name in SERVICES:
             _say(f"  {name:<10} {city.urls[name]}  (API docs {city.urls[name]}/docs)")
         _say(f"  dashboard  {city.urls['reporting']}/dashboard  (figures: {city.urls['reporting']}/figures/370303)")
         if not args.no_demo:
+            _say(
+                f"  sign in    {demo_city.ADMIN_USERNAME} / {city.admin_password}  (the demo city's admin, "
+                f"a development password: POST {city.urls['registry']}/auth/token)"
+            )
             _say(f"  shift page {city.urls['dispatch']}/shifts/{demo['shift_id']}/display  (its QR code opens the check-in page)")
             _say(f"  shop       {city.urls['points']}/sites/{shop}/items")
         _say(f"  NATS       {city.nats_url}")

@@ -10,7 +10,10 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import make_url
+
+from shared.auth import new_key_pair
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +37,26 @@ def load_or_make(path: Path, names: tuple[str, ...], *, warn: str) -> dict[str, 
         log.warning("development keys generated in %s: %s", path, warn)
     stored = json.loads(path.read_text())
     return {name: stored[name] for name in names}
+
+
+def load_or_make_key_pair(private_path: Path, public_path: Path, *, warn: str) -> bytes:
+    """The PEM private key of the Ed25519 pair kept in these two files, made when they are new."""
+    if not private_path.exists():
+        private_path.parent.mkdir(parents=True, exist_ok=True)
+        private, public = new_key_pair()
+        descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(private)
+        public_path.write_bytes(public)
+        log.warning("development token-signing key made in %s (public key %s): %s", private_path, public_path, warn)
+    private = private_path.read_bytes()
+    if not public_path.exists():
+        public_path.write_bytes(public_pem_of(private))
+    return private
+
+
+def public_pem_of(private_pem: bytes) -> bytes:
+    """The PEM public key that goes with a PEM private key."""
+    private = serialization.load_pem_private_key(private_pem, password=None)
+    pem, info = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return private.public_key().public_bytes(pem, info)

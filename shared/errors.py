@@ -23,3 +23,20 @@ class NotFound(Refused):
 
 class Conflict(Refused):
     """The command clashes with the current state (409)."""
+
+
+class NotAuthenticated(Refused):
+    """No usable credentials: a wrong username or password, a refresh token that is unknown, used,
+    expired or revoked (401). The message never says whether an account exists."""
+
+
+class Forbidden(Refused):
+    """The caller's role may not do this at all, wherever it is (403)."""
+
+
+class TooManyAttempts(Refused):
+    """Refused for a while after repeated failures (429); `retry_after` says how many seconds."""
+
+    def __init__(self, message: str, *, retry_after: int, **details: object) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after

@@ -20,6 +20,8 @@ class ServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     # The service's NATS user (deploy/nats/users.conf); unset, it connects without authenticating.
     nats_nkey_seed_file: str = ""
+    # PEM of the Ed25519 public key that access tokens are verified with (registry signs them).
+    jwt_public_key_file: str = ""
     host: str = "127.0.0.1"
     port: int = 0
     stream_replicas: int = Field(default=1, ge=1, le=5)

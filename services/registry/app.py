@@ -1,4 +1,5 @@
-"""Wiring of the registry service: settings, store, personal-data vault, bus, routes, jobs."""
+"""Wiring of the registry service: settings, store, personal-data vault, token signing, bus,
+routes, jobs."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
-from services.registry import store
-from services.registry.api import imports, org, teams, training, volunteers
+from services.registry import credentials, store
+from services.registry.api import accounts, auth, imports, org, teams, training, volunteers
 from services.registry.handlers import Registry
+from services.registry.handlers import sign_in as sign_in_handlers
 from services.registry.handlers import volunteers as volunteer_handlers
 from services.registry.vault import Vault, VaultKeys
+from shared.auth import TokenIssuer
 from shared.devkeys import beside_sqlite
-from shared.runtime import ServiceRuntime
+from shared.envelope import utcnow
+from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 class RegistrySettings(ServiceSettings):
     personal_data_key: str = ""  # base64 of 32 bytes: seals each volunteer's own key
     id_index_key: str = ""  # base64 of at least 32 bytes: keys the ID-number hash
+    jwt_private_key_file: str = ""  # PEM of the Ed25519 key that signs access tokens: registry's alone
 
 
 def vault_keys(settings: RegistrySettings) -> VaultKeys:
@@ -55,14 +60,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     registry_settings = base if isinstance(base, RegistrySettings) else RegistrySettings(**base.model_dump())
     runtime = ServiceRuntime(registry_settings, store.schema)
     registry = Registry(runtime.store, Vault(vault_keys(registry_settings)))
+    signing_key = credentials.signing_key(
+        registry_settings.jwt_private_key_file, registry_settings.jwt_public_key_file, registry_settings.database_url
+    )
 
     async def expiry_job(_: Client) -> None:
         await expire_certifications_daily(registry)
 
     runtime.add_worker(expiry_job)
-    app = runtime.create_app(
-        org.router, imports.router, volunteers.router, teams.router, training.router,
-        title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training.",
+    runtime.add_worker(
+        clock_job("sign-in clean-up", lambda: sign_in_handlers.forget_expired(registry, utcnow()), every=3600)
     )
+    app = runtime.create_app(
+        org.router, imports.router, volunteers.router, teams.router, training.router, auth.router, accounts.router,
+        title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training, sign-in.",
+    )  # fmt: skip
+    auth.answer_refusals(app)
     app.state.registry = registry
+    app.state.token_issuer = TokenIssuer(signing_key)
+    app.state.clock = utcnow
     return app

@@ -1,7 +1,10 @@
-"""`python -m services.registry import-volunteers FILE`: bulk import from a CSV file, with a
-progress bar, straight into the registry's store (no running service needed).
+"""Registry's commands, straight into its store (no running service needed):
 
-The events it records wait in the outbox; the registry service's relay publishes them when it
+- `import-volunteers FILE`: bulk import from a CSV file, with a progress bar;
+- `create-admin --username NAME`: a city admin account, without a token (a fresh install's first);
+- `token-keys --private FILE --public FILE`: the Ed25519 key pair that access tokens are signed with.
+
+The events they record wait in the outbox; the registry service's relay publishes them when it
 runs (it looks for unpublished rows every second).
 """
 
@@ -22,10 +25,14 @@ import shared.events  # noqa: F401  (registers the catalog)
 from services.registry import store
 from services.registry.app import RegistrySettings, vault_keys
 from services.registry.handlers import Registry
+from services.registry.handlers.accounts import open_first_admin
 from services.registry.importer import ImportReport, import_volunteers
 from services.registry.vault import Vault
+from shared import auth
 from shared.db import make_engine
-from shared.errors import Refused
+from shared.devkeys import load_or_make_key_pair
+from shared.envelope import utcnow
+from shared.errors import Conflict, Refused
 from shared.eventstore import EventStore
 from shared.web import Actor
 
@@ -110,3 +117,80 @@ def main(argv: list[str]) -> int:
         print(f"no such file: {args.file}", file=sys.stderr)
         return 2
     return asyncio.run(run(args, Console()))
+
+
+def _read_password(password_file: Path | None) -> str:
+    """The first line of the file; else a line of standard input (asked for twice at a terminal)."""
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("the same again: ") != password:
+        raise ValueError("the two passwords differ")
+    return password
+
+
+async def _create_admin(args: argparse.Namespace, password: str) -> int:
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    settings = RegistrySettings(**overrides).for_service("registry")
+    assert isinstance(settings, RegistrySettings)
+    engine = make_engine(settings.database_url)
+    registry = Registry(EventStore(engine, store.schema), Vault(vault_keys(settings)))
+    try:
+        await registry.events.create_tables()
+        account_id = await open_first_admin(
+            registry, auth.Actor(args.actor), username=args.username, password=password, city=args.city, now=utcnow()
+        )
+    except Conflict as refusal:
+        if args.if_missing and refusal.field == "username":
+            print("an account with that username exists already: nothing changed")
+            return 0
+        print(f"refused: {refusal.message}", file=sys.stderr)
+        return 2
+    except Refused as refusal:
+        print(f"refused: {refusal.message}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    print(f"city admin account {account_id} opened: sign in at POST /auth/token")
+    return 0
+
+
+def create_admin(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.registry create-admin",
+        description="Open a city admin account without a token: the first of a fresh install, or another one "
+        "when no admin can sign in. The password is the first line of --password-file, or else a line of "
+        "standard input. The username and password go into registry's store only, never into an event.",
+    )
+    parser.add_argument("--username", required=True, help="the login name (or phone number) to sign in with")
+    parser.add_argument("--password-file", type=Path, help="a file whose first line is the password")
+    parser.add_argument("--city", help="the city's division code; needed while the org tree has no city yet")
+    parser.add_argument("--database-url", help="sqlite:///… or postgresql://… (BEACON_DATABASE_URL)")
+    parser.add_argument("--actor", default=f"cli:{getpass.getuser()}", help="who the event names as the actor")
+    parser.add_argument("--if-missing", action="store_true", help="succeed, changing nothing, if the username is taken")
+    args = parser.parse_args(argv)
+    try:
+        password = _read_password(args.password_file)
+    except (OSError, ValueError) as error:
+        print(f"no password: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(_create_admin(args, password))
+
+
+def token_keys(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.registry token-keys",
+        description="Make the Ed25519 key pair that access tokens are signed with, unless the private key "
+        "exists (then only its public key is written where missing). Give the private key to registry alone "
+        "(BEACON_JWT_PRIVATE_KEY_FILE) and the public key to every service (BEACON_JWT_PUBLIC_KEY_FILE).",
+    )
+    parser.add_argument("--private", type=Path, required=True, help="the private key's PEM file (made 0600)")
+    parser.add_argument("--public", type=Path, required=True, help="the public key's PEM file")
+    args = parser.parse_args(argv)
+    existed = args.private.exists()
+    load_or_make_key_pair(args.private, args.public, warn="give it to registry alone")
+    print(f"{'kept' if existed else 'made'} {args.private}; public key in {args.public}")
+    return 0

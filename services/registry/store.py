@@ -1,6 +1,7 @@
 """Registry's tables: views kept in the same transaction as its events, and their queries.
 
-Personal data lives only in `volunteers` (sealed, see vault.py) and never in events.
+Personal data lives only in `volunteers` and `accounts` (sealed or hashed, see vault.py) and
+never in events.
 """
 
 from __future__ import annotations
@@ -171,6 +172,50 @@ async def find_site(conn: AsyncConnection, site_id: str) -> Site | None:
 
 async def holder_of_id_index(conn: AsyncConnection, id_index: str) -> str | None:
     return await conn.scalar(select(volunteers.c.volunteer_number).where(volunteers.c.id_index == id_index))
+
+
+# Sign-in accounts. The row holds what events must not: the username (a keyed hash to find it by,
+# and sealed) and the argon2 hash of the password. Role, scope and state follow the events.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    # Released (NULL) when the account closes, so that its holder may use the name again.
+    Column("username_index", String(64), unique=True),
+    Column("username_sealed", LargeBinary, nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("password_temporary", Boolean, nullable=False, default=False),
+    Column("role", String(20), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("org_path", String(200), nullable=False),  # where the scope lay when it was granted
+    Column("state", String(10), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+)
+
+# Refresh tokens, by the SHA-256 of the token (the token itself is never stored). A sign-in starts
+# a family; each refresh retires its token and adds the next one to the family.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family_id", String(32), nullable=False, index=True),
+    Column("account_id", String(12), nullable=False, index=True),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+# Failed sign-ins in a row, by the keyed hash of the username tried, whether an account has it
+# or not (so that a lock-out says nothing about which usernames exist).
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("username_index", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_failed_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime, index=True),
+)
 
 
 numbers = Counters(metadata)

@@ -2,7 +2,8 @@
 their own (AES-256-GCM), itself sealed with the service's master key. Destroying a volunteer's
 key destroys their personal data for good, while their anonymous history stays.
 
-Duplicate ID numbers are found through a keyed hash (HMAC-SHA256), never the number itself.
+Duplicate ID numbers are found through a keyed hash (HMAC-SHA256), never the number itself; so
+is the account a username signs in to. A username is also sealed, under the master key.
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ class Vault:
 
     def id_index(self, id_number: str) -> str:
         return hmac.new(self._index_key, id_number.encode(), hashlib.sha256).hexdigest()
+
+    def username_index(self, username: str) -> str:
+        """The keyed hash of a username (as `normal_username` spells it); apart from ID numbers'."""
+        return hmac.new(self._index_key, b"username\x00" + username.encode(), hashlib.sha256).hexdigest()
+
+    def seal_username(self, account_id: str, username: str) -> bytes:
+        return self._seal(self._master, username.encode(), f"username:{account_id}")
+
+    def open_username(self, account_id: str, sealed: bytes) -> str:
+        return self._open(self._master, sealed, f"username:{account_id}").decode()
 
     @staticmethod
     def _seal(cipher: AESGCM, plaintext: bytes, context: str) -> bytes:

@@ -132,3 +132,17 @@ async def _project(conn: AsyncConnection, envelope: EventEnvelope, event: Event)
             await conn.execute(store.training_attendance.insert().values(session_id=event.session_id, volunteer_number=event.volunteer_number))
         case ev.TrainingSessionHeld():
             pass  # the row, with the trainer's name, is written by the handler
+        case ev.AccountRoleChanged():
+            # The account's row (username, password hash) is written by the opening.
+            await conn.execute(
+                update(store.accounts)
+                .where(store.accounts.c.account_id == event.account_id)
+                .values(role=event.role, scope=event.scope, org_path=path)
+            )
+        case ev.AccountClosed():
+            # The username is released: its holder may sign up with it again.
+            await conn.execute(
+                update(store.accounts)
+                .where(store.accounts.c.account_id == event.account_id)
+                .values(state="closed", username_index=None)
+            )

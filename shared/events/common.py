@@ -77,6 +77,8 @@ class VolunteerStatus(StrEnum):
 
 
 TeamId = Annotated[str, StringConstraints(pattern=r"^T\d{6,10}$")]
+# A sign-in account at registry (staff, team leader, volunteer or partner system).
+AccountId = Annotated[str, StringConstraints(pattern=r"^AC\d{6,10}$")]
 # Time credits set aside in points' time bank to pay for an order placed at dispatch.
 ReservationId = Annotated[str, StringConstraints(pattern=r"^TR\d{8,12}$")]
 SiteId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]

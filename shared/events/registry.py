@@ -1,6 +1,7 @@
 """Registry's public events: who and where (org units, practice sites, volunteers, teams,
-training). None carries a name, an ID number or a phone number: a volunteer appears only by
-volunteer number, with age band, gender, political status and skills."""
+training, sign-in accounts). None carries a name, an ID number or a phone number: a volunteer
+appears only by volunteer number, with age band, gender, political status and skills; an account
+only by its account id, never by its username or password."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Annotated
 from pydantic import AwareDatetime as AwareDatetimeField
 from pydantic import Field, StringConstraints, model_validator
 
+from shared.auth import Role
 from shared.catalog import Event, catalog
 from shared.events.common import (
+    AccountId,
     AgeBand,
     DivisionCode,
     Gender,
@@ -280,3 +283,54 @@ class VolunteerInsured(Event):
         if self.valid_until < self.valid_from:
             raise ValueError("an insurance ends on or after the day it starts")
         return self
+
+
+AccountScope = Annotated[
+    str,
+    StringConstraints(pattern=r"^(|\d{6}|\d{12}|T\d{6,10}|V\d{6,12})$"),
+    Field(
+        description="What the role reaches: an org unit's division code for staff (city, district, street, "
+        "community), a team id for a team leader, a volunteer number for a volunteer, empty for a partner."
+    ),
+]
+
+
+@catalog.register(context="registry", aggregate="account", action="opened")
+class AccountOpened(Event):
+    """A sign-in account was opened with one role over one scope. The envelope's `actor` is the
+    account that granted it (`cli:<user>` for a first administrator made on the server), and its
+    `org_path` is where the scope lies. The username and the password stay in registry."""
+
+    account_id: AccountId
+    role: Role
+    scope: AccountScope
+
+
+@catalog.register(context="registry", aggregate="account", action="role_changed")
+class AccountRoleChanged(Event):
+    """An account now holds another role or scope (its access tokens carry the new one from their
+    next refresh); the previous ones are given for the audit trail."""
+
+    account_id: AccountId
+    role: Role
+    scope: AccountScope
+    previous_role: Role
+    previous_scope: AccountScope
+
+
+@catalog.register(context="registry", aggregate="account", action="closed")
+class AccountClosed(Event):
+    """An account was closed, by its holder or by staff over it: it can no longer sign in, and
+    every refresh token it held was revoked."""
+
+    account_id: AccountId
+
+
+@catalog.register(context="registry", aggregate="account", action="password_changed")
+class PasswordChanged(Event):
+    """An account's password changed, and every refresh token it held was revoked. `reset`: staff
+    over the account set a temporary password, which its holder is asked to change; otherwise the
+    holder changed it, giving the old one."""
+
+    account_id: AccountId
+    reset: bool

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 APP_PORTS = {"registry": 8101, "dispatch": 8102, "points": 8103, "reporting": 8104}
 INFRA = ("nats", "postgres")
+ONE_SHOT = ("token-keys",)  # makes the token-signing key pair before the services start
 INSTALL_HINT = (
     "docker-compose is not on PATH: install Debian's docker-compose package "
     "(as root: `apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose`, "
@@ -134,12 +135,12 @@ def _healthcheck_test(service: dict[str, Any]) -> str:
 
 def test_services_listed() -> None:
     services = set(_compose("--services").split())
-    assert services == {*INFRA, *APP_PORTS}, services
+    assert services == {*INFRA, *APP_PORTS, *ONE_SHOT}, services
 
 
 def test_named_volumes_listed() -> None:
     volumes = set(_compose("--volumes").split())
-    assert {"nats-data", "postgres-data"} <= volumes, volumes
+    assert {"nats-data", "postgres-data", "token-signing-key", "token-public-key"} <= volumes, volumes
 
 
 @pytest.mark.parametrize("name", list(APP_PORTS))
@@ -221,3 +222,23 @@ def test_bind_mounted_files_exist() -> None:
         for source, _ in _volume_mounts(service):
             if source and source not in named:
                 assert Path(source).exists(), f"{name} mounts {source}, which does not exist"
+
+
+def test_registry_alone_holds_the_token_signing_key_and_every_service_the_public_key() -> None:
+    config = _normalised()
+    keys = config["services"]["token-keys"]
+    made = dict(zip(keys["command"][-4::2], keys["command"][-3::2], strict=True))
+    mounted = {target: source for source, target in _volume_mounts(keys)}
+    private_dir, public_dir = str(Path(made["--private"]).parent), str(Path(made["--public"]).parent)
+    private_volume, public_volume = mounted[private_dir], mounted[public_dir]
+    assert private_volume != public_volume
+    for name in APP_PORTS:
+        service = config["services"][name]
+        env, mounts = _environment(service), dict(_volume_mounts(service))
+        first = (service.get("depends_on") or {}).get("token-keys") or {}
+        assert first.get("condition") == "service_completed_successfully", f"{name} may start before the keys exist"
+        assert env.get("BEACON_JWT_PUBLIC_KEY_FILE") == made["--public"], name
+        assert mounts.get(public_volume) == public_dir, f"{name} does not mount the public key"
+        is_registry = name == "registry"
+        assert (private_volume in mounts) is is_registry, f"{name}: the private key's volume"
+        assert (env.get("BEACON_JWT_PRIVATE_KEY_FILE") == made["--private"]) is is_registry, name

@@ -47,7 +47,7 @@ def _bearer(token: str | None) -> dict[str, str]:
 
 def _post(client: httpx.Client, path: str, body: dict[str, object]) -> bool:
     """True if created, False if it was there already; anything else is an error."""
-    response = client.post(path, json=body, headers={"X-Beacon-Actor": "demo-loader"})
+    response = client.post(path, json=body)
     if response.status_code == 409:
         return False
     if response.is_error:
@@ -104,7 +104,6 @@ def load_dispatch(dispatch_url: str, token: str | None = None) -> dict[str, str]
     """A lantern-festival activity at 和平社区's station: a shift on now (to try the check-in page),
     the next 29 nights 20:00–22:00, the community's volunteers signed up; and an order.
     The ids of what the demo made (or found)."""
-    staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
     with httpx.Client(base_url=dispatch_url, timeout=30, headers=_bearer(token)) as client:
         existing = client.get("/activities/A00000001")
         if existing.status_code == 200:
@@ -121,21 +120,21 @@ def load_dispatch(dispatch_url: str, token: str | None = None) -> dict[str, str]
             "title": "元宵灯会文明交通引导", "description": "灯会期间东门路口文明交通引导",
             "posts": [{"post_id": "east_gate", "title": "东门路口", "required_skills": ["traffic_guidance"]}],
         }
-        activity_id = _created(client.post("/activities", json=activity, headers=staff))["activity_id"]
+        activity_id = _created(client.post("/activities", json=activity))["activity_id"]
         on_now = {"starts_at": (now - timedelta(minutes=10)).isoformat(), "ends_at": (now + timedelta(hours=2)).isoformat(), "capacity": 4, "post_id": "east_gate"}
-        (shift_id,) = _created(client.post(f"/activities/{activity_id}/shifts", json=on_now, headers=staff))["shift_ids"]
+        (shift_id,) = _created(client.post(f"/activities/{activity_id}/shifts", json=on_now))["shift_ids"]
         first_night = datetime.combine(today + timedelta(days=1), datetime.min.time(), CITY_ZONE).replace(hour=20)
         nights = {"starts_at": first_night.isoformat(), "ends_at": (first_night + timedelta(hours=2)).isoformat(), "capacity": 40, "post_id": "east_gate", "count": 29}
-        _created(client.post(f"/activities/{activity_id}/shifts", json=nights, headers=staff))
+        _created(client.post(f"/activities/{activity_id}/shifts", json=nights))
         for number in members:
-            _created(client.post(f"/shifts/{shift_id}/sign-ups", json={"volunteer_number": number}, headers=staff))
+            _created(client.post(f"/shifts/{shift_id}/sign-ups", json={"volunteer_number": number}))
         start = now + timedelta(days=1)
         order = {
             "group_served": "elderly", "field": "smart_help_for_elderly", "community_code": DEMO_COMMUNITY, "site_id": DEMO_STATION,
             "description": "帮独居老人学用智能手机挂号", "address": "和平小区3号楼", "window_start": start.isoformat(),
             "window_end": (start + timedelta(hours=2)).isoformat(), "headcount": 1, "placed_via": "community_staff",
         }
-        _created(client.post("/orders", json=order, headers=staff))
+        _created(client.post("/orders", json=order))
     return {"activity_id": activity_id, "shift_id": shift_id}
 
 
@@ -144,14 +143,13 @@ SHOP = (("大米 5kg", 200, 20), ("洗衣液", 80, 30), ("电影票", 150, 10))
 
 def load_points(points_url: str, timeout: float = 60.0, token: str | None = None) -> str:
     """The demo station's love supermarket (爱心超市): a few goods for points. Its site id."""
-    staff = {"X-Beacon-Actor": "demo-loader", "X-Beacon-Roles": "station_staff"}
     with httpx.Client(base_url=points_url, timeout=30, headers=_bearer(token)) as client:
         if client.get(f"/sites/{DEMO_STATION}/items").json()["items"]:
             return DEMO_STATION
         deadline = time.monotonic() + timeout
         for name, price, stock in SHOP:
             while True:  # points learns the station from registry's events
-                response = client.post(f"/sites/{DEMO_STATION}/items", json={"name": name, "price_points": price, "stock": stock}, headers=staff)
+                response = client.post(f"/sites/{DEMO_STATION}/items", json={"name": name, "price_points": price, "stock": stock})
                 if response.status_code != 404 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)

@@ -545,6 +545,9 @@ class Projector:
             for stream in here:
                 await self._rebuild_stream(nc, generation, stream, progress)
 
+        if not parts:  # every stream fell to this process's share (the others are empty)
+            await fold_here()
+            return
         loop = asyncio.get_running_loop()
         with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = [asyncio.ensure_future(loop.run_in_executor(pool, _rebuild_part, part)) for part in parts]

@@ -10,6 +10,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -19,13 +20,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from shared.auth import TokenVerifier
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, inbox_prefix, stream_name
 from shared.db import make_engine
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.logmask import install_personal_data_mask
 from shared.outbox import OutboxRelay, RelaySettings
 from shared.settings import ServiceSettings
-from shared.web import install_problem_handlers
+from shared.web import ANYONE, allow, install_problem_handlers
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +204,16 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, description=description, lifespan=lifespan)
         app.state.runtime = self
+        key_file = self.settings.jwt_public_key_file
+        app.state.token_verifier = TokenVerifier(Path(key_file).read_bytes()) if key_file else None
         install_problem_handlers(app)
 
-        @app.get("/healthz", tags=["ops"])
+        @app.get("/healthz", tags=["ops"], **allow(ANYONE))
         async def healthz() -> dict[str, str]:
             """The process is alive (it answers)."""
             return {"status": "ok", "service": runtime.name}
 
-        @app.get("/readyz", tags=["ops"])
+        @app.get("/readyz", tags=["ops"], **allow(ANYONE))
         async def readyz() -> JSONResponse:
             """Ready: store reachable, NATS connected, streams present, subscribers attached."""
             checks = await runtime.readiness()

@@ -6,22 +6,23 @@ import functools
 import html
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import Conflict, Invalid, NotFound, Refused
+from shared.auth import Actor, Role, TokenVerifier, Unauthenticated
+from shared.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound, Refused, TooManyAttempts
 from shared.eventstore import ConcurrencyConflict, EventStore
 
 PROBLEM = "application/problem+json"
@@ -43,30 +44,56 @@ def render(package: str, name: str, **values: object) -> str:
     return _SLOT.sub(fill, _template(package, name))
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting; every event records it.
+ANYONE = "anyone"  # a public route (see `allow`)
+ANONYMOUS = Actor("anonymous")
 
-    Until sign-in arrives (issue 7) the caller states who they are and their roles in the
-    `X-Beacon-Actor` and `X-Beacon-Roles` headers: a stand-in, trusted as given.
-    """
-
-    id: str
-    roles: frozenset[str] = frozenset()
-
-    def has_any(self, *roles: str) -> bool:
-        return bool(self.roles.intersection(roles))
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="access token",
+    description="An access token from registry's POST /auth/token (OAuth2 password flow).",
+)
 
 
 async def _actor(
-    x_beacon_actor: Annotated[str | None, Header(max_length=100)] = None,
-    x_beacon_roles: Annotated[str | None, Header(max_length=500)] = None,
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Actor:
-    roles = frozenset(r.strip() for r in (x_beacon_roles or "").split(",") if r.strip())
-    return Actor(x_beacon_actor or "anonymous", roles)
+    """The caller named by the request's access token; anonymous without one (a route's `allow`
+    then refuses it, unless the route is public). A token that does not verify is a 401."""
+    if credentials is None:
+        return ANONYMOUS
+    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        raise NotAuthenticated("this service has no public key to check access tokens with (BEACON_JWT_PUBLIC_KEY_FILE)")
+    try:
+        return verifier.actor(credentials.credentials)
+    except Unauthenticated as error:
+        raise NotAuthenticated(error.reason) from None
 
 
 CurrentActor = Annotated[Actor, Depends(_actor)]
+
+
+def allow(*roles: Role | str, openapi_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Who may call a route, as keyword arguments for its decorator: `ANYONE` (public), or the
+    roles that may. Anyone else is refused before the route reads anything: 401 without a
+    token, 403 with a token of another role. What each role may reach is the route's own check
+    (404 outside it: see shared/auth.py). The roles are written into the OpenAPI document as
+    `x-beacon-roles`, from which the authorization matrix test is generated."""
+    names = sorted({ANYONE if role == ANYONE else Role(role).value for role in roles})
+    if not names:
+        raise ValueError("a route names who may call it")
+    extra = {**(openapi_extra or {}), "x-beacon-roles": names}
+    if ANYONE in names:
+        return {"openapi_extra": extra}
+    allowed = frozenset(Role(name) for name in names)
+
+    async def check(actor: CurrentActor) -> None:
+        if actor.role is None:
+            raise NotAuthenticated("sign in: send an access token as Authorization: Bearer <token>")
+        if actor.role not in allowed:
+            raise Forbidden(f"a {actor.role.value} may not do this (only {', '.join(names)})")
+
+    return {"dependencies": [Depends(check)], "openapi_extra": extra}
 
 
 def events_of(request: Request) -> EventStore:
@@ -114,6 +141,12 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _MEANINGS.get(status, "Refused")} for status in statuses}
 
 
+_STATUS_OF = (
+    (Invalid, 422), (NotFound, 404), (Conflict, 409), (NotAuthenticated, 401), (Forbidden, 403),
+    (TooManyAttempts, 429),
+)  # fmt: skip
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
@@ -135,7 +168,8 @@ def _reason(error: dict[str, Any]) -> dict[str, str]:
 
 def _documented_as_problems(app: FastAPI) -> None:
     """The OpenAPI document says what the handlers below send: every 4xx answer is a `Problem` in
-    `application/problem+json` (FastAPI's own 422 schema describes a body that never goes out)."""
+    `application/problem+json` (FastAPI's own 422 schema describes a body that never goes out),
+    and a route open to some roles only documents the 401 and 403 that `allow` answers with."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -149,6 +183,13 @@ def _documented_as_problems(app: FastAPI) -> None:
         schemas.update(problem_schema.pop("$defs"), Problem=problem_schema)
         for item in document.get("paths", {}).values():
             for operation in item.values():
+                answers = operation.setdefault("responses", {})
+                if "requestBody" in operation or operation.get("parameters"):  # a body read by hand too
+                    answers.setdefault("422", {"description": "Invalid input"})
+                # A token that does not verify is refused even on a public route (see `_actor`).
+                answers.setdefault("401", {"description": "No valid access token: sign in (see the reason)"})
+                if operation.get("x-beacon-roles", [ANYONE]) != [ANYONE]:  # see `allow`
+                    answers.setdefault("403", {"description": "The caller's role may not do this"})
                 for status, response in operation.get("responses", {}).items():
                     if status.startswith("4"):
                         response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -264,13 +305,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:
-        status = 422 if isinstance(error, Invalid) else 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 400
+        status = next((code for kind, code in _STATUS_OF if isinstance(error, kind)), 400)
         extra: dict[str, Any] = jsonable_encoder(error.details)  # times, decimals: as JSON says them
         if error.field:
             extra["errors"] = [{"field": error.field, "reason": error.message}]
         for reserved in ("type", "title", "status", "detail"):  # RFC 9457's own members win
             extra.pop(reserved, None)
-        return problem(status, type(error).__name__, error.message, **extra)
+        answer = problem(status, type(error).__name__, error.message, **extra)
+        if isinstance(error, NotAuthenticated):
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="beacon"'
+        if isinstance(error, TooManyAttempts):
+            answer.headers["Retry-After"] = str(error.retry_after)
+        return answer
 
     @app.exception_handler(ConcurrencyConflict)
     async def conflict(_: Request, error: ConcurrencyConflict) -> JSONResponse:

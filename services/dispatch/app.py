@@ -18,6 +18,7 @@ from services.dispatch.api import volunteers as volunteer_routes
 from services.dispatch.attendance import ShiftCodes
 from services.dispatch.handlers import attendance as attendance_handlers
 from services.dispatch.handlers import orders as order_handlers
+from shared.audit import audit_router
 from shared.devkeys import beside_sqlite, load_or_make
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
@@ -59,6 +60,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
         clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)
     )
     app = runtime.create_app(
+        audit_router("order", "/orders/{aggregate_id}/audit", "orders"),
         volunteer_routes.router,
         order_routes.router,
         activity_routes.router,

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from services.dispatch import domain, store
 from services.dispatch.handlers import records
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.db import upsert
 from shared.envelope import EventEnvelope
@@ -20,7 +21,6 @@ from shared.events.dispatch import VolunteerCheckedOut
 from shared.events.points import TimeCreditsReleased, TimeCreditsReserved
 from shared.eventstore import EventStore, Transaction
 from shared.subscriber import Reactor
-from shared.web import Actor
 
 # Who draws up the records of check-outs.
 RECORDS_ACTOR = Actor("system:dispatch")

@@ -9,6 +9,7 @@ import shared.events  # noqa: F401  (registers the catalog)
 from services.points import handlers, store, subscribers, timebank
 from services.points.api import routers
 from services.points.books import RuleCache
+from shared.audit import audit_router
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
@@ -41,6 +42,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
         clock_job("unused reservations", lambda: timebank.release_unused(events, utcnow()), RESERVATIONS_EVERY_SECONDS)
     )
     app = runtime.create_app(
+        audit_router("account", "/accounts/{aggregate_id}/audit", "ledger"),
         *routers(),
         title="Beacon points",
         description="Points, time credits and stars for confirmed service: rules, the double-entry ledger, the shop.",

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from services.points import ledger, rules, store
 from services.points.books import Books
+from shared.auth import Actor
 from shared.citytime import city_date
 from shared.db import reading
 from shared.errors import Conflict, Invalid, NotFound
@@ -32,7 +33,6 @@ from shared.events.points import (
     StarThresholdsSet,
 )
 from shared.eventstore import EventStore, Transaction, retrying
-from shared.web import Actor
 
 # --- Rules -------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 
 from services.points import store
 from services.points.books import Books
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.citytime import city_date
 from shared.db import upsert
@@ -34,7 +35,6 @@ from shared.events.points import (
     TimeTransferLimitSet,
 )
 from shared.eventstore import EventStore, Transaction, retrying
-from shared.web import Actor
 
 DEFAULT_TRANSFER_MINUTES_PER_YEAR = 20 * 60
 RESERVATION_VALID = timedelta(hours=24)  # time to place the order at dispatch

@@ -17,8 +17,9 @@ from services.registry.handlers import Registry
 from services.registry.handlers import sign_in as sign_in_handlers
 from services.registry.handlers import volunteers as volunteer_handlers
 from services.registry.vault import Vault, VaultKeys
-from shared.auth import TokenIssuer
-from shared.devkeys import beside_sqlite
+from shared.audit import audit_router
+from shared.auth import TokenIssuer, TokenVerifier
+from shared.devkeys import beside_sqlite, public_pem_of
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
@@ -72,11 +73,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         clock_job("sign-in clean-up", lambda: sign_in_handlers.forget_expired(registry, utcnow()), every=3600)
     )
     app = runtime.create_app(
+        audit_router("volunteer", "/volunteers/{aggregate_id}/audit", "volunteers"),
         org.router, imports.router, volunteers.router, teams.router, training.router, auth.router, accounts.router,
         title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training, sign-in.",
     )  # fmt: skip
-    auth.answer_refusals(app)
     app.state.registry = registry
     app.state.token_issuer = TokenIssuer(signing_key)
+    app.state.token_verifier = TokenVerifier(public_pem_of(signing_key))  # its own tokens, key file or not
     app.state.clock = utcnow
     return app

@@ -29,12 +29,12 @@ from services.registry.handlers.accounts import open_first_admin
 from services.registry.importer import ImportReport, import_volunteers
 from services.registry.vault import Vault
 from shared import auth
+from shared.auth import Actor
 from shared.db import make_engine
 from shared.devkeys import load_or_make_key_pair
 from shared.envelope import utcnow
 from shared.errors import Conflict, Refused
 from shared.eventstore import EventStore
-from shared.web import Actor
 
 SHOWN_PROBLEMS = 20
 

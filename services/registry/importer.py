@@ -20,9 +20,9 @@ from typing import Any, TextIO
 
 from services.registry.handlers import Registry
 from services.registry.handlers import volunteers as handlers
+from shared.auth import Actor
 from shared.errors import Conflict, Invalid, Refused
 from shared.events.common import PoliticalStatus
-from shared.web import Actor
 
 BATCH_SIZE = 500
 KEEP_PROBLEMS = 10_000

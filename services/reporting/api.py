@@ -9,25 +9,30 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy import select
 
 from services.reporting import exports
 from services.reporting.queries import (
     HEADLINE,
     children,
+    figures_at,
     figures_for,
     order_times,
     party_targets,
     period_of,
+    top_teams,
     top_volunteers,
     trend,
 )
 from shared import web
+from shared.auth import STAFF, Role
 from shared.citytime import city_date
 from shared.db import reading
 from shared.envelope import utcnow
 from shared.errors import Conflict, Invalid
 from shared.replay import Projector
+from shared.web import ANYONE, allow
 
 router = APIRouter()
 
@@ -45,7 +50,7 @@ def _projector(request: Request) -> Projector:
     return request.app.state.projector
 
 
-@router.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/dashboard", **allow(ANYONE), response_class=HTMLResponse, tags=["dashboard"])
 async def dashboard(request: Request) -> HTMLResponse:
     """The dashboard page (Chinese, with an English switch; `?code=` a node, `?lang=en`): headline
     figures, trends, bars by unit with drill-down, the orders funnel, the party members' targets."""
@@ -67,7 +72,7 @@ def _period(period: str | None, start: date | None, end: date | None) -> tuple[d
     return start, end
 
 
-@router.get("/figures/{code}", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get("/figures/{code}", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_figures(
     code: str,
     request: Request,
@@ -75,14 +80,25 @@ async def get_figures(
     start: From = None,
     end: To = None,
     form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    at: Annotated[
+        AwareDatetime | None,
+        Query(description="A past moment (with its zone): the figures as they stood then, that day replayed up to it."),
+    ] = None,
 ) -> Any:
     """Every figure for one node of the org tree (a city sums its districts): `figures` as they
     stood at the end of `to` (today when absent), and with a period, `period.figures`: what
-    happened in it (stocks such as registered volunteers then show their change)."""
+    happened in it (stocks such as registered volunteers then show their change). With `at`,
+    the figures as they stood at that moment instead (no period)."""
     start, end = _period(period, start, end)
     projector = _projector(request)
     generation = await projector.active_generation()
-    answer = await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
+    if at is not None:
+        if start or end:
+            raise Invalid("give a moment or a period, not both", field="at")
+        nc = request.app.state.runtime.broker.connection
+        answer = await figures_at(projector.engine, projector.projection, generation, nc, code, at)  # type: ignore[arg-type]
+    else:
+        answer = await figures_for(projector.engine, projector.projection, generation, code, start=start, end=end)  # type: ignore[arg-type]
     if form == "json":
         return answer
     in_period = answer.get("period", {}).get("figures", {})
@@ -91,7 +107,7 @@ async def get_figures(
     return exports.table(f"figures-{code}", ("figure", "as_of", "in_period"), rows, form)
 
 
-@router.get("/figures/{code}/trend", tags=["figures"], responses=web.problems(404))
+@router.get("/figures/{code}/trend", **allow(*STAFF), tags=["figures"], responses=web.problems(404))
 async def get_trend(
     code: str,
     request: Request,
@@ -114,7 +130,7 @@ async def get_trend(
     return await trend(projector.engine, projector.projection, generation, code, stored, start=start, end=end, by=by)  # type: ignore[arg-type]
 
 
-@router.get("/figures/{code}/children", tags=["figures"], responses=web.problems(404))
+@router.get("/figures/{code}/children", **allow(*STAFF), tags=["figures"], responses=web.problems(404))
 async def get_children(code: str, request: Request) -> dict[str, Any]:
     """The node's children with their headline figures: bars by district, and the way down."""
     projector = _projector(request)
@@ -122,7 +138,7 @@ async def get_children(code: str, request: Request) -> dict[str, Any]:
     return await children(projector.engine, projector.projection, generation, code, HEADLINE)  # type: ignore[arg-type]
 
 
-@router.get("/figures/{code}/orders", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get("/figures/{code}/orders", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_order_times(
     code: str,
     request: Request,
@@ -145,7 +161,7 @@ async def get_order_times(
     return exports.table(f"orders-{code}", ("step", "orders", "median_minutes", "p90_minutes"), rows, form)
 
 
-@router.get("/figures/{code}/top-volunteers", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get("/figures/{code}/top-volunteers", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_top_volunteers(
     code: str,
     request: Request,
@@ -164,7 +180,27 @@ async def get_top_volunteers(
     return exports.table(f"top-volunteers-{code}-{year}", ("rank", "volunteer_number", "hours"), rows, form)
 
 
-@router.get("/figures/{code}/party-members", tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get("/figures/{code}/top-teams", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+async def get_top_teams(
+    code: str,
+    request: Request,
+    year: Annotated[int | None, Query(ge=2000, le=2200, description="This year when absent.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 10,
+    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+) -> Any:
+    """The node's active teams with the most confirmed hours in the year: the hours their
+    members of now served that year."""
+    projector = _projector(request)
+    generation = await projector.active_generation()
+    year = year or city_date(utcnow()).year
+    answer = await top_teams(projector.engine, projector.projection, generation, code, year, limit)  # type: ignore[arg-type]
+    if form == "json":
+        return answer
+    rows = [(t["rank"], t["team_id"], t["name"], t["members"], t["hours"]) for t in answer["teams"]]
+    return exports.table(f"top-teams-{code}-{year}", ("rank", "team_id", "name", "members", "hours"), rows, form)
+
+
+@router.get("/figures/{code}/party-members", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_party_targets(
     code: str,
     request: Request,
@@ -205,7 +241,7 @@ class RebuildStatus:
         }
 
 
-@router.post("/admin/rebuild", status_code=202, tags=["admin"], responses=web.problems(409))
+@router.post("/admin/rebuild", **allow(Role.city_admin), status_code=202, tags=["admin"], responses=web.problems(409))
 async def start_rebuild(request: Request) -> JSONResponse:
     """Rebuild every figure from sequence 1 of the streams into a new generation, then swap.
 
@@ -235,7 +271,7 @@ async def start_rebuild(request: Request) -> JSONResponse:
     return JSONResponse(status.as_dict(), status_code=202)
 
 
-@router.get("/admin/rebuild", tags=["admin"])
+@router.get("/admin/rebuild", **allow(Role.city_admin), tags=["admin"])
 async def rebuild_status(request: Request) -> dict[str, Any]:
     status: RebuildStatus = request.app.state.rebuild
     return {**status.as_dict(), "active_generation": await _projector(request).active_generation()}

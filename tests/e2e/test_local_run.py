@@ -43,9 +43,14 @@ def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         if "port 4222 for NATS is taken" in output:  # this machine's own NATS: never used
             assert not nats_url.endswith(":4222")
 
+        username, password = re.search(r"sign in\s+(\S+) / (\S+)", output).groups()
         with httpx.Client(timeout=5) as client:
             for url in urls.values():
                 assert client.get(url + "/readyz").status_code == 200
+            # The demo city's admin signs in as printed; figures are for signed-in staff only.
+            assert client.get(urls["reporting"] + "/figures/370303").status_code == 401
+            signed_in = client.post(urls["registry"] + "/auth/token", data={"username": username, "password": password})
+            client.headers["Authorization"] = f"Bearer {signed_in.json()['access_token']}"
             figures = {}
             for _ in range(100):
                 figures = client.get(urls["reporting"] + "/figures/370303").json()["figures"]

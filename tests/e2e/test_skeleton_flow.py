@@ -19,6 +19,7 @@ from services.registry.app import create_app as registry_app
 from services.reporting.app import create_app as reporting_app
 from shared.settings import ServiceSettings
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
@@ -36,7 +37,7 @@ async def service(name: str, nats_url: str, database_url: str) -> AsyncIterator[
         settings = ServiceSettings(nats_url=nats_url, database_url=database_url)
     app = BUILDERS[name](settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", headers=ADMIN) as client:
             yield client
 
 
@@ -202,7 +203,7 @@ async def test_destroying_a_volunteers_personal_data_changes_no_reported_figure(
         numbers = [(await registry.post("/volunteers", json=volunteer(n, party=n == 1))).json()["volunteer_number"] for n in (1, 2)]
         await eventually(lambda: reporting.get("/figures/370303"), lambda r: settled(r, 2))
         await registry.post(f"/volunteers/{numbers[0]}/deregister", json={"on_request": True})
-        shown = await registry.get(f"/volunteers/{numbers[0]}", headers={"X-Beacon-Roles": "city_admin"})
+        shown = await registry.get(f"/volunteers/{numbers[0]}", headers=ADMIN)
         assert shown.json()["personal_data_destroyed"] is True and shown.json()["name"] is None
         # The live figures count the deregistration; rebuilt after the data is gone, they are the same.
         before = await eventually(

@@ -23,3 +23,18 @@ def bearer(role: Role | str, scope: str, **options: object) -> dict[str, str]:
 
 def expired(role: Role | str, scope: str) -> dict[str, str]:
     return bearer(role, scope, at=utcnow() - timedelta(hours=1))
+
+
+# What a test client sends unless a request says otherwise: a city admin, who reaches everything.
+CITY = "370300"
+ADMIN = bearer(Role.city_admin, CITY, account="test-admin")
+
+
+def staff(account: str = "staff-7") -> dict[str, str]:
+    """A staff member acting in the test city (as its admin: every staff route is theirs)."""
+    return bearer(Role.city_admin, CITY, account=account)
+
+
+def volunteer(number: str) -> dict[str, str]:
+    """The volunteer themselves, signed in: their account is named after their number."""
+    return bearer(Role.volunteer, number, account=number)

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from tests.factories import resident_id
+from tests.infra.auth import ADMIN, staff
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+STAFF = staff()
 TREE = """code,parent_code,level,name,population,party_members
 370300,,city,淄博市,4700000,300000
 370303,370300,district,张店区,1000000,60000
@@ -24,7 +25,7 @@ COMMUNITY, STREET, DISTRICT = "370303001001", "370303001000", "370303"
 @contextlib.asynccontextmanager
 async def running(app: Any, name: str) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", headers=ADMIN) as client:
             yield client
 
 

@@ -15,6 +15,7 @@ from services.dispatch import store
 from services.dispatch.app import create_app
 from services.dispatch.domain import KnownVolunteer
 from shared.settings import ServiceSettings
+from tests.infra.auth import ADMIN
 from tests.infra.nats import streams_exist
 
 
@@ -37,7 +38,7 @@ async def dispatch_app(nats_url: str, database_url: str, now: datetime) -> Async
     app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
     clock = Clock(now)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch", headers=ADMIN) as client:
         app.state.clock = clock
         yield client, app, clock
 

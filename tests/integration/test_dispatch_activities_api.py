@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 
 from services.dispatch.attendance import ShiftCodes
 from services.dispatch.handlers import attendance as attendance_handlers
+from tests.infra.auth import staff, volunteer
 from tests.infra.dispatch import Clock, dispatch_app, know_site, know_volunteer
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+STAFF = staff()
 SITE = "ST-DENGHUI"
 COMMUNITY = "370303001001"
 PATH = ("370303", "370303001000", COMMUNITY)
@@ -81,7 +82,7 @@ async def sign_up(client: httpx.AsyncClient, shift_id: str, number: str) -> http
 
 
 async def scan(client: httpx.AsyncClient, code: str, number: str, **extra: object) -> httpx.Response:
-    return await client.post("/scans", json={"code": code, "volunteer_number": number, **extra}, headers={"X-Beacon-Actor": number})
+    return await client.post("/scans", json={"code": code, "volunteer_number": number, **extra}, headers=volunteer(number))
 
 
 async def code_now(client: httpx.AsyncClient, shift_id: str) -> str:

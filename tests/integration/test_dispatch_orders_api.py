@@ -22,9 +22,10 @@ from services.dispatch.domain import KnownVolunteer
 from services.dispatch.handlers import orders as handlers
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
+from tests.infra.auth import ADMIN, staff
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+STAFF = staff()
 COMMUNITY = "370303001001"
 SITE = "ST-HEPING"
 DESCRIPTION = "帮王奶奶学用智能手机挂号"
@@ -36,7 +37,7 @@ COMMENT = "小李很耐心，谢谢"
 async def dispatch_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch", headers=ADMIN) as client:
         yield client, app
 
 
@@ -130,7 +131,7 @@ async def test_an_order_goes_from_placing_through_a_decline_and_redispatch_to_ac
     assert [h["type"] for h in order["history"]] == [
         "OrderPlaced", "OrderDispatched", "OrderDeclined", "OrderDispatched", "OrderAccepted", "OrderCompleted", "OrderRated",
     ]
-    assert order["history"][0]["actor"] == "staff-7" and order["history"][-1]["actor"] == "anonymous"
+    assert order["history"][0]["actor"] == "staff-7" and order["history"][-1]["actor"] == "test-admin"
     listed = (await client.get("/orders", params={"status": "rated"})).json()["items"]
     assert [o["order_id"] for o in listed] == [order_id] and listed[0]["attempts"] == 2
     assert (await client.get("/orders/O99999999")).status_code == 404

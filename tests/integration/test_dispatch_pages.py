@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from services.dispatch import qr
+from tests.infra.auth import staff, volunteer
 from tests.infra.dispatch import Clock, dispatch_app, know_site, know_volunteer
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+STAFF = staff()
 SITE = "ST-DENGHUI"
 COMMUNITY = "370303001001"
 PATH = ("370303", "370303001000", COMMUNITY)
@@ -195,7 +196,7 @@ async def test_the_url_in_the_code_opens_the_check_in_page(dispatch) -> None:
     assert (
         'get("code")' in page and "fetch(`shifts/${encodeURIComponent(shiftId)}`" in page
     )  # the shift, from GET /shifts/{id}
-    assert 'fetch("scans"' in page and '"X-Beacon-Actor": body.volunteer_number' in page
+    assert 'fetch("scans"' in page and '"Authorization": `Bearer ${localStorage.getItem(TOKEN_KEY)' in page
     assert "localStorage" in page and "navigator.geolocation" in page
     assert "签到" in page and "签退" in page and "Check in" in page
 
@@ -216,7 +217,7 @@ async def test_the_check_in_page_has_words_for_every_refusal_a_scan_can_earn(dis
 
     async def refusal(code: str, number: str = "V00000001", **extra: object) -> tuple[int, str | None, str | None]:
         response = await client.post(
-            "/scans", json={"code": code, "volunteer_number": number, **extra}, headers={"X-Beacon-Actor": number}
+            "/scans", json={"code": code, "volunteer_number": number, **extra}, headers=volunteer(number)
         )
         assert response.status_code in (404, 409, 422), response.text
         body = response.json()

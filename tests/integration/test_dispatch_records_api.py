@@ -25,12 +25,13 @@ from services.dispatch.domain import KnownVolunteer
 from services.dispatch.handlers import records as handlers
 from shared.settings import ServiceSettings
 from shared.web import Actor
+from tests.infra.auth import ADMIN, staff, volunteer
 from tests.infra.waiting import eventually
 
-ORGANISER = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
-ADMIN = {"X-Beacon-Actor": "admin-2", "X-Beacon-Roles": "centre_admin"}
+ORGANISER = staff()
+CENTRE_ADMIN = staff("admin-2")
 ANN, BOB = "V00000001", "V00000002"
-VOLUNTEER = {"X-Beacon-Actor": ANN}
+VOLUNTEER = volunteer(ANN)
 DISTRICT, STREET, COMMUNITY = "370303", "370303001000", "370303001001"
 PATH = (DISTRICT, STREET, COMMUNITY)
 SITE, ACTIVITY = "ST-DENGHUI", "A00000001"
@@ -53,7 +54,7 @@ class Clock:
 async def dispatch_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     app = create_app(ServiceSettings(nats_url=nats_url, database_url=database_url))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://dispatch", headers=ADMIN) as client:
         app.state.clock = Clock(NIGHT + timedelta(days=4))
         yield client, app
 
@@ -176,7 +177,7 @@ async def test_a_record_from_a_check_out_is_confirmed_adjusted_and_revoked_and_k
     envelopes = await stored_envelopes(app)
     assert counted_from(envelopes, record_id) == Decimal("2.5")
 
-    revoked = await client.post(f"/service-records/{record_id}/revoke", json={"reason": "not_served"}, headers=ADMIN)
+    revoked = await client.post(f"/service-records/{record_id}/revoke", json={"reason": "not_served"}, headers=CENTRE_ADMIN)
     assert revoked.status_code == 200 and (revoked.json()["status"], revoked.json()["counted_hours"]) == ("revoked", "0")
 
     record = (await client.get(f"/service-records/{record_id}")).json()
@@ -225,7 +226,7 @@ async def test_a_command_that_clashes_with_the_records_state_is_409_naming_it_an
         ("confirm", {"minutes": 60, "reason": "Left early!"}, ORGANISER, "reason"),
         ("confirm", {"hours": 1}, ORGANISER, "hours"),  # no such field
         ("decline", {}, ORGANISER, "reason"),
-        ("correction-requests", {"reason": "wrong_minutes"}, {"X-Beacon-Actor": BOB}, "actor"),  # not their record
+        ("correction-requests", {"reason": "wrong_minutes"}, volunteer(BOB), "actor"),  # not their record
         ("correction-requests", {"reason": "wrong_minutes", "requested_minutes": 5000}, VOLUNTEER, "minutes"),
         ("correction-requests/decide", {"outcome": "maybe", "reason": "x"}, ORGANISER, "outcome"),
     ],
@@ -243,9 +244,9 @@ async def test_bad_input_is_422_naming_the_field_and_writes_nothing(dispatch, pa
 
 async def test_an_administrators_entry_is_marked_and_the_same_entry_again_gives_its_record_back(dispatch) -> None:
     client, app = dispatch
-    made = await client.post("/service-records", json=entry(), headers=ADMIN)
+    made = await client.post("/service-records", json=entry(), headers=CENTRE_ADMIN)
     assert made.status_code == 201 and made.json() == {"record_id": "R00000001", "created": True}, made.text
-    again = await client.post("/service-records", json=entry(), headers=ADMIN)
+    again = await client.post("/service-records", json=entry(), headers=CENTRE_ADMIN)
     assert again.status_code == 200 and again.json() == {"record_id": "R00000001", "created": False}
     record = (await client.get("/service-records/R00000001")).json()
     assert (record["source"], record["shift_id"], record["minutes"], record["hours"], record["content"]) == (
@@ -256,11 +257,11 @@ async def test_an_administrators_entry_is_marked_and_the_same_entry_again_gives_
     # Bob also checked in that night: the entry over it would count the same hours twice.
     attended = await check_out(app, night=2, volunteer=BOB)
     overlapping = entry(started_at=(NIGHT + timedelta(days=2, minutes=30)).isoformat(), ended_at=(NIGHT + timedelta(days=2, hours=3)).isoformat())
-    clash = await client.post("/service-records", json=overlapping, headers=ADMIN)
+    clash = await client.post("/service-records", json=overlapping, headers=CENTRE_ADMIN)
     assert clash.status_code == 409 and (clash.json()["state"], clash.json()["record_id"]) == ("overlapping", attended)
     # Once that record is declined, its time is free.
     await client.post(f"/service-records/{attended}/decline", json={"reason": "duplicate"}, headers=ORGANISER)
-    freed = await client.post("/service-records", json=overlapping, headers=ADMIN)
+    freed = await client.post("/service-records", json=overlapping, headers=CENTRE_ADMIN)
     assert freed.status_code == 201 and freed.json()["record_id"] == "R00000003"  # no number was lost to the clash
 
 
@@ -279,11 +280,11 @@ async def test_an_administrators_entry_is_marked_and_the_same_entry_again_gives_
 )
 async def test_a_bad_entry_is_422_naming_the_field_and_takes_no_number(dispatch, changes, field) -> None:
     client, app = dispatch
-    response = await client.post("/service-records", json=entry(**changes), headers=ADMIN)
+    response = await client.post("/service-records", json=entry(**changes), headers=CENTRE_ADMIN)
     assert response.status_code == 422, response.text
     assert field_of(response) == field
     assert await event_count(app) == 0
-    assert (await client.post("/service-records", json=entry(), headers=ADMIN)).json()["record_id"] == "R00000001"
+    assert (await client.post("/service-records", json=entry(), headers=CENTRE_ADMIN)).json()["record_id"] == "R00000001"
 
 
 async def test_a_correction_request_and_its_outcome_are_kept_and_granting_it_confirms_the_minutes_asked(dispatch) -> None:
@@ -349,10 +350,10 @@ async def test_a_districts_rounding_rule_applies_to_service_starting_from_its_ef
     app.state.clock.now = NIGHT + timedelta(hours=3)
     halves = {"bands": [{"below_minutes": 1, "hours": 0}, {"below_minutes": 31, "hours": "0.5"}, {"below_minutes": 60, "hours": 1}],
               "effective_from": second_night.isoformat()}
-    put = await client.put(f"/districts/{DISTRICT}/rounding-rule", json=halves, headers=ADMIN)
+    put = await client.put(f"/districts/{DISTRICT}/rounding-rule", json=halves, headers=CENTRE_ADMIN)
     assert put.status_code == 200, put.text
     assert put.json()["version"] == 1 and put.json()["in_force"]["default"] is True  # not yet in force
-    again = await client.put(f"/districts/{DISTRICT}/rounding-rule", json=halves, headers=ADMIN)
+    again = await client.put(f"/districts/{DISTRICT}/rounding-rule", json=halves, headers=CENTRE_ADMIN)
     assert again.json()["version"] == 1  # setting it again changes nothing
 
     first = await check_out(app, night=0, minutes=61)
@@ -369,11 +370,11 @@ async def test_a_districts_rounding_rule_applies_to_service_starting_from_its_ef
     now_in_force = (await client.get(f"/districts/{DISTRICT}/rounding-rule")).json()["in_force"]
     assert now_in_force["default"] is False and now_in_force["effective_from"] == second_night.isoformat()
 
-    past = await client.put(f"/districts/{DISTRICT}/rounding-rule", json={**halves, "effective_from": NIGHT.isoformat()}, headers=ADMIN)
+    past = await client.put(f"/districts/{DISTRICT}/rounding-rule", json={**halves, "effective_from": NIGHT.isoformat()}, headers=CENTRE_ADMIN)
     assert past.status_code == 422 and field_of(past) == "effective_from"
-    bad = await client.put(f"/districts/{DISTRICT}/rounding-rule", json={"bands": [{"below_minutes": 30, "hours": 1}]}, headers=ADMIN)
+    bad = await client.put(f"/districts/{DISTRICT}/rounding-rule", json={"bands": [{"below_minutes": 30, "hours": 1}]}, headers=CENTRE_ADMIN)
     assert bad.status_code == 422 and field_of(bad) == "bands"
-    not_a_district = await client.put(f"/districts/{COMMUNITY}/rounding-rule", json=halves, headers=ADMIN)
+    not_a_district = await client.put(f"/districts/{COMMUNITY}/rounding-rule", json=halves, headers=CENTRE_ADMIN)
     assert not_a_district.status_code == 422
 
 
@@ -394,7 +395,7 @@ async def test_records_are_listed_by_id_a_page_at_a_time_with_filters(dispatch) 
 async def test_record_events_reach_the_districts_subject_without_content_or_explanation(dispatch, js) -> None:
     client, app = dispatch
     attended = await check_out(app, minutes=100)
-    entered = (await client.post("/service-records", json=entry(), headers=ADMIN)).json()["record_id"]
+    entered = (await client.post("/service-records", json=entry(), headers=CENTRE_ADMIN)).json()["record_id"]
     await client.post(
         f"/service-records/{attended}/correction-requests",
         json={"requested_minutes": 110, "reason": "wrong_minutes", "explanation": EXPLANATION},
@@ -403,7 +404,7 @@ async def test_record_events_reach_the_districts_subject_without_content_or_expl
     await client.post(f"/service-records/{attended}/correction-requests/decide", json={"outcome": "granted", "reason": "ok"}, headers=ORGANISER)
     await client.post(f"/service-records/{attended}/adjust", json={"minutes": 44, "reason": "left_early"}, headers=ORGANISER)
     await client.post(f"/service-records/{entered}/confirm", json={}, headers=ORGANISER)
-    await client.put(f"/districts/{DISTRICT}/rounding-rule", json={"bands": [{"below_minutes": 60, "hours": 1}]}, headers=ADMIN)
+    await client.put(f"/districts/{DISTRICT}/rounding-rule", json={"bands": [{"below_minutes": 60, "hours": 1}]}, headers=CENTRE_ADMIN)
 
     await eventually(lambda: app.state.runtime.store.outbox_depth(), lambda depth: depth == 0)
     info = await js.stream_info("DISPATCH")

@@ -27,13 +27,15 @@ from schemathesis.specs.openapi.checks import (
 
 from deploy import demo_city
 from shared.citytime import city_date
+from tests.infra.auth import staff
+from tests.infra.auth import volunteer as as_volunteer
 from tests.infra.dispatch import Clock
 from tests.infra.nats import nats_server
 from tests.infra.served import SERVICES, ServedCity, served_city
 
 Mode = schemathesis.GenerationMode
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-STAFF = {"X-Beacon-Actor": "fuzz-staff", "X-Beacon-Roles": "station_staff,district_staff"}
+STAFF = staff("fuzz-staff")
 # Examples per operation, valid and invalid: about a minute for the four services on two cores.
 EXAMPLES = {Mode.POSITIVE: 16, Mode.NEGATIVE: 8}
 
@@ -51,9 +53,10 @@ def seed(city: ServedCity) -> dict[str, Known]:
     """The demo city, a team, a training session, and a volunteer's half hour on the demo's shift,
     checked in and out and confirmed: its points buy something at the demo shop and its time
     credits are set aside."""
-    demo_city.load(city.urls["registry"])
-    demo = demo_city.load_dispatch(city.urls["dispatch"])
-    shop = demo_city.load_points(city.urls["points"])
+    token = STAFF["Authorization"].removeprefix("Bearer ")
+    demo_city.load(city.urls["registry"], token)
+    demo = demo_city.load_dispatch(city.urls["dispatch"], token)
+    shop = demo_city.load_points(city.urls["points"], token=token)
     volunteer, *others = [f"V{n:08d}" for n in (1, 10, 19, 28)]  # signed up for the demo's shift on now
     communities = ["370303001001", "370303002002"]
     clock = Clock(datetime.now(UTC))
@@ -73,7 +76,8 @@ def seed(city: ServedCity) -> dict[str, Known]:
         def scan() -> None:
             shift = demo["shift_id"]
             code = ok(dispatch.get(f"/shifts/{shift}/code"))["code"]
-            ok(dispatch.post("/scans", json={"code": code, "volunteer_number": volunteer, "shift_id": shift}))
+            scanned = {"code": code, "volunteer_number": volunteer, "shift_id": shift}
+            ok(dispatch.post("/scans", json=scanned, headers=as_volunteer(volunteer)))
 
         scan()  # in
         clock.move(minutes=30)

@@ -22,11 +22,12 @@ from shared.envelope import EventEnvelope
 from shared.events.registry import SiteOpened
 from shared.settings import ServiceSettings
 from tests.factories import PATH, registered
+from tests.infra.auth import ADMIN, staff
 from tests.infra.points import DispatchRecords
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "district_staff"}
+STAFF = staff()
 SITE = "ST-HEPING"
 NOW = datetime(2026, 11, 23, 2, tzinfo=UTC)
 
@@ -51,7 +52,7 @@ async def points(request: pytest.FixtureRequest, nats_url: str, tmp_path: Path) 
         url = await stack.enter_async_context(database(request.param, "points", tmp_path, request))
         app = create_app(ServiceSettings(nats_url=nats_url, database_url=url))
         await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://points"))
+        client = await stack.enter_async_context(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://points", headers=ADMIN))
         app.state.clock = Clock(NOW)
         await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
         yield client, app, js

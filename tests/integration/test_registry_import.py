@@ -33,6 +33,7 @@ from shared.events.common import OrgLevel
 from shared.eventstore import EventStore
 from shared.web import Actor
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN, staff
 from tests.infra.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,7 +319,7 @@ async def registry_app(nats_url: str, database_url: str) -> AsyncIterator[httpx.
         )
     )
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://registry", headers=ADMIN) as client:
         await load_tree(app.state.registry, STAFF, TREE)
         yield client
 
@@ -336,7 +337,7 @@ async def test_the_endpoint_streams_the_body_and_answers_the_report(nats_url: st
         assert headless.status_code == 422 and "the header lacks" in headless.json()["detail"]
 
         response = await client.post(
-            "/volunteers/import", content=body(), headers={"content-type": "text/csv; charset=gb18030", "X-Beacon-Actor": "staff-7"}
+            "/volunteers/import", content=body(), headers={"content-type": "text/csv; charset=gb18030", **staff()}
         )
         assert response.status_code == 200, response.text
         report = response.json()

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN
 from tests.infra.city import STAFF, TREE
 from tests.infra.waiting import eventually
 
@@ -30,7 +31,7 @@ async def registry_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=ADMIN) as client:
             yield client, app
 
 

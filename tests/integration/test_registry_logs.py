@@ -22,6 +22,7 @@ from services.registry.app import RegistrySettings, create_app
 from services.registry.handlers import volunteers as volunteer_handlers
 from shared.natsserver import free_port
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN
 from tests.infra.city import COMMUNITY, STAFF, TREE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def test_the_served_registry_logs_requests_with_id_numbers_and_mobiles_masked(na
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, headers=ADMIN) as client:
             assert client.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}).is_success
             assert client.post("/volunteers", json=VOLUNTEER, headers=STAFF).status_code == 201
             assert client.get(f"/volunteers/{ID}", headers=STAFF).status_code == 404  # looked up by the wrong number

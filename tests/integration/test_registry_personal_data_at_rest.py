@@ -17,6 +17,7 @@ import httpx
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN
 from tests.infra.city import COMMUNITY, STAFF, TREE, ok
 from tests.infra.postgres import throwaway_database
 
@@ -75,7 +76,7 @@ async def registry_with_people(nats_url: str, database_url: str) -> AsyncIterato
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=ADMIN) as client:
             await ok(await client.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
             for name, id_number, phone in BY_API:
                 body = {

@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+LEADER = bearer("team_leader", "T00000001")
+STAFF = staff()
 SITE = "ST-HEPING"
 TREE = (
     {"code": "370300", "level": "city", "name": "淄博市", "population": 4_700_000, "party_members": 300_000},
@@ -35,7 +37,7 @@ async def registry_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://registry", headers=ADMIN) as client:
         yield client, app
 
 
@@ -310,7 +312,7 @@ async def test_a_training_session_records_its_attendance_once_and_refuses_what_i
     assert (await client.post("/training-sessions/S99999999/attendance", json={"volunteer_numbers": [ann]})).status_code == 404
     assert await event_count(app) == before
 
-    masked = (await client.get(f"/training-sessions/{session_id}")).json()
+    masked = (await client.get(f"/training-sessions/{session_id}", headers=LEADER)).json()  # not staff
     assert masked["attendees"] == sorted([ann, bob]) and masked["trainer"] == "李**"
     assert (masked["topic"], masked["hours"], masked["held_on"]) == ("first_aid", 2.5, date.today().isoformat())
     assert (await client.get(f"/training-sessions/{session_id}", headers=STAFF)).json()["trainer"] == "李医生"

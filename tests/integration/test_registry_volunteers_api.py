@@ -15,9 +15,11 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
+from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.waiting import eventually
 
-STAFF = {"X-Beacon-Actor": "staff-7", "X-Beacon-Roles": "station_staff"}
+LEADER = bearer("team_leader", "T00000001")
+STAFF = staff()
 TREE = """code,parent_code,level,name,population,party_members
 370303001001,370303001000,community,和平社区,8000,500
 370300,,city,淄博市,4700000,300000
@@ -36,7 +38,7 @@ async def registry_app(nats_url: str, database_url: str) -> AsyncIterator[tuple[
         RegistrySettings(nats_url=nats_url, database_url=database_url, personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY)
     )
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=ADMIN) as client:
             yield client, app
 
 
@@ -106,7 +108,7 @@ async def test_personal_data_is_sealed_masked_for_most_and_clear_for_staff(regis
     assert response.status_code == 201, response.text
     number = response.json()["volunteer_number"]
 
-    masked = (await client.get(f"/volunteers/{number}")).json()
+    masked = (await client.get(f"/volunteers/{number}", headers=LEADER)).json()  # not staff: masked
     assert masked["id_number"] == volunteer(1)["id_number"][:6] + "********" + volunteer(1)["id_number"][14:]
     assert masked["phone"] == "139****0001" and masked["name"] == "王**"
     assert masked["skills"] == ["elder_care", "first_aid"] and masked["age_band"] == "35_59"
@@ -190,7 +192,7 @@ async def test_a_party_member_reports_in_and_a_transfer_across_districts_keeps_h
     refused = await client.post(f"/volunteers/{masses}/report-in")
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "political_status"
 
-    moved = await client.post(f"/volunteers/{number}/transfer", json={"to_community_code": "370305001001"}, headers={"X-Beacon-Actor": "district-admin-2"})
+    moved = await client.post(f"/volunteers/{number}/transfer", json={"to_community_code": "370305001001"}, headers=staff("district-admin-2"))
     assert moved.status_code == 200, moved.text
     assert moved.json()["org_path"] == ["370305", "370305001000", "370305001001"]
     assert moved.json()["reported_in_at"] == "370305001001"  # the party relationship moved with them

@@ -18,6 +18,7 @@ from services.reporting.app import create_app
 from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.catalog import catalog
 from shared.settings import ServiceSettings
+from tests.infra.auth import ADMIN
 from tests.infra.city_events import a_city
 from tests.infra.waiting import eventually
 
@@ -55,7 +56,7 @@ async def dashboard(nats_url: str, js, tmp_path: Path) -> AsyncIterator[str]:
         while not server.started:  # the app's start (store, NATS, projector) comes first
             assert not serving.done(), "the reporting service did not start"
             await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, headers=ADMIN) as client:
             await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200, timeout=30)
             await eventually(
                 lambda: client.get("/figures/370303001001"),
@@ -79,17 +80,18 @@ async def browse(url: str, *extra: str) -> str:
 
 
 async def test_the_dashboard_shows_the_city_drills_down_switches_language_and_is_screenshot(dashboard: str, tmp_path: Path) -> None:
-    page = await browse(f"{dashboard}/dashboard", "--dump-dom")
+    signed_in = "#token=" + ADMIN["Authorization"].removeprefix("Bearer ")
+    page = await browse(f"{dashboard}/dashboard{signed_in}", "--dump-dom")
     assert 'data-shown="370300"' in page  # the city, found by the page itself
     assert "淄博市" in page and "注册志愿者" in page and "张店区" in page  # headline and the district's bar
     assert '<div class="card" data-figure="hours"><div class="value">1.5</div>' in page  # the city's service hours
 
-    community = await browse(f"{dashboard}/dashboard?code=370303001001&lang=en", "--dump-dom")
+    community = await browse(f"{dashboard}/dashboard?code=370303001001&lang=en{signed_in}", "--dump-dom")
     assert 'data-shown="370303001001"' in community and "和平社区" in community
     assert "Registered volunteers" in community and "Party-member targets" in community and "Up one level" in community
     assert 'id="falling-short">1<' in community
 
     shot = tmp_path / "dashboard.png"
-    await browse(f"{dashboard}/dashboard", f"--screenshot={shot}")
+    await browse(f"{dashboard}/dashboard{signed_in}", f"--screenshot={shot}")
     image = shot.read_bytes()
     assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from services.dispatch import store
 from services.dispatch.api import events_of, iso, now_of
 from services.dispatch.handlers import activities as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import SiteId, Skill, TeamId, VolunteerNumber
@@ -28,7 +29,7 @@ from shared.events.dispatch import (
     ShiftId,
     Theme,
 )
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["activities"])
 
@@ -88,7 +89,7 @@ class SigningUp(BaseModel):
     volunteer_number: VolunteerNumber
 
 
-@router.post("/activities", status_code=201, responses=problems(409))
+@router.post("/activities", **allow(*STAFF), status_code=201, responses=problems(409))
 async def schedule_activity(body: NewActivity, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Schedule an activity at a practice site dispatch knows; its title, description and posts'
     titles stay in dispatch."""
@@ -115,7 +116,7 @@ def _shift(row: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/activities/{activity_id}", responses=problems(404))
+@router.get("/activities/{activity_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_activity(activity_id: ActivityPath, request: Request) -> dict[str, Any]:
     """The activity, its posts and its shifts with how many are signed up."""
     table, shifts = store.activities, store.shifts
@@ -136,27 +137,27 @@ async def get_activity(activity_id: ActivityPath, request: Request) -> dict[str,
     }
 
 
-@router.post("/activities/{activity_id}/shifts", status_code=201, responses=problems(404, 409))
+@router.post("/activities/{activity_id}/shifts", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def open_shifts(activity_id: ActivityPath, body: NewShifts, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Open a shift, or a recurring series (e.g. every night 20:00–22:00 for 30 days: `count` 30)."""
     shift_ids = await handlers.open_shifts(events_of(request), actor, activity_id, now=now_of(request), **body.model_dump(exclude={"geofence"}), geofence=body.geofence)
     return {"activity_id": activity_id, "shift_ids": shift_ids}
 
 
-@router.post("/activities/{activity_id}/complete", responses=problems(404, 409))
+@router.post("/activities/{activity_id}/complete", **allow(*STAFF), responses=problems(404, 409))
 async def complete_activity(activity_id: ActivityPath, body: Completing, request: Request, actor: CurrentActor) -> dict[str, Any]:
     activity = await handlers.complete_activity(events_of(request), actor, activity_id, people_served=body.people_served, now=now_of(request))
     return {"activity_id": activity_id, "status": activity.status, "people_served": activity.people_served}
 
 
-@router.post("/activities/{activity_id}/cancel", responses=problems(404, 409))
+@router.post("/activities/{activity_id}/cancel", **allow(*STAFF), responses=problems(404, 409))
 async def cancel_activity(activity_id: ActivityPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Cancel the activity and its shifts still to come; everyone signed up gets a notice."""
     activity = await handlers.cancel_activity(events_of(request), actor, activity_id, reason=body.reason, now=now_of(request))
     return {"activity_id": activity_id, "status": activity.status}
 
 
-@router.get("/shifts/{shift_id}", responses=problems(404))
+@router.get("/shifts/{shift_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_shift(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """The shift, with its activity's title, for the shift page and the check-in page."""
     activities = store.activities
@@ -166,7 +167,7 @@ async def get_shift(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     return {**_shift(row), "title": title or ""}
 
 
-@router.get("/shifts/{shift_id}/sign-ups", responses=problems(404))
+@router.get("/shifts/{shift_id}/sign-ups", **allow(*STAFF, Role.team_leader), responses=problems(404))
 async def list_sign_ups(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """Who holds a place, in order of sign-up, and who waits."""
     signups = store.signups
@@ -186,27 +187,27 @@ async def list_sign_ups(shift_id: ShiftPath, request: Request) -> dict[str, Any]
     }
 
 
-@router.post("/shifts/{shift_id}/sign-ups", responses=problems(404, 409))
+@router.post("/shifts/{shift_id}/sign-ups", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def sign_up(shift_id: ShiftPath, body: SigningUp, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Sign up: a place while the shift has room, else the waiting list. Again: the same answer."""
     position = await handlers.sign_up(events_of(request), actor, shift_id, body.volunteer_number, now_of(request))
     return {"shift_id": shift_id, "volunteer_number": body.volunteer_number, "position": str(position)}
 
 
-@router.delete("/shifts/{shift_id}/sign-ups/{volunteer_number}", responses=problems(404, 409))
+@router.delete("/shifts/{shift_id}/sign-ups/{volunteer_number}", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def withdraw(shift_id: ShiftPath, volunteer_number: VolunteerNumber, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Withdraw; a freed place goes to the first one waiting, who is told."""
     state = await handlers.withdraw(events_of(request), actor, shift_id, volunteer_number, now_of(request))
     return {"shift_id": shift_id, "confirmed": list(state.confirmed), "waitlisted": list(state.waitlist)}
 
 
-@router.post("/shifts/{shift_id}/cancel", responses=problems(404, 409))
+@router.post("/shifts/{shift_id}/cancel", **allow(*STAFF), responses=problems(404, 409))
 async def cancel_shift(shift_id: ShiftPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     state = await handlers.cancel_shift(events_of(request), actor, shift_id, reason=body.reason, now=now_of(request))
     return {"shift_id": shift_id, "status": state.status}
 
 
-@router.get("/volunteers/{volunteer_number}/notices", tags=["volunteers"])
+@router.get("/volunteers/{volunteer_number}/notices", **allow(*STAFF, Role.volunteer), tags=["volunteers"])
 async def notices(
     volunteer_number: VolunteerNumber,
     request: Request,

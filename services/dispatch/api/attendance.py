@@ -15,10 +15,12 @@ from services.dispatch.api import events_of, iso, now_of
 from services.dispatch.attendance import ShiftCodes
 from services.dispatch.handlers import activities as activity_handlers
 from services.dispatch.handlers import attendance as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
+from shared.errors import NotFound
 from shared.events.common import VolunteerNumber
 from shared.events.dispatch import ShiftId
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["attendance"])
 
@@ -57,7 +59,7 @@ def current_code(request: Request, shift_id: str, now: datetime) -> dict[str, An
     }
 
 
-@router.get("/shifts/{shift_id}/code", responses=problems(404))
+@router.get("/shifts/{shift_id}/code", **allow(*STAFF), responses=problems(404))
 async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """The shift's code now, and the check-in URL to show as a QR code; it rotates every period."""
     async with reading(events_of(request).engine) as conn:
@@ -65,11 +67,14 @@ async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     return current_code(request, shift_id, now_of(request))
 
 
-@router.post("/scans", responses=problems(404, 409))
+@router.post("/scans", **allow(Role.volunteer), responses=problems(404, 409))
 async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A scan of a shift's code: the first checks in, the next (a minute on) checks out, a repeat
     changes nothing. The time is the server's. A stale, forged, malformed or other shift's code,
-    or a position outside the geofence, is refused with `reason`."""
+    or a position outside the geofence, is refused with `reason`. A volunteer scans for
+    themselves only: another's number is answered as not signed up there."""
+    if not actor.is_volunteer(body.volunteer_number):
+        raise NotFound(f"{body.volunteer_number} is not signed up for this shift")
     position = None if body.lat is None or body.lon is None else (body.lat, body.lon)
     result = await handlers.scan(
         events_of(request),
@@ -90,7 +95,7 @@ async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, A
     }
 
 
-@router.get("/shifts/{shift_id}/attendance", responses=problems(404))
+@router.get("/shifts/{shift_id}/attendance", **allow(*STAFF, Role.team_leader), responses=problems(404))
 async def list_attendance(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     """Who checked in and out, with minutes and flags (e.g. no_check_out)."""
     table = store.attendances

@@ -14,13 +14,14 @@ from services.dispatch import orders, store
 from services.dispatch.api import events_of, iso
 from services.dispatch.handlers import orders as handlers
 from services.dispatch.orders import Order
+from shared.auth import STAFF, Role
 from shared.catalog import catalog
 from shared.db import reading
 from shared.envelope import utcnow
 from shared.errors import NotFound
 from shared.events.common import AgeBand, ReservationId, SiteId, Skill, TeamId, VolunteerNumber
 from shared.events.dispatch import GroupServed, OrderId, OrderKind, PlacedVia, Reason, ServiceField, Urgency
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter()
 
@@ -131,14 +132,14 @@ def _state(order: Order) -> dict[str, Any]:
     }
 
 
-@router.post("/orders", status_code=201, tags=["orders"], responses=problems(409))
+@router.post("/orders", **allow(*STAFF, Role.volunteer), status_code=201, tags=["orders"], responses=problems(409))
 async def place_order(body: NewOrder, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Place an order (点单). The description and address stay in dispatch and are never published."""
     order_id = await handlers.place_order(events_of(request), actor, now=utcnow(), **body.model_dump())
     return {"order_id": order_id}
 
 
-@router.get("/orders/{order_id}", tags=["orders"], responses=problems(404))
+@router.get("/orders/{order_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), tags=["orders"], responses=problems(404))
 async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
     """The order's state, its free text, and its history from the event store: every dispatch,
     decline, time-out, re-dispatch, escalation, taking or cancellation, with who did it (staff,
@@ -169,7 +170,7 @@ async def get_order(order_id: OrderPath, request: Request) -> dict[str, Any]:
     return state
 
 
-@router.get("/orders", tags=["orders"])
+@router.get("/orders", **allow(*STAFF), tags=["orders"])
 async def list_orders(
     request: Request,
     status: Annotated[str | None, Query(max_length=20)] = None,
@@ -213,63 +214,63 @@ async def list_orders(
     return {"items": items, "next": items[-1]["order_id"] if len(items) == limit else None}
 
 
-@router.post("/orders/{order_id}/dispatch", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/dispatch", **allow(*STAFF), tags=["orders"], responses=problems(404, 409))
 async def dispatch_order(order_id: OrderPath, body: Dispatching, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Dispatch the order (派单) to one team or to named volunteers, to answer by the deadline."""
     order = await handlers.dispatch_order(events_of(request), actor, order_id, now=utcnow(), **body.model_dump())
     return _state(order)
 
 
-@router.post("/orders/{order_id}/open", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/open", **allow(*STAFF), tags=["orders"], responses=problems(404, 409))
 async def open_for_taking(order_id: OrderPath, body: Opening, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Open the order for teams to take (抢单)."""
     return _state(await handlers.open_for_taking(events_of(request), actor, order_id, site_id=body.site_id, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/decline", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/decline", **allow(*STAFF, Role.volunteer, Role.team_leader), tags=["orders"], responses=problems(404, 409))
 async def decline(order_id: OrderPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Decline the order. When the last one it went to declines, it goes on at once to the next
     suggested volunteers, or up a level; the answer is the order after that."""
     return _state(await handlers.decline(events_of(request), actor, order_id, by=body.by, reason=body.reason, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/accept", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/accept", **allow(*STAFF, Role.volunteer, Role.team_leader), tags=["orders"], responses=problems(404, 409))
 async def accept(order_id: OrderPath, body: Accepting, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Accept the order (接单); accepting again changes nothing."""
     return _state(await handlers.accept(events_of(request), actor, order_id, by=body.by, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/take", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/take", **allow(*STAFF, Role.team_leader), tags=["orders"], responses=problems(404, 409))
 async def take(order_id: OrderPath, body: Taking, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.take(events_of(request), actor, order_id, team_id=body.team_id, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/escalate", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/escalate", **allow(*STAFF), tags=["orders"], responses=problems(404, 409))
 async def escalate(order_id: OrderPath, body: Escalating, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Hand the order to the site one level up, which dispatches it from now (by hand; Beacon does
     it by itself when a dispatch went unanswered and no suggested volunteer is left)."""
     return _state(await handlers.escalate(events_of(request), actor, order_id, to_site_id=body.to_site_id, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/cancel", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/cancel", **allow(*STAFF, Role.volunteer), tags=["orders"], responses=problems(404, 409))
 async def cancel(order_id: OrderPath, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.cancel(events_of(request), actor, order_id, reason=body.reason, now=utcnow()))
 
 
-@router.post("/orders/{order_id}/complete", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/complete", **allow(*STAFF, Role.team_leader, Role.volunteer), tags=["orders"], responses=problems(404, 409))
 async def complete(order_id: OrderPath, body: Completing, request: Request, actor: CurrentActor) -> dict[str, Any]:
     order = await handlers.complete(events_of(request), actor, order_id, people_served=body.people_served, now=utcnow())
     return _state(order)
 
 
-@router.post("/orders/{order_id}/rate", tags=["orders"], responses=problems(404, 409))
+@router.post("/orders/{order_id}/rate", **allow(*STAFF, Role.volunteer), tags=["orders"], responses=problems(404, 409))
 async def rate(order_id: OrderPath, body: Rating, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The resident's 1–5 rating; the comment stays in dispatch."""
     order = await handlers.rate(events_of(request), actor, order_id, rating=body.rating, comment=body.comment, now=utcnow())
     return _state(order)
 
 
-@router.get("/orders/{order_id}/suggestions", tags=["orders"], responses=problems(404))
+@router.get("/orders/{order_id}/suggestions", **allow(*STAFF), tags=["orders"], responses=problems(404))
 async def suggest(order_id: OrderPath, request: Request) -> dict[str, Any]:
     """Volunteers who may be sent, best first, each with why; and those left out, with why."""
     _, ranked, left_out = await handlers.suggestions(events_of(request), order_id, utcnow())

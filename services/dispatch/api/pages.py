@@ -17,7 +17,9 @@ from services.dispatch.api import events_of, now_of
 from services.dispatch.api.attendance import ShiftPath, current_code, shift_codes
 from services.dispatch.handlers import activities as activity_handlers
 from shared import web
+from shared.auth import STAFF
 from shared.db import reading
+from shared.web import ANYONE, allow
 
 router = APIRouter(tags=["pages"])
 
@@ -56,7 +58,7 @@ def _image(content: bytes, media_type: str, code: dict[str, Any]) -> Response:
 
 
 @router.get(
-    "/shifts/{shift_id}/code.svg", response_class=Response,
+    "/shifts/{shift_id}/code.svg", **allow(*STAFF), response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, **web.problems(404)},
 )  # fmt: skip
 async def code_svg(shift_id: ShiftPath, request: Request) -> Response:
@@ -66,7 +68,7 @@ async def code_svg(shift_id: ShiftPath, request: Request) -> Response:
 
 
 @router.get(
-    "/shifts/{shift_id}/code.png", response_class=Response,
+    "/shifts/{shift_id}/code.png", **allow(*STAFF), response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **web.problems(404)},
 )  # fmt: skip
 async def code_png(
@@ -79,7 +81,7 @@ async def code_png(
     return _image(qr.png_of(code["url"], scale), "image/png", code)
 
 
-@router.get("/shifts/{shift_id}/display", response_class=HTMLResponse, responses=web.problems(404))
+@router.get("/shifts/{shift_id}/display", **allow(ANYONE), response_class=HTMLResponse, responses=web.problems(404))
 async def display(shift_id: ShiftPath, request: Request) -> HTMLResponse:
     """The page for a screen at the site (or a printout): the shift and its code, refreshed every
     half period."""
@@ -110,7 +112,7 @@ async def display(shift_id: ShiftPath, request: Request) -> HTMLResponse:
     return HTMLResponse(page, headers={"Cache-Control": NO_STORE})
 
 
-@router.get("/check-in", response_class=HTMLResponse)
+@router.get("/check-in", **allow(ANYONE), response_class=HTMLResponse)
 async def check_in(
     code: Annotated[str | None, Query(max_length=200, description="The code the QR image carried.")] = None,
 ) -> HTMLResponse:

@@ -15,9 +15,10 @@ from services.dispatch.api import events_of, iso, now_of
 from services.dispatch.attendance import RoundingRule
 from services.dispatch.handlers import records as handlers
 from services.dispatch.records import RoundingSchedule, ServiceRecord
+from shared.auth import STAFF, Role
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import ActivityId, CorrectionOutcome, Reason, RecordId, RoundingBand
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["service records"])
 
@@ -123,7 +124,7 @@ def _state(record: ServiceRecord) -> dict[str, Any]:
     }
 
 
-@router.post("/service-records", status_code=201, responses=problems(409))
+@router.post("/service-records", **allow(*STAFF), status_code=201, responses=problems(409))
 async def enter_hours(body: Entry, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
     """An administrator enters hours afterwards: the record is marked `admin_entry` and waits for
     the organiser like any other. The same entry again answers 200 with its record; an entry
@@ -134,7 +135,7 @@ async def enter_hours(body: Entry, request: Request, response: Response, actor: 
     return {"record_id": entered.record_id, "created": entered.created}
 
 
-@router.get("/service-records")
+@router.get("/service-records", **allow(*STAFF))
 async def list_records(
     request: Request,
     volunteer: Annotated[VolunteerNumber | None, Query()] = None,
@@ -172,7 +173,7 @@ async def list_records(
     return {"items": items, "next": items[-1]["record_id"] if len(items) == limit else None}
 
 
-@router.get("/service-records/{record_id}", responses=problems(404))
+@router.get("/service-records/{record_id}", **allow(*STAFF, Role.volunteer), responses=problems(404))
 async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
     """The record's state, what was done, its whole history from the event store (who confirmed,
     adjusted or revoked it, and when; nothing is ever deleted) and the volunteer's correction
@@ -212,7 +213,7 @@ async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/service-records/{record_id}/confirm", responses=problems(404, 409))
+@router.post("/service-records/{record_id}/confirm", **allow(*STAFF), responses=problems(404, 409))
 async def confirm(record_id: RecordPath, body: Confirming, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The organiser confirms a waiting record: its hours count from now. With other minutes than
     recorded, give the reason. Confirming again with the same minutes changes nothing."""
@@ -220,14 +221,14 @@ async def confirm(record_id: RecordPath, body: Confirming, request: Request, act
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/decline", responses=problems(404, 409))
+@router.post("/service-records/{record_id}/decline", **allow(*STAFF), responses=problems(404, 409))
 async def decline(record_id: RecordPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The organiser declines a waiting record (a confirmed one is revoked instead)."""
     record = await handlers.decline(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/adjust", responses=problems(404, 409))
+@router.post("/service-records/{record_id}/adjust", **allow(*STAFF), responses=problems(404, 409))
 async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Correct a confirmed record's minutes: the previous hours are reversed and the new ones
     stated, in one event."""
@@ -237,18 +238,18 @@ async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/revoke", responses=problems(404, 409))
+@router.post("/service-records/{record_id}/revoke", **allow(*STAFF), responses=problems(404, 409))
 async def revoke(record_id: RecordPath, body: Revoking, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Withdraw a confirmed record's hours (e.g. found not served); the record stays."""
     record = await handlers.revoke(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/correction-requests", status_code=201, responses=problems(404, 409))
+@router.post("/service-records/{record_id}/correction-requests", **allow(Role.volunteer), status_code=201, responses=problems(404, 409))
 async def request_correction(
     record_id: RecordPath, body: CorrectionAsked, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
-    """The volunteer (X-Beacon-Actor: their volunteer number, until sign-in) asks for their record
+    """The volunteer (signed in: the token names them) asks for their record
     to be corrected; one request waits at a time. The explanation is kept, never published."""
     record = await handlers.request_correction(
         events_of(request),
@@ -262,7 +263,7 @@ async def request_correction(
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/correction-requests/decide", responses=problems(404, 409))
+@router.post("/service-records/{record_id}/correction-requests/decide", **allow(*STAFF), responses=problems(404, 409))
 async def decide_correction(
     record_id: RecordPath, body: CorrectionAnswer, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -294,7 +295,7 @@ def _schedule(schedule: RoundingSchedule, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.put("/districts/{district_code}/rounding-rule", responses=problems(409))
+@router.put("/districts/{district_code}/rounding-rule", **allow(*STAFF), responses=problems(409))
 async def set_rounding_rule(
     district_code: DistrictPath, body: RuleSetting, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -313,7 +314,7 @@ async def set_rounding_rule(
     return _schedule(schedule, now)
 
 
-@router.get("/districts/{district_code}/rounding-rule")
+@router.get("/districts/{district_code}/rounding-rule", **allow(*STAFF))
 async def get_rounding_rule(district_code: DistrictPath, request: Request) -> dict[str, Any]:
     """The rule in force now (Beacon's default where the district has set none) and every change."""
     return _schedule(await handlers.rounding_schedule(events_of(request), district_code), now_of(request))

@@ -6,14 +6,15 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from services.dispatch import store
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import NotFound
-from shared.web import problems
+from shared.web import allow, problems
 
 router = APIRouter()
 
 
-@router.get("/volunteers/{volunteer_number}", tags=["volunteers"], responses=problems(404))
+@router.get("/volunteers/{volunteer_number}", **allow(*STAFF, Role.volunteer), tags=["volunteers"], responses=problems(404))
 async def get_known_volunteer(volunteer_number: str, request: Request) -> dict[str, object]:
     """The volunteer as dispatch knows them (from registry's events)."""
     async with reading(request.app.state.runtime.engine) as conn:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, store
 from services.dispatch.activities import Activity, Occurrence, ShiftState
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import (
@@ -30,7 +31,6 @@ from shared.events.dispatch import (
     WaitlistPromoted,
 )
 from shared.eventstore import EventStore, Transaction, retrying
-from shared.web import Actor
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import activities, attendance, store
 from services.dispatch.attendance import Attendance, Shift, ShiftCodes
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import AttendanceFlagged, Geofence, ShiftPosition, VolunteerCheckedIn, VolunteerCheckedOut
 from shared.eventstore import ConcurrencyConflict, EventStore, Transaction, retrying
-from shared.web import Actor
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from services.dispatch import activities, orders, store
 from services.dispatch import suggestions as ranking
 from services.dispatch.domain import aware
 from services.dispatch.orders import Order
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.envelope import EventEnvelope
@@ -42,7 +43,6 @@ from shared.events.dispatch import (
     Urgency,
 )
 from shared.eventstore import ConcurrencyConflict, EventStore, History, Transaction
-from shared.web import Actor
 
 log = logging.getLogger(__name__)
 

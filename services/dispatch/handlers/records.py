@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dispatch import records, store
 from services.dispatch.activities import city_date
 from services.dispatch.records import RoundingSchedule, ServiceRecord
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.envelope import EventEnvelope
@@ -34,7 +35,6 @@ from shared.events.dispatch import (
     RoundingRuleSet,
 )
 from shared.eventstore import EventStore, Transaction
-from shared.web import Actor
 
 RECORD, RULE = "service_record", "rounding_rule"
 LIVE = (records.RECORDED, records.CONFIRMED)
@@ -372,12 +372,13 @@ async def request_correction(
     requested_minutes: int | None = None,
     explanation: str = "",
 ) -> ServiceRecord:
-    """The volunteer (the actor) asks for a correction; their explanation stays in the view."""
+    """The volunteer (signed in as themselves: the scope of their token) asks for a correction;
+    their explanation stays in the view."""
     return await _change(
         events,
         actor,
         record_id,
-        lambda r: records.request_correction(r, actor.id, reason, now, requested_minutes=requested_minutes),
+        lambda r: records.request_correction(r, actor.scope, reason, now, requested_minutes=requested_minutes),
         explanation=explanation,
     )
 

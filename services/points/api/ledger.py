@@ -15,12 +15,13 @@ from services.points import handlers, store
 from services.points.books import MINUTES, POINTS
 from services.points.handlers import Item, Redemption
 from services.points.rules import DEFAULT_STAR_THRESHOLDS
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import Invalid, NotFound
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import Hours, Reason
 from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
-from shared.web import CurrentActor, events_of, now_of, problems
+from shared.web import CurrentActor, allow, events_of, now_of, problems
 
 router = APIRouter()
 
@@ -39,7 +40,7 @@ async def _account_row(conn: Any, number: str) -> Any:
     return row
 
 
-@router.get("/accounts/{volunteer_number}", tags=["accounts"], responses=problems(404))
+@router.get("/accounts/{volunteer_number}", **allow(*STAFF, Role.volunteer), tags=["accounts"], responses=problems(404))
 async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
     """Points available (negative only by a debt a revocation left), debt, confirmed hours,
     time credits, star level, and when the points expire."""
@@ -65,7 +66,7 @@ async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict
     }
 
 
-@router.get("/accounts/{volunteer_number}/statement", tags=["accounts"], responses=problems(404))
+@router.get("/accounts/{volunteer_number}/statement", **allow(*STAFF, Role.volunteer), tags=["accounts"], responses=problems(404))
 async def statement(
     volunteer_number: VolunteerPath,
     request: Request,
@@ -120,7 +121,7 @@ class RuleInput(BaseModel):
     expiry: Expiry = Field(default_factory=Expiry)
 
 
-@router.post("/districts/{district_code}/points-rules", status_code=201, tags=["rules"], responses=problems(409))
+@router.post("/districts/{district_code}/points-rules", **allow(*STAFF), status_code=201, tags=["rules"], responses=problems(409))
 async def set_rule(district_code: DistrictPath, body: RuleInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A new version of the district's rule, for service from `effective_from` on."""
     rule = await handlers.set_rule(
@@ -129,7 +130,7 @@ async def set_rule(district_code: DistrictPath, body: RuleInput, request: Reques
     return rule.model_dump(mode="json")
 
 
-@router.get("/districts/{district_code}/points-rules", tags=["rules"])
+@router.get("/districts/{district_code}/points-rules", **allow(*STAFF), tags=["rules"])
 async def list_rules(district_code: DistrictPath, request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(
@@ -146,7 +147,7 @@ class ThresholdsInput(BaseModel):
     hours: list[Hours] = Field(min_length=5, max_length=5, description="Hours for one to five stars, rising.")
 
 
-@router.put("/star-thresholds", tags=["stars"], responses=problems(409))
+@router.put("/star-thresholds", **allow(Role.city_admin), tags=["stars"], responses=problems(409))
 async def set_thresholds(body: ThresholdsInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The city's thresholds; every volunteer's level follows at once."""
     try:
@@ -157,14 +158,14 @@ async def set_thresholds(body: ThresholdsInput, request: Request, actor: Current
     return {"hours": [str(h) for h in thresholds.hours]}
 
 
-@router.get("/star-thresholds", tags=["stars"])
+@router.get("/star-thresholds", **allow(*STAFF, Role.team_leader, Role.volunteer, Role.partner), tags=["stars"])
 async def get_thresholds(request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         hours = await conn.scalar(select(store.star_thresholds.c.hours))
     return {"hours": [str(h) for h in (hours or DEFAULT_STAR_THRESHOLDS)]}
 
 
-@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", tags=["partners"], responses=problems(404))
+@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", **allow(*STAFF, Role.volunteer, Role.partner), tags=["partners"], responses=problems(404))
 async def at_least(volunteer_number: VolunteerPath, level: Annotated[int, Path(ge=1, le=5)], request: Request) -> dict[str, bool]:
     """For partners: is the volunteer at `level` stars or above? Yes or no, nothing else."""
     async with reading(events_of(request).engine) as conn:
@@ -203,13 +204,13 @@ def _item(item: Item) -> dict[str, Any]:
     }
 
 
-@router.post("/sites/{site_id}/items", status_code=201, tags=["shop"], responses=problems(404, 409))
+@router.post("/sites/{site_id}/items", **allow(*STAFF), status_code=201, tags=["shop"], responses=problems(404, 409))
 async def list_item(site_id: SiteId, body: ItemInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
     item = await handlers.list_item(events_of(request), site_id, body.name, body.price_points, body.stock, actor)
     return _item(item)
 
 
-@router.get("/sites/{site_id}/items", tags=["shop"])
+@router.get("/sites/{site_id}/items", **allow(*STAFF, Role.team_leader, Role.volunteer), tags=["shop"])
 async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(
@@ -218,13 +219,13 @@ async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
         return {"site_id": site_id, "items": [_item(handlers.item_of(dict(r))) for r in rows.mappings()]}
 
 
-@router.patch("/items/{item_id}", tags=["shop"], responses=problems(404, 409))
+@router.patch("/items/{item_id}", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
 async def change_item(item_id: ItemId, body: ItemChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
     item = await handlers.change_item(events_of(request), item_id, actor, add=body.add_stock, price=body.price_points)
     return _item(item)
 
 
-@router.post("/items/{item_id}/withdraw", tags=["shop"], responses=problems(404, 409))
+@router.post("/items/{item_id}/withdraw", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
 async def withdraw_item(item_id: ItemId, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _item(await handlers.change_item(events_of(request), item_id, actor, withdraw=True))
 
@@ -257,7 +258,7 @@ def _redemption(r: Redemption) -> dict[str, Any]:
     }
 
 
-@router.post("/redemptions", status_code=201, tags=["shop"], responses=problems(404, 409))
+@router.post("/redemptions", **allow(*STAFF, Role.volunteer), status_code=201, tags=["shop"], responses=problems(404, 409))
 async def redeem(body: RedemptionInput, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
     """Reserve the stock and take the points at once; not enough of either is a 409."""
     redemption = await handlers.redeem(
@@ -267,7 +268,7 @@ async def redeem(body: RedemptionInput, request: Request, response: Response, ac
     return _redemption(redemption)
 
 
-@router.get("/redemptions/{redemption_id}", tags=["shop"], responses=problems(404))
+@router.get("/redemptions/{redemption_id}", **allow(*STAFF, Role.volunteer), tags=["shop"], responses=problems(404))
 async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         row = (
@@ -278,20 +279,20 @@ async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[
     return _redemption(handlers.redemption_of(row))
 
 
-@router.post("/redemptions/{redemption_id}/hand-over", tags=["shop"], responses=problems(404, 409))
+@router.post("/redemptions/{redemption_id}/hand-over", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
 async def hand_over(redemption_id: RedemptionId, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The site handed the goods over."""
     return _redemption(await handlers.settle(events_of(request), redemption_id, actor, now_of(request)))
 
 
-@router.post("/redemptions/{redemption_id}/cancel", tags=["shop"], responses=problems(404, 409))
+@router.post("/redemptions/{redemption_id}/cancel", **allow(*STAFF, Role.volunteer), tags=["shop"], responses=problems(404, 409))
 async def cancel(redemption_id: RedemptionId, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Cancel a reserved redemption: the stock and the points return."""
     redemption = await handlers.settle(events_of(request), redemption_id, actor, now_of(request), cancel_reason=body.reason)
     return _redemption(redemption)
 
 
-@router.get("/sites/{site_id}/redemptions", tags=["shop"])
+@router.get("/sites/{site_id}/redemptions", **allow(*STAFF), tags=["shop"])
 async def site_redemptions(
     site_id: SiteId,
     request: Request,
@@ -315,7 +316,7 @@ async def site_redemptions(
 # --- Figures and the ledger's own checks ----------------------------------------------------------
 
 
-@router.get("/districts/{district_code}/points", tags=["figures"])
+@router.get("/districts/{district_code}/points", **allow(*STAFF), tags=["figures"])
 async def district_points(district_code: DistrictPath, request: Request) -> dict[str, Any]:
     """Issued: points credited for service in the district, net of debits. Redeemed: points paid
     at its sites' shops (held: reserved, not yet handed over). Expired: its volunteers' expired
@@ -354,7 +355,7 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
     }
 
 
-@router.get("/ledger/trial-balance", tags=["ledger"])
+@router.get("/ledger/trial-balance", **allow(*STAFF), tags=["ledger"])
 async def trial_balance(request: Request) -> dict[str, Any]:
     """Every account's balance summed per unit: zero when the books balance."""
     async with reading(events_of(request).engine) as conn:
@@ -370,7 +371,7 @@ async def trial_balance(request: Request) -> dict[str, Any]:
     return {"balanced": all(v == 0 for v in sums.values()), "sums": sums}
 
 
-@router.get("/ledger/waiting", tags=["ledger"])
+@router.get("/ledger/waiting", **allow(*STAFF), tags=["ledger"])
 async def waiting(request: Request, limit: Limit = 100) -> dict[str, Any]:
     """Service events that wait to be applied (an account not open yet, a confirmation not come)."""
     w = store.waiting.c

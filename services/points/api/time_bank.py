@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from services.points import store, timebank
 from services.points.timebank import Reservation
+from shared.auth import STAFF, Role
 from shared.citytime import city_date
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import ReservationId, VolunteerNumber
 from shared.events.points import Minutes, Relation
-from shared.web import CurrentActor, events_of, now_of, problems
+from shared.web import CurrentActor, allow, events_of, now_of, problems
 
 router = APIRouter(tags=["time bank"])
 
@@ -65,7 +66,7 @@ def _reservation(r: Reservation) -> dict[str, Any]:
     }
 
 
-@router.get("/time-bank/{volunteer_number}", responses=problems(404))
+@router.get("/time-bank/{volunteer_number}", **allow(*STAFF, Role.volunteer), responses=problems(404))
 async def time_bank(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
     """Time credits available, family, what was given this year against the limit, reservations."""
     now = now_of(request)
@@ -103,13 +104,13 @@ async def time_bank(volunteer_number: VolunteerPath, request: Request) -> dict[s
     }
 
 
-@router.post("/time-bank/{volunteer_number}/family", status_code=201, responses=problems(404, 409))
+@router.post("/time-bank/{volunteer_number}/family", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
 async def link(volunteer_number: VolunteerPath, body: Linking, request: Request, actor: CurrentActor) -> dict[str, str]:
     await timebank.link(events_of(request), volunteer_number, body.member_number, body.relation, actor)
     return {"volunteer_number": volunteer_number, "member_number": body.member_number, "relation": body.relation}
 
 
-@router.delete("/time-bank/{volunteer_number}/family/{member_number}", status_code=204, responses=problems(404, 409))
+@router.delete("/time-bank/{volunteer_number}/family/{member_number}", **allow(*STAFF, Role.volunteer), status_code=204, responses=problems(404, 409))
 async def unlink(
     volunteer_number: VolunteerPath, member_number: VolunteerNumber, request: Request, actor: CurrentActor
 ) -> Response:
@@ -117,14 +118,14 @@ async def unlink(
     return Response(status_code=204)
 
 
-@router.post("/time-bank/{volunteer_number}/gifts", status_code=201, responses=problems(404, 409))
+@router.post("/time-bank/{volunteer_number}/gifts", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
 async def give(volunteer_number: VolunteerPath, body: Giving, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Give time credits to a linked family member, within the city's yearly limit."""
     gift = await timebank.give(events_of(request), volunteer_number, body.member_number, body.minutes, actor, now_of(request))
     return gift.model_dump(mode="json")
 
 
-@router.post("/time-bank/{volunteer_number}/reservations", status_code=201, responses=problems(404, 409))
+@router.post("/time-bank/{volunteer_number}/reservations", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
 async def reserve(
     volunteer_number: VolunteerPath, body: Reserving, request: Request, response: Response, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -137,7 +138,7 @@ async def reserve(
     return _reservation(reservation)
 
 
-@router.get("/time-bank/reservations/{reservation_id}", responses=problems(404))
+@router.get("/time-bank/reservations/{reservation_id}", **allow(*STAFF, Role.volunteer), responses=problems(404))
 async def get_reservation(reservation_id: ReservationId, request: Request) -> dict[str, Any]:
     async with reading(events_of(request).engine) as conn:
         row = (
@@ -148,13 +149,13 @@ async def get_reservation(reservation_id: ReservationId, request: Request) -> di
     return _reservation(timebank.reservation_of(row))
 
 
-@router.post("/time-bank/reservations/{reservation_id}/withdraw", responses=problems(404, 409))
+@router.post("/time-bank/reservations/{reservation_id}/withdraw", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def withdraw(reservation_id: ReservationId, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Return the credits of a reservation no order has taken."""
     return _reservation(await timebank.withdraw(events_of(request), reservation_id, actor, now_of(request)))
 
 
-@router.put("/time-bank/limits", responses=problems(409))
+@router.put("/time-bank/limits", **allow(Role.city_admin), responses=problems(409))
 async def set_limit(body: LimitInput, request: Request, actor: CurrentActor) -> dict[str, int]:
     """How many minutes a volunteer may give to family in a calendar year."""
     return {"minutes_per_year": await timebank.set_transfer_limit(events_of(request), body.minutes_per_year, actor)}

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from services.registry.api import registry_of
 from services.registry.domain.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX
 from services.registry.handlers import accounts as handlers
 from services.registry.handlers.accounts import AccountView
-from shared import auth
-from shared.auth import Role
+from shared.auth import STAFF, Role
 from shared.events.common import AccountId
 from shared.events.registry import AccountScope
-from shared.web import CurrentActor, now_of, problems
+from shared.web import CurrentActor, allow, now_of, problems
 
 router = APIRouter(tags=["accounts"])
 
@@ -29,13 +28,6 @@ Username = Annotated[
 Password = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 
 
-async def _caller(actor: CurrentActor) -> auth.Actor:
-    # shared.web's stand-in caller (the X-Beacon-* headers, until it reads access tokens) has no
-    # role and no scope: it may manage no account.
-    return actor if isinstance(actor, auth.Actor) else auth.Actor(actor.id)
-
-
-Caller = Annotated[auth.Actor, Depends(_caller)]
 
 
 class NewAccount(BaseModel):
@@ -80,8 +72,8 @@ def _answer(view: AccountView, made: str | None = None) -> AccountAnswer:
     )  # fmt: skip
 
 
-@router.post("/accounts", status_code=201, responses=problems(403, 404, 409), response_model_exclude_none=True)
-async def open_account(body: NewAccount, request: Request, actor: Caller) -> AccountAnswer:
+@router.post("/accounts", **allow(*STAFF), status_code=201, responses=problems(403, 404, 409), response_model_exclude_none=True)
+async def open_account(body: NewAccount, request: Request, actor: CurrentActor) -> AccountAnswer:
     """Open an account with one role over one scope: an org unit of the role's level for staff,
     a team for a team leader, a volunteer number for a volunteer, nothing for a partner system.
     Staff grant roles at or below their own level, over what lies in their part of the tree (403
@@ -93,28 +85,28 @@ async def open_account(body: NewAccount, request: Request, actor: Caller) -> Acc
     return _answer(view, made)
 
 
-@router.get("/accounts/{account_id}", responses=problems(404), response_model_exclude_none=True)
-async def get_account(account_id: AccountPath, request: Request, actor: Caller) -> AccountAnswer:
+@router.get("/accounts/{account_id}", **allow(*STAFF, Role.team_leader, Role.volunteer, Role.partner), responses=problems(404), response_model_exclude_none=True)
+async def get_account(account_id: AccountPath, request: Request, actor: CurrentActor) -> AccountAnswer:
     """An account, for its holder or staff over it."""
     return _answer(await handlers.account(registry_of(request), actor, account_id))
 
 
-@router.put("/accounts/{account_id}/role", responses=problems(403, 404, 409), response_model_exclude_none=True)
-async def change_role(account_id: AccountPath, body: RoleChange, request: Request, actor: Caller) -> AccountAnswer:
+@router.put("/accounts/{account_id}/role", **allow(*STAFF), responses=problems(403, 404, 409), response_model_exclude_none=True)
+async def change_role(account_id: AccountPath, body: RoleChange, request: Request, actor: CurrentActor) -> AccountAnswer:
     """Give an account another role and scope, as for opening one; its next refresh carries them."""
     view = await handlers.change_role(registry_of(request), actor, account_id, role=body.role, scope=body.scope)
     return _answer(view)
 
 
-@router.post("/accounts/{account_id}/close", responses=problems(404, 409), response_model_exclude_none=True)
-async def close(account_id: AccountPath, request: Request, actor: Caller) -> AccountAnswer:
+@router.post("/accounts/{account_id}/close", **allow(*STAFF, Role.team_leader, Role.volunteer, Role.partner), responses=problems(404, 409), response_model_exclude_none=True)
+async def close(account_id: AccountPath, request: Request, actor: CurrentActor) -> AccountAnswer:
     """Close an account (its holder, or staff over it): it signs in no more, its refresh tokens die."""
     return _answer(await handlers.close(registry_of(request), actor, account_id, now_of(request)))
 
 
-@router.put("/accounts/{account_id}/password", responses=problems(404, 409, 429), response_model_exclude_none=True)
+@router.put("/accounts/{account_id}/password", **allow(*STAFF, Role.team_leader, Role.volunteer, Role.partner), responses=problems(404, 409, 429), response_model_exclude_none=True)
 async def change_password(
-    account_id: AccountPath, body: PasswordChange, request: Request, actor: Caller
+    account_id: AccountPath, body: PasswordChange, request: Request, actor: CurrentActor
 ) -> AccountAnswer:
     """The holder changes their password, giving the old one (a wrong one counts towards the
     lock-out, as a failed sign-in). Every refresh token of the account is revoked."""
@@ -126,10 +118,10 @@ async def change_password(
 
 
 @router.post(
-    "/accounts/{account_id}/password-reset", responses=problems(403, 404, 409), response_model_exclude_none=True
+    "/accounts/{account_id}/password-reset", **allow(*STAFF), responses=problems(403, 404, 409), response_model_exclude_none=True
 )
 async def reset_password(
-    account_id: AccountPath, request: Request, actor: Caller, body: PasswordReset | None = None
+    account_id: AccountPath, request: Request, actor: CurrentActor, body: PasswordReset | None = None
 ) -> AccountAnswer:
     """Staff over the account set a temporary password (made and returned if none is given); the
     holder is asked to change it. Every refresh token of the account is revoked."""

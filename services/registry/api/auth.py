@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from services.registry.api import registry_of
 from services.registry.handlers import sign_in as handlers
 from shared.auth import TokenIssuer
-from shared.errors import Forbidden, NotAuthenticated, TooManyAttempts
-from shared.web import now_of, problem, problems
+from shared.web import ANYONE, allow, now_of, problems
 
 router = APIRouter(tags=["sign-in"])
 
@@ -50,7 +48,7 @@ def _answer(tokens: handlers.Tokens, response: Response) -> TokenAnswer:
     )  # fmt: skip
 
 
-@router.post("/auth/token", responses=problems(401, 429))
+@router.post("/auth/token", **allow(ANYONE), responses=problems(401, 429))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, response: Response
 ) -> TokenAnswer:
@@ -63,7 +61,7 @@ async def token(
     return _answer(tokens, response)
 
 
-@router.post("/auth/refresh", responses=problems(401))
+@router.post("/auth/refresh", **allow(ANYONE), responses=problems(401))
 async def refresh(
     refresh_token: RefreshToken,
     request: Request,
@@ -76,7 +74,7 @@ async def refresh(
     return _answer(tokens, response)
 
 
-@router.post("/auth/revoke")
+@router.post("/auth/revoke", **allow(ANYONE))
 async def revoke(
     request: Request,
     token: Annotated[str, Form(min_length=1, max_length=200, description="The refresh token to revoke.")],
@@ -86,24 +84,3 @@ async def revoke(
     token that is unknown or already revoked (RFC 7009). Access tokens run out by themselves."""
     await handlers.revoke(registry_of(request), token, now_of(request))
     return Revoked()
-
-
-def answer_refusals(app: FastAPI) -> None:
-    """Problem details for sign-in's refusals, until shared.web maps them for every service:
-    401 with `WWW-Authenticate`, 403, and 429 with `Retry-After`."""
-
-    @app.exception_handler(NotAuthenticated)
-    async def not_authenticated(_: Request, error: NotAuthenticated) -> JSONResponse:
-        answer = problem(401, "NotAuthenticated", error.message)
-        answer.headers["WWW-Authenticate"] = 'Bearer realm="beacon"'
-        return answer
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(_: Request, error: Forbidden) -> JSONResponse:
-        return problem(403, "Forbidden", error.message)
-
-    @app.exception_handler(TooManyAttempts)
-    async def too_many(_: Request, error: TooManyAttempts) -> JSONResponse:
-        answer = problem(429, "TooManyAttempts", error.message, retry_after=error.retry_after)
-        answer.headers["Retry-After"] = str(error.retry_after)
-        return answer

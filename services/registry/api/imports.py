@@ -10,7 +10,8 @@ from starlette.exceptions import HTTPException
 
 from services.registry import importer
 from services.registry.api import registry_of
-from shared.web import CurrentActor, problems
+from shared.auth import STAFF
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["imports"])
 
@@ -20,7 +21,7 @@ LISTED_PROBLEMS = 1_000
 
 @router.post(
     "/volunteers/import",
-    openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}},
+    **allow(*STAFF, openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}}),
     responses=problems(409, 415),
 )
 async def import_volunteers(request: Request, actor: CurrentActor) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from services.registry import store
 from services.registry.api import registry_of
 from services.registry.domain.org import TreeRow
 from services.registry.handlers import org as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import Invalid, NotFound
 from shared.events.common import DivisionCode, OrgLevel, SiteId, SiteKind, SiteLevel
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["org tree and sites"])
 
@@ -47,7 +48,7 @@ class SiteClosing(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/org-units", status_code=201, responses=problems(404, 409))
+@router.post("/org-units", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def create_org_unit(body: NewOrgUnit, request: Request, actor: CurrentActor) -> dict[str, Any]:
     unit = await handlers.create_org_unit(registry_of(request), actor, **body.model_dump())
     return {"code": unit.code, "org_path": list(unit.path)}
@@ -90,7 +91,9 @@ _TREE_FILE = {
 }
 
 
-@router.post("/org-units/import", status_code=200, openapi_extra={"requestBody": _TREE_FILE}, responses=problems(409))
+@router.post(
+    "/org-units/import", **allow(*STAFF, openapi_extra={"requestBody": _TREE_FILE}), status_code=200, responses=problems(409)
+)
 async def import_tree(request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Load a whole tree from CSV (`text/csv`: code, parent_code, level, name, population,
     party_members) or JSON (a list of the same objects). All of it is loaded, or none of it; a
@@ -99,7 +102,7 @@ async def import_tree(request: Request, actor: CurrentActor) -> dict[str, Any]:
     return await handlers.load_tree(registry_of(request), actor, rows)
 
 
-@router.get("/org-units/{code}", responses=problems(404))
+@router.get("/org-units/{code}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.org_units).where(store.org_units.c.code == code))).mappings().first()
@@ -109,7 +112,7 @@ async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
     return {**row, "path": row["path"].split("/"), "children": children}
 
 
-@router.post("/sites", status_code=201, responses=problems(404, 409))
+@router.post("/sites", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dict[str, str]:
     values = body.model_dump()
     values["opened_on"] = body.opened_on or date.today()
@@ -117,13 +120,13 @@ async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dic
     return {"site_id": body.site_id}
 
 
-@router.post("/sites/{site_id}/close", responses=problems(404, 409))
+@router.post("/sites/{site_id}/close", **allow(*STAFF), responses=problems(404, 409))
 async def close_site(site_id: str, body: SiteClosing, request: Request, actor: CurrentActor) -> dict[str, str]:
     await handlers.close_site(registry_of(request), actor, site_id, closed_on=body.closed_on or date.today(), reason=body.reason)
     return {"site_id": site_id, "status": "closed"}
 
 
-@router.get("/sites/{site_id}", responses=problems(404))
+@router.get("/sites/{site_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_site(site_id: str, request: Request) -> dict[str, Any]:
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.sites).where(store.sites.c.site_id == site_id))).mappings().first()

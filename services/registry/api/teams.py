@@ -13,10 +13,11 @@ from services.registry import store
 from services.registry.api import registry_of
 from services.registry.domain.teams import Team
 from services.registry.handlers import teams as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import SiteId, TeamKind, VolunteerNumber
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["teams"])
 
@@ -56,7 +57,7 @@ def _state(team: Team) -> dict[str, Any]:
     }
 
 
-@router.post("/teams", status_code=201, responses=problems(404, 409))
+@router.post("/teams", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def create_team(body: NewTeam, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Found a team under an open site; its leader is its first member."""
     team_id = await handlers.create_team(registry_of(request), actor, **body.model_dump())
@@ -77,7 +78,7 @@ async def _people(conn: AsyncConnection, team_id: str) -> dict[str, list[str]]:
     return people
 
 
-@router.get("/teams/{team_id}", responses=problems(404))
+@router.get("/teams/{team_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_team(team_id: str, request: Request) -> dict[str, Any]:
     """A team with its members, open applications and open invitations."""
     async with reading(registry_of(request).events.engine) as conn:
@@ -87,7 +88,7 @@ async def get_team(team_id: str, request: Request) -> dict[str, Any]:
         return {**row, **await _people(conn, team_id)}
 
 
-@router.get("/teams")
+@router.get("/teams", **allow(*STAFF, Role.team_leader, Role.volunteer))
 async def list_teams(
     request: Request,
     site: SiteId | None = None,
@@ -112,55 +113,55 @@ async def list_teams(
     return {"items": page, "next": page[-1]["team_id"] if len(rows) > limit else None}
 
 
-@router.post("/teams/{team_id}/applications", responses=problems(404, 409))
+@router.post("/teams/{team_id}/applications", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def apply(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A volunteer applies; one the team already invited joins at once."""
     return _state(await handlers.apply(registry_of(request), actor, team_id, body.volunteer_number))
 
 
-@router.post("/teams/{team_id}/applications/{number}/approve", responses=problems(404, 409))
+@router.post("/teams/{team_id}/applications/{number}/approve", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def approve(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.approve(registry_of(request), actor, team_id, number))
 
 
-@router.post("/teams/{team_id}/applications/{number}/reject", responses=problems(404, 409))
+@router.post("/teams/{team_id}/applications/{number}/reject", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def reject(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.reject(registry_of(request), actor, team_id, number))
 
 
-@router.post("/teams/{team_id}/invitations", responses=problems(404, 409))
+@router.post("/teams/{team_id}/invitations", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def invite(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.invite(registry_of(request), actor, team_id, body.volunteer_number))
 
 
-@router.post("/teams/{team_id}/invitations/{number}/accept", responses=problems(404, 409))
+@router.post("/teams/{team_id}/invitations/{number}/accept", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def accept_invitation(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.accept_invitation(registry_of(request), actor, team_id, number))
 
 
-@router.post("/teams/{team_id}/invitations/{number}/decline", responses=problems(404, 409))
+@router.post("/teams/{team_id}/invitations/{number}/decline", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def decline_invitation(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.decline_invitation(registry_of(request), actor, team_id, number))
 
 
-@router.post("/teams/{team_id}/members/{number}/leave", responses=problems(404, 409))
+@router.post("/teams/{team_id}/members/{number}/leave", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def leave(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A member leaves; the leader hands the team over first."""
     return _state(await handlers.leave(registry_of(request), actor, team_id, number))
 
 
-@router.delete("/teams/{team_id}/members/{number}", responses=problems(404, 409))
+@router.delete("/teams/{team_id}/members/{number}", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def remove(team_id: str, number: Number, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """The leader removes a member."""
     return _state(await handlers.remove(registry_of(request), actor, team_id, number))
 
 
-@router.put("/teams/{team_id}/leader", responses=problems(404, 409))
+@router.put("/teams/{team_id}/leader", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def change_leader(team_id: str, body: Volunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Hand the team to one of its members."""
     return _state(await handlers.change_leader(registry_of(request), actor, team_id, body.volunteer_number))
 
 
-@router.post("/teams/{team_id}/dissolve", responses=problems(404, 409))
+@router.post("/teams/{team_id}/dissolve", **allow(*STAFF, Role.team_leader), responses=problems(404, 409))
 async def dissolve(team_id: str, body: Dissolution, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.dissolve(registry_of(request), actor, team_id, body.reason))

@@ -13,10 +13,11 @@ from services.registry import store
 from services.registry.api import PERSONAL_DATA_ROLES, registry_of
 from services.registry.domain import identity
 from services.registry.handlers import training as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import SiteId, Skill, VolunteerNumber
-from shared.web import CurrentActor, problems
+from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["training"])
 
@@ -35,13 +36,13 @@ class Attendance(BaseModel):
     volunteer_numbers: list[VolunteerNumber] = Field(min_length=1, max_length=1000)
 
 
-@router.post("/training-sessions", status_code=201, responses=problems(404, 409))
+@router.post("/training-sessions", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def hold_session(body: NewSession, request: Request, actor: CurrentActor) -> dict[str, str]:
     session_id = await handlers.hold_session(registry_of(request), actor, today=date.today(), **body.model_dump())
     return {"session_id": session_id}
 
 
-@router.get("/training-sessions/{session_id}", responses=problems(404))
+@router.get("/training-sessions/{session_id}", **allow(*STAFF, Role.team_leader), responses=problems(404))
 async def get_session(session_id: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A session and its attendees; the trainer's name is masked unless the caller's role allows."""
     sessions, attendance = store.training_sessions, store.training_attendance
@@ -57,12 +58,12 @@ async def get_session(session_id: str, request: Request, actor: CurrentActor) ->
             )
         ).scalars()
         shaped = {**row, "attendees": list(attendees)}
-    if not actor.has_any(*PERSONAL_DATA_ROLES):
+    if not actor.role in PERSONAL_DATA_ROLES:
         shaped["trainer"] = identity.mask_name(row["trainer"])
     return shaped
 
 
-@router.post("/training-sessions/{session_id}/attendance", responses=problems(404, 409))
+@router.post("/training-sessions/{session_id}/attendance", **allow(*STAFF), responses=problems(404, 409))
 async def record_attendance(session_id: str, body: Attendance, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Record who attended; those already recorded are left as they are. One unknown volunteer
     refuses the whole list."""

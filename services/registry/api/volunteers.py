@@ -16,10 +16,11 @@ from services.registry.api import PERSONAL_DATA_ROLES, registry_of
 from services.registry.domain import identity
 from services.registry.domain.volunteers import Volunteer
 from services.registry.handlers import volunteers as handlers
+from shared.auth import STAFF, Role
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import DivisionCode, PoliticalStatus, VolunteerStatus
-from shared.web import Actor, CurrentActor, problems
+from shared.web import ANYONE, Actor, CurrentActor, allow, problems
 
 router = APIRouter(tags=["volunteers"])
 
@@ -88,7 +89,7 @@ def _state(volunteer: Volunteer) -> dict[str, Any]:
     }
 
 
-@router.post("/volunteers", status_code=201, responses=problems(404, 409))
+@router.post("/volunteers", **allow(ANYONE), status_code=201, responses=problems(404, 409))
 async def register(body: NewVolunteer, request: Request, actor: CurrentActor) -> dict[str, str]:
     number = await handlers.register(registry_of(request), actor, today=date.today(), **body.model_dump())
     return {"volunteer_number": number, "status": "pending"}
@@ -126,7 +127,7 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
     if clear and not row["personal_data_destroyed"]:
         personal = await handlers.personal_data(registry_of(request), number)
         if personal:
-            if actor.has_any(*PERSONAL_DATA_ROLES):
+            if actor.role in PERSONAL_DATA_ROLES:
                 shaped.update(personal)
             else:
                 shaped.update(
@@ -137,7 +138,7 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
     return shaped
 
 
-@router.get("/volunteers/{number}", responses=problems(404))
+@router.get("/volunteers/{number}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A volunteer; name, ID number and phone are masked unless the caller's role allows."""
     async with reading(registry_of(request).events.engine) as conn:
@@ -152,7 +153,7 @@ async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> d
     return shaped
 
 
-@router.get("/volunteers/{number}/history", responses=problems(404))
+@router.get("/volunteers/{number}/history", **allow(*STAFF, Role.volunteer), responses=problems(404))
 async def history(number: str, request: Request) -> list[dict[str, Any]]:
     """Everything that happened to a volunteer, with who did it: transfers keep their approver."""
     envelopes = await registry_of(request).events.load("volunteer", number)
@@ -164,7 +165,7 @@ async def history(number: str, request: Request) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/volunteers", responses=problems(404))
+@router.get("/volunteers", **allow(*STAFF), responses=problems(404))
 async def search(
     request: Request,
     actor: CurrentActor,
@@ -219,49 +220,49 @@ async def search(
     return {"items": page, "next": page[-1]["volunteer_number"] if len(rows) > limit else None}
 
 
-@router.post("/volunteers/{number}/verify", responses=problems(404, 409))
+@router.post("/volunteers/{number}/verify", **allow(*STAFF), responses=problems(404, 409))
 async def verify(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.verify(registry_of(request), actor, number))
 
 
-@router.post("/volunteers/{number}/suspend", responses=problems(404, 409))
+@router.post("/volunteers/{number}/suspend", **allow(*STAFF), responses=problems(404, 409))
 async def suspend(number: str, body: Reason, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.suspend(registry_of(request), actor, number, body.reason))
 
 
-@router.post("/volunteers/{number}/reactivate", responses=problems(404, 409))
+@router.post("/volunteers/{number}/reactivate", **allow(*STAFF), responses=problems(404, 409))
 async def reactivate(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.reactivate(registry_of(request), actor, number))
 
 
-@router.post("/volunteers/{number}/deregister", responses=problems(404, 409))
+@router.post("/volunteers/{number}/deregister", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def deregister(number: str, body: Deregistration, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.deregister(registry_of(request), actor, number, on_request=body.on_request))
 
 
-@router.put("/volunteers/{number}/profile", responses=problems(404, 409))
+@router.put("/volunteers/{number}/profile", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def update_profile(number: str, body: ProfileChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.update_profile(registry_of(request), actor, number, body.political_status, body.skills, body.tags))
 
 
-@router.post("/volunteers/{number}/report-in", responses=problems(404, 409))
+@router.post("/volunteers/{number}/report-in", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
 async def report_in(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.report_in(registry_of(request), actor, number))
 
 
-@router.post("/volunteers/{number}/transfer", responses=problems(404, 409))
+@router.post("/volunteers/{number}/transfer", **allow(*STAFF), responses=problems(404, 409))
 async def transfer(number: str, body: Transfer, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Move the volunteer to another community (关系转接), also across districts; the caller approves."""
     return _state(await handlers.transfer(registry_of(request), actor, number, body.to_community_code))
 
 
-@router.post("/volunteers/{number}/certifications", responses=problems(404, 409))
+@router.post("/volunteers/{number}/certifications", **allow(*STAFF), responses=problems(404, 409))
 async def certify(number: str, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
     granted_on = body.granted_on or date.today()
     return _state(await handlers.grant_certification(registry_of(request), actor, number, body.certification, granted_on, body.expires_on))
 
 
-@router.post("/volunteers/{number}/insurance", responses=problems(404, 409))
+@router.post("/volunteers/{number}/insurance", **allow(*STAFF), responses=problems(404, 409))
 async def record_insurance(number: str, body: InsuranceRecord, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Record the volunteer's insurance, which risky work requires: insurer and kind of cover as
     codes, and the days covered. Keep the policy number and names out: they are not taken."""

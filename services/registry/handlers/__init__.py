@@ -9,10 +9,10 @@ from uuid import UUID
 
 from services.registry import views
 from services.registry.vault import Vault
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore, Transaction
-from shared.web import Actor
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from datetime import date
 from services.registry import store
 from services.registry.domain import org
 from services.registry.handlers import Registry, record
+from shared.auth import Actor
 from shared.errors import Conflict, NotFound
 from shared.events.common import OrgLevel, SiteKind, SiteLevel
 from shared.events.registry import SiteOpened
-from shared.web import Actor
 
 
 async def create_org_unit(

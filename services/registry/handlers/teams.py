@@ -14,11 +14,11 @@ from services.registry import store
 from services.registry.domain import org, teams, volunteers
 from services.registry.domain.teams import Team
 from services.registry.handlers import Registry, record
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.errors import Conflict, NotFound
 from shared.events.common import TeamKind, VolunteerStatus
 from shared.eventstore import Transaction
-from shared.web import Actor
 
 # Who may lead or join a team: anyone registered who is neither suspended nor gone.
 _MAY_JOIN = frozenset({VolunteerStatus.pending, VolunteerStatus.verified})

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from services.registry import store
 from services.registry.domain import training
 from services.registry.handlers import Registry, record
+from shared.auth import Actor
 from shared.errors import NotFound
 from shared.eventstore import Transaction
-from shared.web import Actor
 
 
 async def hold_session(

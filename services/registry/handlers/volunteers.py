@@ -15,6 +15,7 @@ from services.registry.domain import identity, volunteers
 from services.registry.domain.org import OrgUnit
 from services.registry.domain.volunteers import Volunteer
 from services.registry.handlers import Registry, record
+from shared.auth import Actor
 from shared.catalog import Event
 from shared.db import reading
 from shared.envelope import utcnow
@@ -22,7 +23,6 @@ from shared.errors import Conflict, Invalid, NotFound, Refused
 from shared.events.common import PoliticalStatus
 from shared.events.registry import VolunteerRegistered
 from shared.eventstore import ConcurrencyConflict, Transaction
-from shared.web import Actor
 
 SYSTEM = Actor("system:registry")
 

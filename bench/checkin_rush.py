@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import math
 import multiprocessing
@@ -41,6 +42,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
@@ -58,8 +60,10 @@ from sqlalchemy.engine import make_url
 
 from bench._common import jetstream, local_nats_server, main_of, progress, rate, ratio
 from services.dispatch.attendance import REPEAT_WINDOW, ShiftCodes
+from shared.auth import Role, TokenIssuer, new_key_pair
 from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.db import UtcDateTime, make_engine
+from shared.envelope import utcnow
 from shared.errors import Invalid
 from shared.events.common import VolunteerNumber
 
@@ -71,7 +75,17 @@ except ImportError:  # pragma: no cover - said plainly below
 NAME = "checkin_rush"
 ROOT = Path(__file__).resolve().parent.parent
 
-STAFF = {"X-Beacon-Actor": "staff-1", "X-Beacon-Roles": "station_staff"}
+# Tokens as registry would sign them, with a key pair of the run's own (dispatch is given its public half).
+SIGNING_KEY, VERIFYING_KEY = new_key_pair()
+_issuer = TokenIssuer(SIGNING_KEY, lifetime=timedelta(hours=2))
+STAFF_ACCOUNT = "staff-1"
+STAFF = {"Authorization": f"Bearer {_issuer.issue(STAFF_ACCOUNT, Role.station_staff, '370303001001', utcnow())}"}
+
+
+@functools.cache
+def volunteer_headers(number: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_issuer.issue(number, Role.volunteer, number, utcnow())}"}
+
 SITE = "ST-LANTERN"
 COMMUNITY = "370303001001"
 ORG_PATH = ("370303", "370303001000", COMMUNITY)
@@ -325,7 +339,15 @@ def service_env(args: argparse.Namespace, nats_url: str, database_url: str, port
         "BEACON_LOG_LEVEL": args.log_level.upper(),
         "BEACON_SHIFT_CODE_SECRET": base64.b64encode(secret).decode(),
         "BEACON_SHIFT_CODE_PERIOD_SECONDS": str(CODE_PERIOD_SECONDS),
+        "BEACON_JWT_PUBLIC_KEY_FILE": str(_verifying_key_file()),
     }
+
+
+@functools.cache
+def _verifying_key_file() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="beacon-rush-")) / "verifying.pem"
+    path.write_bytes(VERIFYING_KEY)
+    return path
 
 
 def dispatch_server(args: argparse.Namespace, env: dict[str, str], workers: int, workdir: Path) -> Server:
@@ -415,7 +437,7 @@ async def _generate(job: Job, codes: ShiftCodes, start: float) -> Outcome:
         async def scan(shift_id: str, volunteer: str) -> tuple[int, str]:
             body = {"code": codes.code_for(shift_id, datetime.now(UTC)), "volunteer_number": volunteer}
             try:
-                async with session.post("/scans", json=body, headers={"X-Beacon-Actor": volunteer}) as response:
+                async with session.post("/scans", json=body, headers=volunteer_headers(volunteer)) as response:
                     data = await response.read()
                     status = response.status
             except TimeoutError:
@@ -787,7 +809,6 @@ async def sign_up_in_bulk(database_url: str, assignments: dict[str, list[str]]) 
     transaction: the shift's history folded, the domain deciding each sign-up, the events appended
     (their outbox rows with them), the sign-ups view and the shift's counts brought along."""
     from services.dispatch import activities, store
-    from shared.envelope import utcnow
     from shared.events.dispatch import ShiftPosition, VolunteerSignedUp
     from shared.eventstore import EventStore
 
@@ -806,7 +827,7 @@ async def sign_up_in_bulk(database_url: str, assignments: dict[str, list[str]]) 
                         state = activities.evolve_shift(state, event)
                         decided.append(event)
                 await tx.record(
-                    shift_id, history.version, decided, org_path=history.org_path, actor=STAFF["X-Beacon-Actor"]
+                    shift_id, history.version, decided, org_path=history.org_path, actor=STAFF_ACCOUNT
                 )
                 await tx.conn.execute(
                     store.signups.insert(),
@@ -851,7 +872,7 @@ async def preflight(session: aiohttp.ClientSession, server: Server, secret: byte
     except Invalid as error:
         raise SystemExit(f"the service's code {shown} is not ours ({error}): is its secret set?") from None
     body = {"code": shown, "volunteer_number": number}
-    async with session.post(f"{server.url}/scans", json=body, headers={"X-Beacon-Actor": number}) as response:
+    async with session.post(f"{server.url}/scans", json=body, headers=volunteer_headers(number)) as response:
         result = (await check(response, "the preflight scan"))["result"]
     if result != "checked_in":
         raise SystemExit(f"the preflight scan answered {result!r}, not 'checked_in'")

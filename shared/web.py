@@ -21,9 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import ratelimit
 from shared.auth import Actor, Role, TokenVerifier, Unauthenticated
 from shared.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound, Refused, TooManyAttempts
 from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.ratelimit import RateLimit
 
 PROBLEM = "application/problem+json"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -63,7 +65,7 @@ async def _actor(
         return ANONYMOUS
     verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
     if verifier is None:
-        raise NotAuthenticated("this service has no public key to check access tokens with (BEACON_JWT_PUBLIC_KEY_FILE)")
+        raise NotAuthenticated("this service has no public key to check tokens with (BEACON_JWT_PUBLIC_KEY_FILE)")
     try:
         return verifier.actor(credentials.credentials)
     except Unauthenticated as error:
@@ -73,26 +75,33 @@ async def _actor(
 CurrentActor = Annotated[Actor, Depends(_actor)]
 
 
-def allow(*roles: Role | str, openapi_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def allow(
+    *roles: Role | str, openapi_extra: dict[str, Any] | None = None, limited_by: RateLimit | None = None
+) -> dict[str, Any]:
     """Who may call a route, as keyword arguments for its decorator: `ANYONE` (public), or the
     roles that may. Anyone else is refused before the route reads anything: 401 without a
     token, 403 with a token of another role. What each role may reach is the route's own check
     (404 outside it: see shared/auth.py). The roles are written into the OpenAPI document as
-    `x-beacon-roles`, from which the authorization matrix test is generated."""
+    `x-beacon-roles`, from which the authorization matrix test is generated. `limited_by` counts
+    each caller's requests that got past the door (429 with `Retry-After` beyond the limit)."""
     names = sorted({ANYONE if role == ANYONE else Role(role).value for role in roles})
     if not names:
         raise ValueError("a route names who may call it")
     extra = {**(openapi_extra or {}), "x-beacon-roles": names}
-    if ANYONE in names:
-        return {"openapi_extra": extra}
-    allowed = frozenset(Role(name) for name in names)
+    allowed = None if ANYONE in names else frozenset(Role(name) for name in names)
+    if limited_by is not None:
+        extra["x-beacon-rate-limit"] = limited_by.description
 
-    async def check(actor: CurrentActor) -> None:
-        if actor.role is None:
+    async def check(request: Request, actor: CurrentActor) -> None:
+        if allowed is not None and actor.role is None:
             raise NotAuthenticated("sign in: send an access token as Authorization: Bearer <token>")
-        if actor.role not in allowed:
+        if allowed is not None and actor.role not in allowed:
             raise Forbidden(f"a {actor.role.value} may not do this (only {', '.join(names)})")
+        if limited_by is not None:
+            ratelimit.check(limited_by, request, actor)
 
+    if allowed is None and limited_by is None:
+        return {"openapi_extra": extra}
     return {"dependencies": [Depends(check)], "openapi_extra": extra}
 
 
@@ -188,6 +197,8 @@ def _documented_as_problems(app: FastAPI) -> None:
                     answers.setdefault("422", {"description": "Invalid input"})
                 # A token that does not verify is refused even on a public route (see `_actor`).
                 answers.setdefault("401", {"description": "No valid access token: sign in (see the reason)"})
+                if "x-beacon-rate-limit" in operation:
+                    answers.setdefault("429", {"description": "Too many requests from this caller: see Retry-After"})
                 if operation.get("x-beacon-roles", [ANYONE]) != [ANYONE]:  # see `allow`
                     answers.setdefault("403", {"description": "The caller's role may not do this"})
                 for status, response in operation.get("responses", {}).items():

@@ -1,5 +1,5 @@
 """Registry's sign-in in a test: the app over a real store and NATS with a clock the test holds,
-callers known by their access tokens, and a cheaper argon2 (the suite hashes hundreds of passwords;
+and a cheaper argon2 (the suite hashes hundreds of passwords;
 what production hashes with is checked on its own)."""
 
 from __future__ import annotations
@@ -7,37 +7,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import httpx
 from argon2 import PasswordHasher
-from fastapi import Header, HTTPException
 
 from services.registry import credentials
 from services.registry.app import RegistrySettings, create_app
-from shared.auth import Actor, TokenVerifier, Unauthenticated
-from shared.web import CurrentActor
+from shared.auth import TokenVerifier
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
 from tests.infra.auth import TEST_PUBLIC_KEY
 from tests.infra.dispatch import Clock
 
+# Checks the tokens registry signs: the suite's key pair (tests/conftest.py gives it to registry).
 VERIFIER = TokenVerifier(TEST_PUBLIC_KEY)
-
-
-async def bearer_actor(authorization: Annotated[str | None, Header(max_length=4000)] = None) -> Actor:
-    """The caller named by an access token, as shared.web's CurrentActor is to name them once it
-    reads tokens; until then a test puts this in its place."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "no access token")
-    try:
-        return VERIFIER.actor(token)
-    except Unauthenticated as error:
-        raise HTTPException(401, error.reason) from None
-
-
-def callers_by_token(app: Any) -> None:
-    app.dependency_overrides[CurrentActor.__metadata__[0].dependency] = bearer_actor
 
 
 class QuickHasher(PasswordHasher):
@@ -77,7 +60,6 @@ async def registry_app(
         id_index_key=TEST_ID_INDEX_KEY,
     )
     app = create_app(settings)
-    callers_by_token(app)
     clock = Clock(now)
     transport = httpx.ASGITransport(app=app)
     with quick_argon2():

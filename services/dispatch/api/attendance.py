@@ -20,9 +20,14 @@ from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import VolunteerNumber
 from shared.events.dispatch import ShiftId
+from shared.ratelimit import RateLimit
 from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["attendance"])
+# A volunteer scans twice a shift (more when a code is refused and they try again); a phone or a
+# script that keeps scanning is stopped here.
+CHECK_IN = RateLimit("check-in", per_minute=30, burst=20)
+
 
 ShiftPath = Annotated[ShiftId, Path(description="A shift id, e.g. SH00000001.")]
 
@@ -67,7 +72,7 @@ async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
     return current_code(request, shift_id, now_of(request))
 
 
-@router.post("/scans", **allow(Role.volunteer), responses=problems(404, 409))
+@router.post("/scans", **allow(Role.volunteer, limited_by=CHECK_IN), responses=problems(404, 409))
 async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A scan of a shift's code: the first checks in, the next (a minute on) checks out, a repeat
     changes nothing. The time is the server's. A stale, forged, malformed or other shift's code,

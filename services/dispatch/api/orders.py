@@ -21,9 +21,13 @@ from shared.envelope import utcnow
 from shared.errors import NotFound
 from shared.events.common import AgeBand, ReservationId, SiteId, Skill, TeamId, VolunteerNumber
 from shared.events.dispatch import GroupServed, OrderId, OrderKind, PlacedVia, Reason, ServiceField, Urgency
+from shared.ratelimit import RateLimit
 from shared.web import CurrentActor, allow, problems
 
 router = APIRouter()
+# Per caller: community staff place a morning's orders at once, a volunteer a few.
+PLACING = RateLimit("placing orders", per_minute=30, burst=10)
+
 
 
 # --- Orders (点单 · 派单 · 接单) ---------------------------------------------------------------------
@@ -132,7 +136,7 @@ def _state(order: Order) -> dict[str, Any]:
     }
 
 
-@router.post("/orders", **allow(*STAFF, Role.volunteer), status_code=201, tags=["orders"], responses=problems(409))
+@router.post("/orders", **allow(*STAFF, Role.volunteer, limited_by=PLACING), status_code=201, tags=["orders"], responses=problems(409))
 async def place_order(body: NewOrder, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Place an order (点单). The description and address stay in dispatch and are never published."""
     order_id = await handlers.place_order(events_of(request), actor, now=utcnow(), **body.model_dump())

@@ -15,9 +15,13 @@ from pydantic import BaseModel, Field
 from services.registry.api import registry_of
 from services.registry.handlers import sign_in as handlers
 from shared.auth import TokenIssuer
+from shared.ratelimit import RateLimit
 from shared.web import ANYONE, allow, now_of, problems
 
 router = APIRouter(tags=["sign-in"])
+# On top of the lock-out per username: how often one address may try at all.
+SIGN_IN = RateLimit("sign-in", per_minute=30, burst=20)
+
 
 RefreshToken = Annotated[str, Form(min_length=1, max_length=200, description="A refresh token from `/auth/token`.")]
 
@@ -48,7 +52,7 @@ def _answer(tokens: handlers.Tokens, response: Response) -> TokenAnswer:
     )  # fmt: skip
 
 
-@router.post("/auth/token", **allow(ANYONE), responses=problems(401, 429))
+@router.post("/auth/token", **allow(ANYONE, limited_by=SIGN_IN), responses=problems(401, 429))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, response: Response
 ) -> TokenAnswer:

@@ -63,6 +63,7 @@ from services.dispatch.attendance import REPEAT_WINDOW, ShiftCodes
 from shared.auth import Role, TokenIssuer, new_key_pair
 from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.db import UtcDateTime, make_engine
+from shared.devkeys import public_pem_of
 from shared.envelope import utcnow
 from shared.errors import Invalid
 from shared.events.common import VolunteerNumber
@@ -75,8 +76,12 @@ except ImportError:  # pragma: no cover - said plainly below
 NAME = "checkin_rush"
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tokens as registry would sign them, with a key pair of the run's own (dispatch is given its public half).
-SIGNING_KEY, VERIFYING_KEY = new_key_pair()
+# Tokens as registry would sign them, with a key pair of the run's own (dispatch is given its public
+# half); the load generators, started afresh, find the same pair in the environment.
+if "BENCH_RUSH_SIGNING_KEY" not in os.environ:
+    os.environ["BENCH_RUSH_SIGNING_KEY"] = new_key_pair()[0].decode()
+SIGNING_KEY = os.environ["BENCH_RUSH_SIGNING_KEY"].encode()
+VERIFYING_KEY = public_pem_of(SIGNING_KEY)
 _issuer = TokenIssuer(SIGNING_KEY, lifetime=timedelta(hours=2))
 STAFF_ACCOUNT = "staff-1"
 STAFF = {"Authorization": f"Bearer {_issuer.issue(STAFF_ACCOUNT, Role.station_staff, '370303001001', utcnow())}"}
@@ -865,7 +870,7 @@ async def outbox_drained(session: aiohttp.ClientSession, server: Server, timeout
 
 async def preflight(session: aiohttp.ClientSession, server: Server, secret: bytes, shift_id: str, number: str) -> None:
     """One scan before the clock starts: a broken flow fails the benchmark instead of timing 404s."""
-    async with session.get(f"{server.url}/shifts/{shift_id}/code") as response:
+    async with session.get(f"{server.url}/shifts/{shift_id}/code", headers=STAFF) as response:
         shown = (await check(response, "reading the shift's code"))["code"]
     try:  # the codes the load generators compute must be the ones the service shows
         ShiftCodes(secret, CODE_PERIOD_SECONDS).verify(shown, shift_id, datetime.now(UTC))

@@ -42,3 +42,14 @@ async def verified_volunteer(registry: httpx.AsyncClient, n: int) -> str:
     number = (await ok(await registry.post("/volunteers", json=body, headers=STAFF)))["volunteer_number"]
     await ok(await registry.post(f"/volunteers/{number}/verify", headers=STAFF))
     return number
+
+
+def registry_settings(nats_url: str, database_url: str) -> Any:
+    """Registry's settings for a test: its store, NATS and the suite's personal-data keys."""
+    from services.registry.app import RegistrySettings
+    from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
+
+    return RegistrySettings(
+        nats_url=nats_url, database_url=database_url,
+        personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY,
+    )  # fmt: skip

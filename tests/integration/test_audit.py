@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from shared.auth import Role
-from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
 from tests.infra.auth import bearer, staff, volunteer
-from tests.infra.city import COMMUNITY, TREE, ok, running, verified_volunteer
+from tests.infra.city import COMMUNITY, TREE, ok, registry_settings, running, verified_volunteer
 
 
 async def test_a_volunteers_trail_names_who_did_each_thing_and_only_staff_over_them_see_it(
     nats_url: str, tmp_path: Path
 ) -> None:
-    settings = RegistrySettings(
-        nats_url=nats_url, database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY,
-    )  # fmt: skip
+    settings = registry_settings(nats_url, f"sqlite:///{tmp_path / 'registry.db'}")
     async with running(registry_app(settings), "registry") as registry:
         await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
         number = await verified_volunteer(registry, 1)

@@ -8,12 +8,10 @@ from pathlib import Path
 import httpx
 
 from services.dispatch.app import create_app as dispatch_app
-from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from shared.settings import ServiceSettings
-from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
 from tests.infra.auth import staff, volunteer
-from tests.infra.city import running
+from tests.infra.city import registry_settings, running
 
 
 async def test_placing_orders_and_checking_in_are_limited_per_account(nats_url: str, tmp_path: Path) -> None:
@@ -34,10 +32,7 @@ async def test_placing_orders_and_checking_in_are_limited_per_account(nats_url: 
 
 
 async def test_signing_in_is_limited_per_address(nats_url: str, tmp_path: Path) -> None:
-    settings = RegistrySettings(
-        nats_url=nats_url, database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY,
-    )  # fmt: skip
+    settings = registry_settings(nats_url, f"sqlite:///{tmp_path / 'registry.db'}")
     app = registry_app(settings)
     async with running(app, "registry"):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as anyone:

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
-from tests.infra.auth import ADMIN, bearer, staff
+from tests.infra.auth import ADMIN, staff
+from tests.infra.auth import volunteer as volunteer_self
 from tests.infra.waiting import eventually
 
-LEADER = bearer("team_leader", "T00000001")
 STAFF = staff()
 TREE = """code,parent_code,level,name,population,party_members
 370303001001,370303001000,community,和平社区,8000,500
@@ -108,7 +108,7 @@ async def test_personal_data_is_sealed_masked_for_most_and_clear_for_staff(regis
     assert response.status_code == 201, response.text
     number = response.json()["volunteer_number"]
 
-    masked = (await client.get(f"/volunteers/{number}", headers=LEADER)).json()  # not staff: masked
+    masked = (await client.get(f"/volunteers/{number}", headers=volunteer_self(number))).json()  # not staff: masked
     assert masked["id_number"] == volunteer(1)["id_number"][:6] + "********" + volunteer(1)["id_number"][14:]
     assert masked["phone"] == "139****0001" and masked["name"] == "王**"
     assert masked["skills"] == ["elder_care", "first_aid"] and masked["age_band"] == "35_59"

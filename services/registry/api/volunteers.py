@@ -103,6 +103,22 @@ async def _row(conn: AsyncConnection, number: str) -> dict[str, Any]:
     return dict(row)
 
 
+async def _reached_row(conn: AsyncConnection, number: str, actor: Actor) -> dict[str, Any]:
+    """The volunteer's row if the caller reaches them: staff over their community, the volunteer
+    themselves, the leader of a team they are in. Anyone else is told, as for a number nobody
+    has, that there is no such volunteer (shared/auth.py)."""
+    row = await _row(conn, number)
+    if actor.reaches(row["org_path"].split("/")) or actor.is_volunteer(number):
+        return row
+    if actor.role is Role.team_leader:
+        m = store.team_members.c
+        in_team = (m.team_id == actor.scope) & (m.volunteer_number == number) & (m.state == "member")
+        member = await conn.scalar(select(m.volunteer_number).where(in_team))
+        if member is not None:
+            return row
+    raise NotFound(f"unknown volunteer {number}")
+
+
 async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], actor: Actor, *, clear: bool) -> dict[str, Any]:
     number = row["volunteer_number"]
     skills = list((await conn.execute(select(store.volunteer_skills.c.skill).where(store.volunteer_skills.c.volunteer_number == number).order_by(store.volunteer_skills.c.skill))).scalars())
@@ -142,7 +158,7 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
 async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """A volunteer; name, ID number and phone are masked unless the caller's role allows."""
     async with reading(registry_of(request).events.engine) as conn:
-        shaped = await _shape(request, conn, await _row(conn, number), actor, clear=True)
+        shaped = await _shape(request, conn, await _reached_row(conn, number, actor), actor, clear=True)
         i = store.insurance
         held = await conn.execute(
             select(i.c.insurer, i.c.cover, i.c.valid_from, i.c.valid_until)
@@ -154,8 +170,10 @@ async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> d
 
 
 @router.get("/volunteers/{number}/history", **allow(*STAFF, Role.volunteer), responses=problems(404))
-async def history(number: str, request: Request) -> list[dict[str, Any]]:
+async def history(number: str, request: Request, actor: CurrentActor) -> list[dict[str, Any]]:
     """Everything that happened to a volunteer, with who did it: transfers keep their approver."""
+    async with reading(registry_of(request).events.engine) as conn:
+        await _reached_row(conn, number, actor)
     envelopes = await registry_of(request).events.load("volunteer", number)
     if not envelopes:
         raise NotFound(f"unknown volunteer {number}")

@@ -220,7 +220,8 @@ async def read_stream(
                         break
             if batch:
                 last = stream_sequence(batch[-1])
-                batch = [m for m in batch if stream_sequence(m) >= next_sequence]
+                if stream_sequence(batch[0]) < next_sequence:  # in order: only a resumed reader repeats
+                    batch = [m for m in batch if stream_sequence(m) >= next_sequence]
                 if batch:
                     next_sequence = last + 1
                     yield batch

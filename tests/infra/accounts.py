@@ -13,10 +13,10 @@ import httpx
 from argon2 import PasswordHasher
 
 from services.registry import credentials
-from services.registry.app import RegistrySettings, create_app
+from services.registry.app import create_app
 from shared.auth import TokenVerifier
-from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
 from tests.infra.auth import TEST_PUBLIC_KEY
+from tests.infra.city import registry_settings
 from tests.infra.dispatch import Clock
 
 # Checks the tokens registry signs: the suite's key pair (tests/conftest.py gives it to registry).
@@ -53,12 +53,7 @@ def quick_argon2() -> Iterator[QuickHasher]:
 async def registry_app(
     nats_url: str, database_url: str, now: datetime
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Clock]]:
-    settings = RegistrySettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        personal_data_key=TEST_PERSONAL_DATA_KEY,
-        id_index_key=TEST_ID_INDEX_KEY,
-    )
+    settings = registry_settings(nats_url, database_url)
     app = create_app(settings)
     clock = Clock(now)
     transport = httpx.ASGITransport(app=app)

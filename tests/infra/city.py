@@ -53,3 +53,13 @@ def registry_settings(nats_url: str, database_url: str) -> Any:
         nats_url=nats_url, database_url=database_url,
         personal_data_key=TEST_PERSONAL_DATA_KEY, id_index_key=TEST_ID_INDEX_KEY,
     )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def registry_with_tree(nats_url: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Registry running, with the small city's tree imported: a client as the city's admin."""
+    from services.registry.app import create_app
+
+    async with running(create_app(registry_settings(nats_url, database_url)), "registry") as registry:
+        await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
+        yield registry

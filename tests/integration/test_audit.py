@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.registry.app import create_app as registry_app
 from shared.auth import Role
 from tests.infra.auth import bearer, staff, volunteer
-from tests.infra.city import COMMUNITY, TREE, ok, registry_settings, running, verified_volunteer
+from tests.infra.city import COMMUNITY, ok, registry_with_tree, verified_volunteer
 
 
 async def test_a_volunteers_trail_names_who_did_each_thing_and_only_staff_over_them_see_it(
     nats_url: str, tmp_path: Path
 ) -> None:
-    settings = registry_settings(nats_url, f"sqlite:///{tmp_path / 'registry.db'}")
-    async with running(registry_app(settings), "registry") as registry:
-        await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
+    async with registry_with_tree(nats_url, f"sqlite:///{tmp_path / 'registry.db'}") as registry:
         number = await verified_volunteer(registry, 1)
         await ok(
             await registry.post(f"/volunteers/{number}/suspend", json={"reason": "review"}, headers=staff("staff-9"))

@@ -15,10 +15,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.registry.app import RegistrySettings, create_app
+from services.registry.app import create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.auth import ADMIN
-from tests.infra.city import COMMUNITY, STAFF, TREE, ok
+from tests.infra.city import COMMUNITY, STAFF, TREE, ok, registry_settings
 from tests.infra.postgres import throwaway_database
 
 # Two people share a name: sealing the same value twice must give two different blobs.
@@ -68,12 +68,7 @@ def in_clear(blob: bytes) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def registry_with_people(nats_url: str, database_url: str) -> AsyncIterator[Any]:
-    settings = RegistrySettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        personal_data_key=TEST_PERSONAL_DATA_KEY,
-        id_index_key=TEST_ID_INDEX_KEY,
-    )
+    settings = registry_settings(nats_url, database_url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=ADMIN) as client:

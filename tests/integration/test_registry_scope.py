@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.registry.app import create_app as registry_app
 from shared.auth import Role
 from tests.infra.auth import bearer, volunteer
-from tests.infra.city import COMMUNITY, DISTRICT, STREET, TREE, ok, registry_settings, running, verified_volunteer
+from tests.infra.city import (
+    COMMUNITY,
+    DISTRICT,
+    STREET,
+    ok,
+    registry_with_tree,
+    verified_volunteer,
+)
 
 ELSEWHERE = "370303001002"  # another community of the same street
 
@@ -16,9 +22,7 @@ ELSEWHERE = "370303001002"  # another community of the same street
 async def test_a_volunteer_is_seen_inside_the_callers_scope_and_is_unknown_outside_it(
     nats_url: str, tmp_path: Path
 ) -> None:
-    settings = registry_settings(nats_url, f"sqlite:///{tmp_path / 'registry.db'}")
-    async with running(registry_app(settings), "registry") as registry:
-        await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))
+    async with registry_with_tree(nats_url, f"sqlite:///{tmp_path / 'registry.db'}") as registry:
         number = await verified_volunteer(registry, 1)
         other = await verified_volunteer(registry, 2)
         site = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,35 @@ def _app(name: str, nats_url: str, database_url: str) -> FastAPI:
         )  # fmt: skip
     builder = {"dispatch": dispatch_app, "points": points_app, "reporting": reporting_app}[name]
     return builder(ServiceSettings(nats_url=nats_url, database_url=database_url))
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a service's OpenAPI document, and who may call it (`x-beacon-roles`)."""
+
+    service: str
+    method: str
+    path: str
+    roles: tuple[str, ...]
+    has_body: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.service} {self.method} {self.path}"
+
+
+def operations() -> list[Operation]:
+    """Every operation of the four services, read off their documents (the apps are built, not
+    started)."""
+    found = []
+    with tempfile.TemporaryDirectory(prefix="beacon-operations-") as data:
+        for service in SERVICES:
+            app = _app(service, "nats://127.0.0.1:1", f"sqlite:///{Path(data) / service}.db")
+            for path, item in app.openapi()["paths"].items():
+                for method, operation in item.items():
+                    roles = tuple(operation.get("x-beacon-roles", ()))
+                    found.append(Operation(service, method.upper(), path, roles, "requestBody" in operation))
+    return found
 
 
 @dataclass

@@ -10,10 +10,7 @@ operation without a rule fails here, so a new endpoint cannot go unguarded.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +20,7 @@ from shared.envelope import utcnow
 from shared.web import ANYONE
 from tests.infra.auth import CITY, bearer, expired
 from tests.infra.nats import nats_server
-from tests.infra.served import SERVICES, ServedCity, _app, served_city
+from tests.infra.served import Operation, ServedCity, operations, served_city
 
 # Each role's scope in the test city; what it reaches is not this test's concern.
 SCOPES = {
@@ -34,20 +31,7 @@ SCOPES = {
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-def _operations() -> list[tuple[str, str, str, list[str]]]:
-    """(service, method, path, roles) of every operation, read off the documents (the apps are
-    built, not started)."""
-    found = []
-    with tempfile.TemporaryDirectory(prefix="beacon-matrix-") as data:
-        for service in SERVICES:
-            app = _app(service, "nats://127.0.0.1:1", f"sqlite:///{Path(data) / service}.db")
-            for path, item in app.openapi()["paths"].items():
-                for method, operation in item.items():
-                    found.append((service, method.upper(), path, operation.get("x-beacon-roles", [])))
-    return found
-
-
-OPERATIONS = _operations()
+OPERATIONS = operations()
 
 
 @pytest.fixture(scope="module")
@@ -56,26 +40,20 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedCity]:
         yield served
 
 
-def _call(city: ServedCity, service: str, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
-    url = city.urls[service] + _PARAMETER.sub("x1", path)
-    body = {} if method in ("POST", "PUT", "PATCH") else None
-    return httpx.request(method, url, headers=headers, json=body, timeout=30)
-
-
-def _label(operation: tuple[str, str, str, list[str]]) -> str:
-    service, method, path, _ = operation
-    return f"{service} {method} {path}"
+def _call(city: ServedCity, operation: Operation, headers: dict[str, str]) -> httpx.Response:
+    url = city.urls[operation.service] + _PARAMETER.sub("x1", operation.path)
+    body = {} if operation.method in ("POST", "PUT", "PATCH") else None
+    return httpx.request(operation.method, url, headers=headers, json=body, timeout=30)
 
 
 def test_every_operation_names_who_may_call_it() -> None:
-    unguarded = [_label(op) for op in OPERATIONS if not op[3]]
+    unguarded = [op.label for op in OPERATIONS if not op.roles]
     assert unguarded == []
     assert len(OPERATIONS) > 100
 
 
-@pytest.mark.parametrize("operation", OPERATIONS, ids=_label)
-def test_without_a_usable_token_only_public_operations_answer(city: ServedCity, operation: Any) -> None:
-    service, method, path, roles = operation
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
+def test_without_a_usable_token_only_public_operations_answer(city: ServedCity, operation: Operation) -> None:
     other_key = TokenIssuer(new_key_pair()[0]).issue("intruder", Role.city_admin, CITY, utcnow())
     attempts = {
         "none": {},
@@ -84,10 +62,10 @@ def test_without_a_usable_token_only_public_operations_answer(city: ServedCity, 
         "garbage": {"Authorization": "Bearer not-a-token"},
     }
     for name, headers in attempts.items():
-        answer = _call(city, service, method, path, headers)
-        if roles == [ANYONE] and name == "none":
+        answer = _call(city, operation, headers)
+        if operation.roles == (ANYONE,) and name == "none":
             assert answer.status_code != 401, answer.text
-        elif roles != [ANYONE]:
+        elif operation.roles != (ANYONE,):
             assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
             assert answer.json()["detail"]  # the reason
@@ -96,11 +74,10 @@ def test_without_a_usable_token_only_public_operations_answer(city: ServedCity, 
 CASES = [(op, role) for op in OPERATIONS for role in Role]
 
 
-@pytest.mark.parametrize(("operation", "role"), CASES, ids=[f"{_label(op)} as {role.value}" for op, role in CASES])
-def test_each_role_passes_only_where_the_operation_names_it(city: ServedCity, operation: Any, role: Role) -> None:
-    service, method, path, roles = operation
-    answer = _call(city, service, method, path, bearer(role, SCOPES[role]))
-    if ANYONE in roles or role.value in roles:
+@pytest.mark.parametrize(("operation", "role"), CASES, ids=[f"{op.label} as {role.value}" for op, role in CASES])
+def test_each_role_passes_only_where_the_operation_names_it(city: ServedCity, operation: Operation, role: Role) -> None:
+    answer = _call(city, operation, bearer(role, SCOPES[role]))
+    if ANYONE in operation.roles or role.value in operation.roles:
         assert answer.status_code not in (401, 403), answer.text
         assert answer.status_code < 500, answer.text
     else:

@@ -9,6 +9,7 @@ registry alone is given the private key, every service the public one.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -125,6 +126,11 @@ class LocalCity:
                     raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(waiting))} (logs in {self.logs})")
                 time.sleep(0.2)
 
+    def write_whereabouts(self) -> None:
+        """Where this run's parts answer, for `beacon status` and the other commands."""
+        whereabouts = {"urls": self.urls, "nats_url": self.nats_url}
+        (self.data / "city.json").write_text(json.dumps(whereabouts, indent=2) + "\n")
+
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is not None:
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         city.start()
         city.wait_ready()
+        city.write_whereabouts()
         if not args.no_demo:
             assert city.admin_password is not None
             try:

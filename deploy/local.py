@@ -72,9 +72,12 @@ class LocalCity:
         load_or_make_key_pair(private_key, public_key, warn="make run's own pair; production gives registry its own")
         if not self.args.no_demo:
             self.admin_password = self._first_admin()
+        ports = {}
         for offset, name in enumerate(SERVICES):
             wanted = self.args.base_port + offset if self.args.base_port else None
-            port = _port(name, wanted, DEFAULT_PORTS[name])
+            ports[name] = _port(name, wanted, DEFAULT_PORTS[name])
+            self.urls[name] = f"http://127.0.0.1:{ports[name]}"
+        for name, port in ports.items():
             env = {
                 **os.environ,
                 "BEACON_NATS_URL": self.nats_url,
@@ -82,6 +85,11 @@ class LocalCity:
                 "BEACON_PORT": str(port),
                 "BEACON_DATABASE_URL": f"sqlite:///{self.data / (name + '.db')}",
                 "BEACON_JWT_PUBLIC_KEY_FILE": str(public_key),
+                # Each service's pages call the others from the browser (dispatch's board and
+                # phone pages: registry's sign-in, points' accounts).
+                "BEACON_CORS_ORIGINS": ",".join(self.urls.values()),
+                "BEACON_REGISTRY_URL": self.urls["registry"],
+                "BEACON_POINTS_URL": self.urls["points"],
             }
             if name == "registry":  # the issuer: no other service holds the private key
                 env["BEACON_JWT_PRIVATE_KEY_FILE"] = str(private_key)
@@ -90,7 +98,6 @@ class LocalCity:
                 [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
             )
-            self.urls[name] = f"http://127.0.0.1:{port}"
 
     def _first_admin(self) -> str:
         """The demo city's admin account, made once (before registry starts, straight into its
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in SERVICES:
             _say(f"  {name:<10} {city.urls[name]}  (API docs {city.urls[name]}/docs)")
         _say(f"  dashboard  {city.urls['reporting']}/dashboard  (figures: {city.urls['reporting']}/figures/370303)")
+        _say(f"  sign in    {city.urls['dispatch']}/sign-in  (then the order board /board, a volunteer's /me)")
         if not args.no_demo:
             _say(
                 f"  sign in    {demo_city.ADMIN_USERNAME} / {city.admin_password}  (the demo city's admin, "

@@ -38,6 +38,7 @@ from shared.catalog import catalog as default_catalog
 from shared.db import UtcDateTime, reading, upsert, writing, writing_in_one_trip
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
+from shared.tracing import current_traceparent
 
 T = TypeVar("T")
 
@@ -101,6 +102,8 @@ class EventStoreSchema:
             Column("created_at", UtcDateTime, nullable=False),
             Column("published_at", UtcDateTime),
             Column("stream_sequence", BigInteger),
+            # The W3C trace context of the span that appended the event: the relay sends it along.
+            Column("traceparent", String(100)),
             Index(
                 "ix_outbox_unpublished",
                 "position",
@@ -253,7 +256,7 @@ class Transaction:
             await self._insert(envelopes)
 
     async def _insert(self, envelopes: Sequence[EventEnvelope]) -> None:
-        schema, now = self._store.schema, utcnow()
+        schema, now, traceparent = self._store.schema, utcnow(), current_traceparent()
         event_rows, outbox_rows = [], []
         for envelope in envelopes:
             body = envelope.to_json()
@@ -276,6 +279,7 @@ class Transaction:
                     "subject": self._store.catalog.subject_of(envelope),
                     "body": body,
                     "created_at": now,
+                    "traceparent": traceparent,
                 }
             )
         try:
@@ -355,6 +359,9 @@ class EventStore:
         return appended[0]
 
     async def create_tables(self) -> None:
+        """Create whatever tables of the schema's metadata are missing, as they are now: for
+        tests and benchmarks on a store of their own. A service's store is migrated instead
+        (shared.migrations; a database made this way is adopted there)."""
         async with writing(self.engine) as conn:
             await conn.run_sync(self.schema.metadata.create_all)
 

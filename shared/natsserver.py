@@ -7,11 +7,13 @@ downloads anything.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -54,9 +56,13 @@ class LocalNatsServer:
         host: str = "127.0.0.1",
         log_file: Path | None = None,
         config_file: Path | None = None,
+        arguments: Sequence[str] = (),
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.config_file = config_file
+        self.arguments = list(arguments)  # more flags, e.g. a cluster node's routes
+        self.environment = environment  # added to ours, for the configuration's $VARIABLES
         self.host = host
         self.port = port or free_port()
         self.log_file = log_file
@@ -71,8 +77,10 @@ class LocalNatsServer:
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         # The flags after the configuration file override what it says about the same settings.
         config = ["-c", str(self.config_file)] if self.config_file else []
+        listen = ["-a", self.host, "-p", str(self.port)]
         self.process = subprocess.Popen(
-            [nats_server_binary(), *config, "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [nats_server_binary(), *config, *listen, "-js", "-sd", str(self.store_dir), *self.arguments],
+            env={**os.environ, **self.environment} if self.environment else None,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services

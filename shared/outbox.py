@@ -1,5 +1,8 @@
 """The outbox relay: publishes committed outbox rows to JetStream, in order, pipelined.
 
+Each message carries the `traceparent` stored with its row (the span that appended the event),
+so that its consumers continue that trace (shared.subscriber).
+
 A row is marked published only after JetStream acknowledged it (a duplicate ack means it was
 already stored). A crash between publish and mark publishes the row again on restart with the
 same `Nats-Msg-Id`, and JetStream drops it as a duplicate within the stream's window.
@@ -19,6 +22,7 @@ from sqlalchemy import bindparam, select, update
 from shared.db import reading, writing
 from shared.envelope import utcnow
 from shared.eventstore import EventStore
+from shared.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class OutboxRow:
     event_id: str
     subject: str
     body: bytes
+    traceparent: str | None = None
 
 
 class OutboxRelay:
@@ -115,7 +120,7 @@ class OutboxRelay:
         outbox = self._store.schema.outbox
         async with reading(self._store.engine) as conn:
             result = await conn.execute(
-                select(outbox.c.position, outbox.c.event_id, outbox.c.subject, outbox.c.body)
+                select(outbox.c.position, outbox.c.event_id, outbox.c.subject, outbox.c.body, outbox.c.traceparent)
                 .where(outbox.c.published_at.is_(None))
                 .order_by(outbox.c.position)
                 .limit(limit)
@@ -126,9 +131,7 @@ class OutboxRelay:
         # All publishes go out on one connection in outbox order before we wait for any ack;
         # one deadline covers the whole batch.
         futures = [
-            await self._js.publish_async(
-                row.subject, row.body, headers={"Nats-Msg-Id": row.event_id}, stream=self._stream
-            )
+            await self._js.publish_async(row.subject, row.body, headers=_headers(row), stream=self._stream)
             for row in rows
         ]
         await asyncio.wait(futures, timeout=self._settings.ack_timeout_seconds)
@@ -157,3 +160,9 @@ class OutboxRelay:
             await conn.execute(
                 statement, [{"row_position": row.position, "sequence": ack.seq} for row, ack in stored]
             )
+
+
+def _headers(row: OutboxRow) -> dict[str, str]:
+    if row.traceparent is None:
+        return {"Nats-Msg-Id": row.event_id}
+    return {"Nats-Msg-Id": row.event_id, TRACEPARENT: row.traceparent}

@@ -33,7 +33,7 @@ from nats.errors import NotJSMessageError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, inspect, select, update
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.bus import dead_letter, stream_name
@@ -338,6 +338,28 @@ _Decoded = tuple[int, Any, Event]  # stream sequence, header or envelope, payloa
 Read = Callable[[bytes], tuple[Any, Event] | None]
 
 
+def projector_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """A projector's bookkeeping in its service's store (migrated with it, unlike the generations'
+    tables): each projection's generations, which one is active, and how far each has applied
+    each stream."""
+    generations = Table(
+        "projection_generations",
+        metadata,
+        Column("projection", String(100), primary_key=True),
+        Column("generation", Integer, primary_key=True),
+        Column("active", Integer, nullable=False, default=0),
+    )
+    checkpoints = Table(
+        "projection_checkpoints",
+        metadata,
+        Column("projection", String(100), primary_key=True),
+        Column("generation", Integer, primary_key=True),
+        Column("stream", String(50), primary_key=True),
+        Column("sequence", BigInteger, nullable=False),
+    )
+    return generations, checkpoints
+
+
 class Projector:
     """Keeps one projection up to date from its streams, and rebuilds it from zero."""
 
@@ -365,22 +387,9 @@ class Projector:
         self.stale = False
         self._rebuilding_stale = asyncio.Lock()
         self.metadata = MetaData()
-        self.generations = Table(
-            "projection_generations",
-            self.metadata,
-            Column("projection", String(100), primary_key=True),
-            Column("generation", Integer, primary_key=True),
-            Column("active", Integer, nullable=False, default=0),
-        )
-        self.checkpoints = Table(
-            "projection_checkpoints",
-            self.metadata,
-            Column("projection", String(100), primary_key=True),
-            Column("generation", Integer, primary_key=True),
-            Column("stream", String(50), primary_key=True),
-            Column("sequence", BigInteger, nullable=False),
-        )
+        self.generations, self.checkpoints = projector_tables(self.metadata)
         self.applied_total = 0
+        self.rebuilding: int | None = None  # the generation a rebuild is filling (for /metrics)
 
     @property
     def consumer_name(self) -> str:
@@ -501,6 +510,7 @@ class Projector:
             )
             await self._create_tables(conn, generation)
         streams = [stream_name(context) for context in stream_order or self.projection.contexts]
+        self.rebuilding = generation
         try:
             if self.rebuild_processes > 1 and len(streams) > 1:
                 await self._rebuild_in_processes(nc, generation, streams, progress)
@@ -511,6 +521,8 @@ class Projector:
         except Exception:
             await self._drop(generation)
             raise
+        finally:
+            self.rebuilding = None
         async with writing(self.engine) as conn:
             previous = await self._active(conn)
             await conn.execute(
@@ -647,6 +659,7 @@ class Projector:
             events = [(envelope, event) for seq, envelope, event in decoded if seq > done]
             folded = await self.projection.fold(conn, generation, events) if events else None
         async with writing(self.engine) as conn:
+            await _hold_checkpoint(conn, f"{self.consumer_name}:{generation}:{stream}")
             if live and await self._active(conn) != generation:
                 return False
             if await self._checkpoint(conn, generation, stream) != done:
@@ -666,8 +679,20 @@ class Projector:
 
 
 class _Moved(Exception):
-    """A stream's checkpoint moved between a fold and its write (only one writer per stream and
-    generation is meant to run): the batch is folded again from the new checkpoint."""
+    """A stream's checkpoint moved between a fold and its write (another replica's follower
+    committed the batch first): the batch is folded again from the new checkpoint."""
+
+
+_CHECKPOINT_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+async def _hold_checkpoint(conn: AsyncConnection, consumer: str) -> None:
+    """Be the only writer of this checkpoint until the transaction ends. On PostgreSQL two
+    replicas following one stream would otherwise both read it unchanged, both apply the batch
+    and both move it (an advisory lock also covers a checkpoint row not written yet, which
+    SELECT ... FOR UPDATE cannot). SQLite's BEGIN IMMEDIATE already lets one writer in at a time."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_CHECKPOINT_LOCK, {"key": f"checkpoint:{consumer}"})
 
 
 @dataclass(frozen=True)
@@ -825,6 +850,7 @@ class StreamFollower:
 
     async def _commit(self, stream: str, sequence: int, decoded: list[_Decoded]) -> None:
         async with self.store.transaction() as tx:
+            await _hold_checkpoint(tx.conn, f"{self.name}:{stream}")
             done = await self._checkpoint(tx.conn, stream)
             if sequence <= done:
                 return

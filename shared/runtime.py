@@ -14,20 +14,26 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from faststream.nats import NatsBroker, NatsNKey
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.asyncapi import Reader, asyncapi_router
 from shared.auth import TokenVerifier
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, inbox_prefix, stream_name
 from shared.db import make_engine
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.logmask import install_personal_data_mask
+from shared.metrics import ServiceMetrics
+from shared.migrations import migrations_of
 from shared.outbox import OutboxRelay, RelaySettings
 from shared.settings import ServiceSettings
-from shared.web import ANYONE, allow, install_problem_handlers
+from shared.subscriber import subscriptions
+from shared.tracing import configure_tracing
+from shared.web import ANYONE, ObservedRequests, allow, install_cors, install_problem_handlers
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,7 @@ class ServiceRuntime:
         self.consumes = consumes
         self.relay_settings = relay_settings
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             security=NatsNKey.from_file(settings.nats_nkey_seed_file) if settings.nats_nkey_seed_file else None,
             inbox_prefix=inbox_prefix(self.name),
             max_reconnect_attempts=-1,  # never give up on NATS: the outbox holds events meanwhile
@@ -84,9 +90,16 @@ class ServiceRuntime:
         )
         self.relay: OutboxRelay | None = None
         self.workers: list[Worker] = []
+        self.readers: list[Reader] = []  # what it applies of which stream: its AsyncAPI document
         self.subscribers_started = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._on_start: list[Callable[[], Awaitable[None]]] = []
+        configure_tracing(self.name, settings.trace_exporter)
+        self.metrics = ServiceMetrics(self.name, lambda: self.js)
+        if owns_stream:
+            self.metrics.watch_outbox(self.store, lambda: self.relay)
+        self.metrics.watch_subscriptions(lambda: subscriptions(self.broker))
+        self.metrics.watch_dead_letters()
 
     @property
     def own_stream(self) -> str:
@@ -99,12 +112,18 @@ class ServiceRuntime:
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._on_start.append(hook)
 
+    def reads(
+        self, consumer: str, context: str, handles: Callable[[str], bool], *, subject: str = "", durable: bool = True
+    ) -> None:
+        """Declare which events of `context` a consumer applies (for `GET /asyncapi`)."""
+        self.readers.append(Reader(consumer, context, subject or f"{context}.>", handles, durable))
+
     def add_worker(self, worker: Worker) -> None:
         """A long-running task given the NATS connection once the streams exist."""
         self.workers.append(worker)
 
     async def start(self) -> None:
-        await self.store.create_tables()
+        await migrations_of(self.name).upgrade(self.engine)  # replicas take turns (see there)
         for hook in self._on_start:
             await hook()
         await self.broker.connect()
@@ -202,11 +221,16 @@ class ServiceRuntime:
             finally:
                 await runtime.stop()
 
-        app = FastAPI(title=title, description=description, lifespan=lifespan)
+        # FastAPI's own request spans are off: they name the raw path (which may hold an ID number)
+        # and add three spans a request; shared.web.ObservedRequests makes one, by route template.
+        telemetry = {"tracing": False, "metrics": False, "logs": False}
+        app = FastAPI(title=title, description=description, lifespan=lifespan, telemetry=telemetry)
         app.state.runtime = self
         key_file = self.settings.jwt_public_key_file
         app.state.token_verifier = TokenVerifier(Path(key_file).read_bytes()) if key_file else None
         install_problem_handlers(app)
+        install_cors(app, self.settings.cors_origins.split(","))
+        app.add_middleware(ObservedRequests, metrics=self.metrics)  # outermost: sees every answer
 
         @app.get("/healthz", tags=["ops"], **allow(ANYONE))
         async def healthz() -> dict[str, str]:
@@ -223,6 +247,12 @@ class ServiceRuntime:
                 status_code=200 if ready else 503,
             )
 
+        @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, **allow(ANYONE))
+        async def metrics() -> Response:
+            """Prometheus metrics (text format): requests, outbox, consumers' lag and dead letters."""
+            return Response(await runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+        app.include_router(asyncapi_router(self))
         for router in routers:
             app.include_router(router)
         return app

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
 
-from shared.logmask import install_personal_data_mask
+from shared.logs import configure_logging
 from shared.settings import ServiceSettings
 
 
@@ -22,6 +21,7 @@ def serve(service: str, create_app: Callable[[ServiceSettings], FastAPI], argv: 
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = ServiceSettings(**overrides).for_service(service)
-    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
-    install_personal_data_mask()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # One format for every record, uvicorn's access log included: it then logs through ours.
+    configure_logging(service, settings.log_format, settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), log_config=None)

@@ -17,6 +17,7 @@ class ServiceSettings(BaseSettings):
 
     service: str = ""
     database_url: str = ""
+    # One server, or a cluster's nodes comma-separated (the client moves to another if one goes).
     nats_url: str = "nats://127.0.0.1:4222"
     # The service's NATS user (deploy/nats/users.conf); unset, it connects without authenticating.
     nats_nkey_seed_file: str = ""
@@ -27,11 +28,21 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_seconds: float = Field(default=3600.0, gt=0)
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text": one line a record either way (shared.logs)
+    # Where spans go besides the trace ids in the logs: "" (nowhere), "console" or "otlp" (shared.tracing).
+    trace_exporter: str = ""
+    # The origins (scheme://host:port, comma-separated) whose pages may call this service from a
+    # browser: the other services' pages (shared.web.install_cors). Unset: none.
+    cors_origins: str = ""
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     def nats_connect_options(self) -> dict[str, Any]:
         """nats-py `connect` arguments for this service's own plain clients (a rebuild's worker
         processes, command-line tools): its server, its user, its inboxes, as its runtime has."""
-        options: dict[str, Any] = {"servers": [self.nats_url], "inbox_prefix": inbox_prefix(self.service)}
+        options: dict[str, Any] = {"servers": self.nats_servers, "inbox_prefix": inbox_prefix(self.service)}
         if self.nats_nkey_seed_file:
             options["nkeys_seed"] = self.nats_nkey_seed_file
         return options

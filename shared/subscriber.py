@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,12 +25,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as ServerAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from shared.bus import dead_letter, stream_name
 from shared.catalog import Event, EventCatalog, EventRejected
 from shared.catalog import catalog as default_catalog
 from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore, Transaction
+from shared.logs import correlated
+from shared.tracing import parent_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,13 @@ class Reactor:
         self.catalog = catalog
         self.retry = retry
         self.handlers: dict[str, Handler] = {}
+        # Plain counts (the hot path adds to them), read when /metrics is scraped (shared.metrics).
+        self.handled = 0
+        self.failed = 0
+        self.dead_lettered = 0
+
+    def outcomes(self) -> dict[str, int]:
+        return {"handled": self.handled, "failed": self.failed, "dead_lettered": self.dead_lettered}
 
     def on(self, model: type[Event]) -> Callable[[H], H]:
         def register(handler: H) -> H:
@@ -106,42 +118,71 @@ class Reactor:
         try:
             async with self.store.transaction() as tx:
                 for item in work:
-                    await self._apply(tx, item)
+                    with self._handling(item):
+                        await self._apply(tx, item)
         except Exception:
             await self._one_at_a_time(js, work)
         else:
+            self.handled += len(work)
             await _ack_all([item.msg for item in work])
+
+    @contextmanager
+    def _handling(self, item: _Work) -> Iterator[None]:
+        """The message's correlation id on the log lines and the events its handling makes, and a
+        span that continues the trace of whatever published it (shared.outbox)."""
+        envelope = item.envelope
+        with (
+            correlated(envelope.correlation_id),
+            tracer.start_as_current_span(
+                f"{self.name} {envelope.type}",
+                context=parent_from(item.msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": item.msg.subject,
+                    "messaging.consumer.group.name": self.name,
+                    "beacon.event_id": str(envelope.event_id),
+                    "beacon.correlation_id": str(envelope.correlation_id),
+                },
+            ),
+        ):
+            yield
 
     async def _apply(self, tx: Transaction, item: _Work) -> None:
         if await tx.claim(self.name, item.envelope.event_id):
             await item.handler(tx, item.envelope, item.event)
+            log.debug("%s: handled %s %s", self.name, item.envelope.type, item.envelope.event_id)
 
     async def _one_at_a_time(self, js: JetStreamContext, work: list[_Work]) -> None:
         # Later messages are not held back by a failing one: handlers must not depend on order
         # across aggregates, and redelivery after a delay reorders in any case.
         for item in work:
-            try:
-                async with self.store.transaction() as tx:
-                    await self._apply(tx, item)
-            except EventRejected as rejected:
-                await self._reject(js, item.msg, rejected.reason)
-                continue
-            except Exception as error:
-                await self._retry_later(js, item.msg, error)
-                continue
-            await _ack_all([item.msg])
+            with self._handling(item):
+                try:
+                    async with self.store.transaction() as tx:
+                        await self._apply(tx, item)
+                except EventRejected as rejected:
+                    await self._reject(js, item.msg, rejected.reason)
+                    continue
+                except Exception as error:
+                    await self._retry_later(js, item.msg, error)
+                    continue
+                self.handled += 1
+                await _ack_all([item.msg])
 
     async def _retry_later(self, js: JetStreamContext, msg: Msg, error: Exception) -> None:
         attempt = msg.metadata.num_delivered
         if attempt >= self.retry.max_attempts:
             await self._reject(js, msg, f"failed {attempt} times, last: {error!r}")
             return
+        self.failed += 1
         delay = self.retry.delay(attempt)
         log.warning("%s: %s (attempt %d), retrying in %.1fs", self.name, error, attempt, delay)
         await msg.nak(delay=delay)
 
     async def _reject(self, js: JetStreamContext, msg: Msg, reason: str) -> None:
         await dead_letter(js, msg, consumer=self.name, reason=reason)
+        self.dead_lettered += 1
         await msg.term()
 
 
@@ -153,6 +194,23 @@ async def _ack_all(msgs: list[Msg]) -> None:
             log.warning("ack failed, the event will be redelivered and skipped: %r", result)
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """A reactor's durable consumer on a stream (for /metrics: its counts and its lag)."""
+
+    reactor: Reactor
+    stream: str
+    durable: str
+
+
+_subscriptions: weakref.WeakKeyDictionary[NatsBroker, list[Subscription]] = weakref.WeakKeyDictionary()
+
+
+def subscriptions(broker: NatsBroker) -> list[Subscription]:
+    """What `subscribe` attached to `broker`."""
+    return list(_subscriptions.get(broker, ()))
+
+
 def subscribe(
     broker: NatsBroker,
     reactor: Reactor,
@@ -161,9 +219,12 @@ def subscribe(
     batch_size: int = 200,
     max_wait_seconds: float = 0.1,
     ack_wait_seconds: float = 30.0,
+    subject: str | None = None,
 ) -> None:
-    """Subscribe `reactor` to the stream of `context` with a durable named after both."""
+    """Subscribe `reactor` to the stream of `context` with a durable named after both; `subject`
+    narrows it to the subjects the reactor applies (the server then sends nothing else)."""
     durable = f"{reactor.name}-{context}"
+    _subscriptions.setdefault(broker, []).append(Subscription(reactor, stream_name(context), durable))
     consumer_config = ConsumerConfig(
         durable_name=durable,
         deliver_policy=DeliverPolicy.ALL,
@@ -176,7 +237,7 @@ def subscribe(
     )
 
     @broker.subscriber(
-        f"{context}.>",
+        subject or f"{context}.>",
         stream=JStream(stream_name(context), declare=False),
         durable=durable,
         config=consumer_config,

@@ -1,4 +1,5 @@
-"""HTTP conventions every service shares: problem details (RFC 9457) and health probes."""
+"""HTTP conventions every service shares: problem details (RFC 9457), who may call a route, and
+each request observed (metrics, trace span, correlation id)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,34 @@ import functools
 import html
 import json
 import re
+import time
 from datetime import datetime
 from importlib import resources
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import ratelimit
+from shared import i18n, ratelimit
 from shared.auth import Actor, Role, TokenVerifier, Unauthenticated
+from shared.envelope import new_event_id
 from shared.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound, Refused, TooManyAttempts
 from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.logs import CORRELATION_HEADER, correlated, correlation_from
+from shared.metrics import UNMATCHED_ROUTE, ServiceMetrics
 from shared.ratelimit import RateLimit
+from shared.tracing import parent_from, tracer
 
 PROBLEM = "application/problem+json"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -156,9 +165,20 @@ _STATUS_OF = (
 )  # fmt: skip
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+def problem(status: int, title: str, detail: str, language: i18n.Language = i18n.API_DEFAULT, **extra: Any) -> JSONResponse:
+    """Problem details; `title` and `detail` are given in English and said in `language` (see
+    shared/i18n.py: the field-level reasons in `errors` are the caller's to translate)."""
+    body = {
+        "type": "about:blank", "title": i18n.title(title, language), "status": status,
+        "detail": i18n.translate(detail, language), **extra,
+    }  # fmt: skip
+    headers = {"Content-Language": language, "Vary": "Accept-Language"}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def language_of(headers: Any) -> i18n.Language:
+    """The language a problem is said in: the request's `Accept-Language` (English without one)."""
+    return i18n.language_of(headers.get("accept-language"))
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -168,11 +188,13 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def _reason(error: dict[str, Any]) -> dict[str, str]:
+def _reason(error: dict[str, Any], language: i18n.Language = i18n.API_DEFAULT) -> dict[str, str]:
     if error.get("type") == "json_invalid":  # located by its character offset, not by a field
         where = error.get("loc", ("body", "?"))[-1]
-        return {"field": "body", "reason": f"not JSON: {error.get('ctx', {}).get('error', 'invalid')} at {where}"}
-    return {"field": _field(tuple(error.get("loc", ()))), "reason": error.get("msg", "invalid")}
+        why = error.get("ctx", {}).get("error", "invalid")
+        reason = f"不是有效的 JSON：{why}（位置 {where}）" if language == "zh" else f"not JSON: {why} at {where}"
+        return {"field": "body", "reason": reason}
+    return {"field": _field(tuple(error.get("loc", ()))), "reason": i18n.validation_reason(error, language)}
 
 
 def _documented_as_problems(app: FastAPI) -> None:
@@ -227,10 +249,10 @@ class _NoNulInText:
         if field is None:
             await self.app(scope, receive, send)
             return
-        reason = "holds a NUL character"
-        await problem(422, "Invalid request", f"{field}: {reason}", errors=[{"field": field, "reason": reason}])(
-            scope, receive, send
-        )
+        language = i18n.language_of(dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1"))
+        reason = i18n.translate("holds a NUL character", language)
+        refusal = problem(422, "Invalid request", f"{field}: {reason}", language, errors=[{"field": field, "reason": reason}])
+        await refusal(scope, receive, send)
 
 
 def _nul_in_request_line(scope: Scope) -> str | None:
@@ -309,20 +331,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_middleware(_NoNulInText)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [_reason(e) for e in error.errors()]
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        language = language_of(request.headers)
+        errors = [_reason(e, language) for e in error.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return problem(422, "Invalid request", detail, errors=errors)
+        return problem(422, "Invalid request", detail, language, errors=errors)
 
     @app.exception_handler(Refused)
-    async def refused(_: Request, error: Refused) -> JSONResponse:
+    async def refused(request: Request, error: Refused) -> JSONResponse:
+        language = language_of(request.headers)
         status = next((code for kind, code in _STATUS_OF if isinstance(error, kind)), 400)
         extra: dict[str, Any] = jsonable_encoder(error.details)  # times, decimals: as JSON says them
         if error.field:
-            extra["errors"] = [{"field": error.field, "reason": error.message}]
+            extra["errors"] = [{"field": error.field, "reason": i18n.translate(error.message, language)}]
         for reserved in ("type", "title", "status", "detail"):  # RFC 9457's own members win
             extra.pop(reserved, None)
-        answer = problem(status, type(error).__name__, error.message, **extra)
+        answer = problem(status, type(error).__name__, error.message, language, **extra)
         if isinstance(error, NotAuthenticated):
             answer.headers["WWW-Authenticate"] = 'Bearer realm="beacon"'
         if isinstance(error, TooManyAttempts):
@@ -330,19 +354,95 @@ def install_problem_handlers(app: FastAPI) -> None:
         return answer
 
     @app.exception_handler(ConcurrencyConflict)
-    async def conflict(_: Request, error: ConcurrencyConflict) -> JSONResponse:
-        return problem(409, "Concurrent change", str(error), aggregate_type=error.aggregate_type, aggregate_id=error.aggregate_id)
+    async def conflict(request: Request, error: ConcurrencyConflict) -> JSONResponse:
+        return problem(
+            409, "Concurrent change", str(error), language_of(request.headers),
+            aggregate_type=error.aggregate_type, aggregate_id=error.aggregate_id,
+        )  # fmt: skip
 
     @app.exception_handler(IntegrityError)
-    async def integrity(_: Request, error: IntegrityError) -> JSONResponse:
+    async def integrity(request: Request, error: IntegrityError) -> JSONResponse:
         # A uniqueness rule caught a race the handler's own check could not see.
-        return problem(409, "Concurrent change", "another request changed the same thing first; retry")
+        return problem(409, "Concurrent change", "another request changed the same thing first; retry", language_of(request.headers))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        language = language_of(request.headers)
         if error.status_code == 400 and error.__cause__ is not None:
             # FastAPI could not read the body as JSON at all (not UTF-8, say): invalid input like
             # malformed JSON, which it answers with 422 itself.
             reason = "not JSON in UTF-8" if isinstance(error.__cause__, UnicodeDecodeError) else "not readable as JSON"
-            return problem(422, "Invalid request", f"body: {reason}", errors=[{"field": "body", "reason": reason}])
-        return problem(error.status_code, "HTTP error", str(error.detail))
+            said = i18n.translate(reason, language)
+            return problem(422, "Invalid request", f"body: {said}", language, errors=[{"field": "body", "reason": said}])
+        return problem(error.status_code, "HTTP error", str(error.detail), language)
+
+
+# What a page served by another service may send and read (see `install_cors`).
+_CORS_HEADERS = ("Authorization", "Content-Type", "Accept-Language", CORRELATION_HEADER, "traceparent", "tracestate")
+_CORS_EXPOSED = ("Retry-After", "Content-Language", "Content-Disposition", CORRELATION_HEADER)
+
+
+def install_cors(app: FastAPI, origins: Iterable[str]) -> None:
+    """Lets pages of the listed origins (`BEACON_CORS_ORIGINS`: the other services' own, as
+    `scheme://host:port`) call this service from a browser, and no other page. Access tokens
+    travel in the Authorization header, never in cookies: no credentials are allowed. The
+    middleware reads `app.state.cors_origins` itself, so an origin added there counts at once
+    (a test adds the ports its services got)."""
+    app.state.cors_origins = allowed = {origin.strip().rstrip("/") for origin in origins if origin.strip()}
+    app.add_middleware(
+        CORSMiddleware, allow_origins=allowed, allow_methods=sorted(_METHODS - {"HEAD", "OPTIONS"}),
+        allow_headers=_CORS_HEADERS, expose_headers=_CORS_EXPOSED, max_age=600,
+    )  # fmt: skip
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_READ_HEADERS = {b"traceparent", b"tracestate", CORRELATION_HEADER.lower().encode()}
+
+
+class ObservedRequests:
+    """Each request counted and timed by its route's template (never the path: one series per
+    route, not per id), handled in a span that continues the caller's trace (`traceparent`), and
+    under a correlation id (the caller's `X-Correlation-Id` if it is a UUID, else a new one) that
+    its log lines and events carry and its answer returns."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _READ_HEADERS}
+        correlation_id = correlation_from(headers.get(CORRELATION_HEADER.lower())) or new_event_id()
+        returned = (CORRELATION_HEADER.lower().encode(), str(correlation_id).encode())
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        status = 500  # unless an answer starts: the exception's, sent by Starlette outside us
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), returned]}
+            await send(message)
+
+        started = time.perf_counter()
+        with (
+            correlated(correlation_id),
+            tracer.start_as_current_span(
+                method, context=parent_from(headers), kind=SpanKind.SERVER, record_exception=True
+            ) as span,
+        ):
+            try:
+                await self.app(scope, receive, answer)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {"http.request.method": method, "http.route": route, "http.response.status_code": status,
+                     "beacon.correlation_id": str(correlation_id)}
+                )  # fmt: skip
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                self.metrics.requests.labels(route, method, str(status)).inc()
+                self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)

@@ -11,6 +11,8 @@ import shared.events  # noqa: F401  (registers the catalog)
 from services.dispatch import store, subscribers
 from services.dispatch.api import activities as activity_routes
 from services.dispatch.api import attendance as attendance_routes
+from services.dispatch.api import board as board_routes
+from services.dispatch.api import mine as mine_routes
 from services.dispatch.api import orders as order_routes
 from services.dispatch.api import pages as page_routes
 from services.dispatch.api import records as record_routes
@@ -35,6 +37,10 @@ class DispatchSettings(ServiceSettings):
     shift_code_secret: str = ""  # base64 of at least 16 bytes: signs the shifts' rotating QR codes
     shift_code_period_seconds: int = 30
     public_url: str = ""  # the base URL phones reach dispatch at; the request's own when empty
+    # Where browsers reach registry and points, for the pages' calls (api/board.py); when empty,
+    # the same host as the page at their default ports.
+    registry_url: str = ""
+    points_url: str = ""
 
 
 def shift_code_secret(settings: DispatchSettings) -> bytes:
@@ -52,9 +58,13 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     dispatch_settings = base if isinstance(base, DispatchSettings) else DispatchSettings(**base.model_dump())
     runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry", "points"))
     events = runtime.store
-    subscribe(runtime.broker, subscribers.reactor(events), "registry")
-    subscribe(runtime.broker, subscribers.records_reactor(events), "dispatch")
-    subscribe(runtime.broker, subscribers.time_bank_reactor(events), "points")
+    for reactor, context in (
+        (subscribers.reactor(events), "registry"),
+        (subscribers.records_reactor(events), "dispatch"),
+        (subscribers.time_bank_reactor(events), "points"),
+    ):
+        subscribe(runtime.broker, reactor, context)
+        runtime.reads(f"{reactor.name}-{context}", context, reactor.handlers.__contains__)
     runtime.add_worker(clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every))
     runtime.add_worker(
         clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)
@@ -67,10 +77,13 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
         attendance_routes.router,
         page_routes.router,
         record_routes.router,
+        board_routes.router,
+        mine_routes.router,
         title="Beacon dispatch",
         description="Orders, activities and shifts, QR attendance, service records.",
     )
     app.state.shift_codes = ShiftCodes(shift_code_secret(dispatch_settings), dispatch_settings.shift_code_period_seconds)
     app.state.public_url = dispatch_settings.public_url
+    app.state.service_urls = {"registry": dispatch_settings.registry_url, "points": dispatch_settings.points_url}
     app.state.clock = utcnow
     return app

@@ -11,6 +11,7 @@ from services.points.api import routers
 from services.points.books import RuleCache
 from shared.audit import audit_router
 from shared.envelope import utcnow
+from shared.leadership import Leadership
 from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
 from shared.subscriber import subscribe
@@ -25,7 +26,9 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     runtime = ServiceRuntime(settings, store.schema, consumes=("registry", "dispatch"))
     events = runtime.store
     rule_cache = RuleCache()
-    subscribe(runtime.broker, subscribers.registry_reactor(events, rule_cache), "registry")
+    registry = subscribers.registry_reactor(events, rule_cache)
+    subscribe(runtime.broker, registry, "registry")
+    runtime.reads(f"{registry.name}-registry", "registry", registry.handlers.__contains__)
     ledger = subscribers.ledger_follower(events, rule_cache)
     orders = subscribers.orders_follower(events)
 
@@ -35,8 +38,15 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     async def follow_orders(nc: Client) -> None:
         await orders.follow(nc, "dispatch")
 
-    runtime.add_worker(post_service_records)
-    runtime.add_worker(follow_orders)
+    # Each follower runs in one replica at a time, the two in different ones when there are two.
+    followers = Leadership(runtime.engine, "points")
+    followers.add(ledger.name, post_service_records)
+    followers.add(orders.name, follow_orders)
+    runtime.add_worker(followers.run)
+    for follower in (ledger, orders):
+        runtime.reads(follower.name, "dispatch", follower.handles, subject=follower.subject, durable=False)
+    runtime.metrics.watch_follower(ledger, "dispatch")
+    runtime.metrics.watch_follower(orders, "dispatch")
     runtime.add_worker(clock_job("expired points", lambda: handlers.expire_due(events, utcnow()), clock_every))
     runtime.add_worker(
         clock_job("unused reservations", lambda: timebank.release_unused(events, utcnow()), RESERVATIONS_EVERY_SECONDS)
@@ -49,5 +59,6 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     )
     app.state.rule_cache = rule_cache
     app.state.ledger = ledger
+    app.state.followers = followers
     app.state.clock = utcnow
     return app

@@ -255,9 +255,9 @@ def restar(account: Account, thresholds: tuple[Decimal, ...]) -> list[StarLevelA
     level = rules.star_level(account.hours, thresholds)
     previous, account.star_level = account.star_level, level
     if level > previous:
-        return [StarLevelAwarded(volunteer_number=account.volunteer_number, level=level, previous_level=previous, total_hours=account.hours)]
+        return [StarLevelAwarded(volunteer_number=account.volunteer_number, star_level=level, previous_star_level=previous, total_hours=account.hours)]
     if level < previous:
-        return [StarLevelLowered(volunteer_number=account.volunteer_number, level=level, previous_level=previous, total_hours=account.hours)]
+        return [StarLevelLowered(volunteer_number=account.volunteer_number, star_level=level, previous_star_level=previous, total_hours=account.hours)]
     return []
 
 
@@ -287,7 +287,7 @@ def fold(accounts: dict[str, Account], event: object) -> None:
         case PointsExpired():
             accounts[event.volunteer_number].lots.pop(event.expires_on, None)
         case StarLevelAwarded() | StarLevelLowered():
-            accounts[event.volunteer_number].star_level = event.level
+            accounts[event.volunteer_number].star_level = event.star_level
         case RedemptionReserved():
             account = accounts[event.volunteer_number]
             for share in event.taken_from:

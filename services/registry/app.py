@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 import shared.events  # noqa: F401  (registers the catalog)
-from services.registry import credentials, store
-from services.registry.api import accounts, auth, imports, org, teams, training, volunteers
+from services.registry import credentials, store, subscribers
+from services.registry.api import accounts, auth, certificates, imports, org, teams, training, volunteers
 from services.registry.handlers import Registry
 from services.registry.handlers import sign_in as sign_in_handlers
 from services.registry.handlers import volunteers as volunteer_handlers
@@ -23,6 +23,7 @@ from shared.devkeys import beside_sqlite, public_pem_of
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
 from shared.settings import ServiceSettings
+from shared.subscriber import subscribe
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ async def expire_certifications_daily(registry: Registry) -> None:
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     base = (settings or RegistrySettings()).for_service("registry")
     registry_settings = base if isinstance(base, RegistrySettings) else RegistrySettings(**base.model_dump())
-    runtime = ServiceRuntime(registry_settings, store.schema)
+    # Registry follows dispatch's service records, to certify them (志愿服务记录证明).
+    runtime = ServiceRuntime(registry_settings, store.schema, consumes=("dispatch",))
     registry = Registry(runtime.store, Vault(vault_keys(registry_settings)))
     signing_key = credentials.signing_key(
         registry_settings.jwt_private_key_file, registry_settings.jwt_public_key_file, registry_settings.database_url
@@ -68,6 +70,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def expiry_job(_: Client) -> None:
         await expire_certifications_daily(registry)
 
+    records = subscribers.records_reactor(runtime.store)
+    subscribe(runtime.broker, records, "dispatch", subject=subscribers.RECORD_SUBJECTS)
+    runtime.reads(
+        f"{records.name}-dispatch", "dispatch", records.handlers.__contains__, subject=subscribers.RECORD_SUBJECTS
+    )
     runtime.add_worker(expiry_job)
     runtime.add_worker(
         clock_job("sign-in clean-up", lambda: sign_in_handlers.forget_expired(registry, utcnow()), every=3600)
@@ -75,7 +82,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app = runtime.create_app(
         audit_router("volunteer", "/volunteers/{aggregate_id}/audit", "volunteers"),
         org.router, imports.router, volunteers.router, teams.router, training.router, auth.router, accounts.router,
-        title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training, sign-in.",
+        certificates.router,
+        title="Beacon registry", description="Org tree, practice sites, volunteers, teams, training, sign-in, service-record certificates.",
     )  # fmt: skip
     app.state.registry = registry
     app.state.token_issuer = TokenIssuer(signing_key)

@@ -35,6 +35,7 @@ from shared.devkeys import load_or_make_key_pair
 from shared.envelope import utcnow
 from shared.errors import Conflict, Refused
 from shared.eventstore import EventStore
+from shared.migrations import migrations_of
 
 SHOWN_PROBLEMS = 20
 
@@ -70,7 +71,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     report_file = args.report.open("w", encoding="utf-8-sig", newline="") if args.report else None
     latest: list[ImportReport] = []  # how far it got, should the database fail half-way
     try:
-        await registry.events.create_tables()
+        await migrations_of("registry").upgrade(engine)
         size = args.file.stat().st_size
         with args.file.open("rb") as file, Progress(
             TextColumn("importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]} rows, {task.fields[rate]} rows/s"),
@@ -139,7 +140,7 @@ async def _create_admin(args: argparse.Namespace, password: str) -> int:
     engine = make_engine(settings.database_url)
     registry = Registry(EventStore(engine, store.schema), Vault(vault_keys(settings)))
     try:
-        await registry.events.create_tables()
+        await migrations_of("registry").upgrade(engine)
         account_id = await open_first_admin(
             registry, auth.Actor(args.actor), username=args.username, password=password, city=args.city, now=utcnow()
         )

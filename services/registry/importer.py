@@ -387,11 +387,13 @@ async def import_volunteers(
     keep_problems: int = KEEP_PROBLEMS,
     problems_to: TextIO | None = None,
     on_batch: Callable[[ImportReport], None] | None = None,
+    reaches: Callable[[tuple[str, ...]], bool] = lambda path: True,
 ) -> ImportReport:
     """Import volunteers from CSV bytes, `batch_size` rows per transaction.
 
     A header that lacks a required column, or a file in neither UTF-8 nor GB18030, raises
-    Invalid before anything is written. Rows are read as they are needed: parsing happens in a
+    Invalid before anything is written. Rows are registered only into communities the importer
+    `reaches` (a signed-in caller's part of the tree; the command line's operator, anywhere). Rows are read as they are needed: parsing happens in a
     worker thread (an async source is read on this loop), registering on this loop.
     """
     started = time.perf_counter()
@@ -405,7 +407,7 @@ async def import_volunteers(
         report.rows += len(batch)
         problems: list[Problem] = []
         volunteers = [row.volunteer for row in batch if row.volunteer is not None]
-        registered = iter(await handlers.register_batch(registry, actor, volunteers, today))
+        registered = iter(await handlers.register_batch(registry, actor, volunteers, today, reaches))
         for row in batch:
             outcome = row.refusal or next(registered)
             if isinstance(outcome, str):

@@ -14,9 +14,11 @@ from sqlalchemy import (
     Date,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Table,
     bindparam,
@@ -215,6 +217,60 @@ sign_in_failures = Table(
     Column("failures", Integer, nullable=False),
     Column("first_failed_at", UtcDateTime, nullable=False),
     Column("locked_until", UtcDateTime, index=True),
+)
+
+
+# Service records as dispatch publishes them (subscribers.py follows its hour-bearing events): what
+# a certificate may cover. A record's row follows its newest event (`version`); an older one that
+# arrives late changes nothing.
+service_records = Table(
+    "service_records",
+    metadata,
+    Column("record_id", String(20), primary_key=True),
+    Column("volunteer_number", String(20), nullable=False),
+    Column("event_id", String(36), nullable=False),  # the event that set what it counts now
+    Column("version", Integer, nullable=False),
+    Column("state", String(10), nullable=False),  # confirmed, revoked
+    Column("service_date", Date, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("hours", Numeric(8, 2), nullable=False),
+    Column("site_id", String(40), nullable=False),
+    Column("activity_id", String(40), nullable=False),
+    Column("field", String(40), nullable=False),
+    Column("group_served", String(30), nullable=False),
+    Index("ix_service_records_volunteer_date", "volunteer_number", "service_date"),
+)
+
+# Certificates (志愿服务记录证明) and the records each covers, as they stood when it was issued.
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("certificate_number", String(20), primary_key=True),
+    Column("volunteer_number", String(20), nullable=False, index=True),
+    Column("period_from", Date, nullable=False),
+    Column("period_to", Date, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("issuer_code", String(40), nullable=False),
+    Column("issuer_name", String(100), nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("total_minutes", Integer, nullable=False),
+    Column("total_hours", Numeric(10, 2), nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+certificate_records = Table(
+    "certificate_records",
+    metadata,
+    Column("certificate_number", String(20), primary_key=True),
+    Column("record_id", String(20), primary_key=True),
+    Column("event_id", String(36), nullable=False),
+    Column("service_date", Date, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("hours", Numeric(8, 2), nullable=False),
+    Column("site_id", String(40), nullable=False),
+    Column("activity_id", String(40), nullable=False),
+    Column("field", String(40), nullable=False),
+    Column("group_served", String(30), nullable=False),
 )
 
 

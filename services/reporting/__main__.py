@@ -16,6 +16,7 @@ def rebuild(argv: list[str]) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from services.reporting.app import build
+    from shared.migrations import migrations_of
     from shared.settings import ServiceSettings
 
     parser = argparse.ArgumentParser(prog="python -m services.reporting rebuild", description="Rebuild every figure from the streams.")
@@ -28,10 +29,10 @@ def rebuild(argv: list[str]) -> None:
     settings = ServiceSettings(**overrides).for_service("reporting")
 
     async def run() -> None:
-        runtime, projector = build(settings)
+        runtime, projector, _followers = build(settings)
         if processes:
             projector.rebuild_processes = processes
-        await runtime.store.create_tables()
+        await migrations_of("reporting").upgrade(runtime.engine)
         await projector.setup()
         nc = await connect(**settings.nats_connect_options())
         started = time.monotonic()

@@ -7,7 +7,7 @@ import time
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from services.reporting.queries import (
     children,
     figures_at,
     figures_for,
+    node_path,
     order_times,
     party_targets,
     period_of,
@@ -30,9 +31,9 @@ from shared.auth import STAFF, Role
 from shared.citytime import city_date
 from shared.db import reading
 from shared.envelope import utcnow
-from shared.errors import Conflict, Invalid
+from shared.errors import Conflict, Invalid, NotFound
 from shared.replay import Projector
-from shared.web import ANYONE, allow
+from shared.web import ANYONE, CurrentActor, allow
 
 router = APIRouter()
 
@@ -59,7 +60,29 @@ async def dashboard(request: Request) -> HTMLResponse:
     async with reading(projector.engine) as conn:
         # The city when there is one, else the first node known (a district alone, say).
         top = await conn.scalar(select(nodes.c.code).order_by((nodes.c.level != "city"), nodes.c.code).limit(1))
-    return HTMLResponse(web.render("services.reporting", "dashboard.html", code=top or ""), headers={"Cache-Control": "no-store"})
+    return HTMLResponse(
+        web.render("services.reporting", "dashboard.html", code=top or ""), headers={"Cache-Control": "no-store"}
+    )
+
+
+async def node_in_reach(
+    code: Annotated[str, Path(max_length=15, description="An org unit's division code.")],
+    request: Request,
+    actor: CurrentActor,
+) -> str:
+    """A node of the org tree the caller reaches: staff whose own node is on its path (a district's
+    staff reach its streets and communities), the city admin every node. Any other is answered as
+    a code the tree does not have (shared/auth.py)."""
+    projector = _projector(request)
+    nodes = projector.projection.figure_tables(await projector.active_generation()).nodes  # type: ignore[attr-defined]
+    async with reading(projector.engine) as conn:
+        path = await node_path(conn, nodes, code)
+    if path is None or not actor.reaches(path):
+        raise NotFound(f"unknown org unit {code}")
+    return code
+
+
+NodeInReach = Annotated[str, Depends(node_in_reach)]
 
 
 def _period(period: str | None, start: date | None, end: date | None) -> tuple[date | None, date | None]:
@@ -74,12 +97,14 @@ def _period(period: str | None, start: date | None, end: date | None) -> tuple[d
 
 @router.get("/figures/{code}", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
 async def get_figures(
-    code: str,
+    code: NodeInReach,
     request: Request,
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
     start: From = None,
     end: To = None,
-    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    form: Annotated[
+        str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")
+    ] = "json",
     at: Annotated[
         AwareDatetime | None,
         Query(description="A past moment (with its zone): the figures as they stood then, that day replayed up to it."),
@@ -103,15 +128,19 @@ async def get_figures(
         return answer
     in_period = answer.get("period", {}).get("figures", {})
     names = sorted(set(answer["figures"]) | set(in_period))
-    rows = [(name, answer["figures"].get(name, 0), in_period.get(name, 0) if "period" in answer else None) for name in names]
+    rows = [
+        (name, answer["figures"].get(name, 0), in_period.get(name, 0) if "period" in answer else None) for name in names
+    ]
     return exports.table(f"figures-{code}", ("figure", "as_of", "in_period"), rows, form)
 
 
 @router.get("/figures/{code}/trend", **allow(*STAFF), tags=["figures"], responses=web.problems(404))
 async def get_trend(
-    code: str,
+    code: NodeInReach,
     request: Request,
-    figure: Annotated[str, Query(min_length=1, max_length=80, description="e.g. volunteers.registered, service.hours.")],
+    figure: Annotated[
+        str, Query(min_length=1, max_length=80, description="e.g. volunteers.registered, service.hours.")
+    ],
     by: Annotated[str, Query(pattern="^(day|month)$")] = "month",
     start: From = None,
     end: To = None,
@@ -131,21 +160,25 @@ async def get_trend(
 
 
 @router.get("/figures/{code}/children", **allow(*STAFF), tags=["figures"], responses=web.problems(404))
-async def get_children(code: str, request: Request) -> dict[str, Any]:
+async def get_children(code: NodeInReach, request: Request) -> dict[str, Any]:
     """The node's children with their headline figures: bars by district, and the way down."""
     projector = _projector(request)
     generation = await projector.active_generation()
     return await children(projector.engine, projector.projection, generation, code, HEADLINE)  # type: ignore[arg-type]
 
 
-@router.get("/figures/{code}/orders", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get(
+    "/figures/{code}/orders", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)}
+)
 async def get_order_times(
-    code: str,
+    code: NodeInReach,
     request: Request,
     period: Annotated[str | None, Query(description="A year, month or day: 2026, 2026-11, 2026-11-23.")] = None,
     start: From = None,
     end: To = None,
-    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    form: Annotated[
+        str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")
+    ] = "json",
 ) -> Any:
     """Orders placed in the period: the minutes to dispatch and to accept (median, p90)."""
     start, end = _period(period, start, end)
@@ -161,13 +194,20 @@ async def get_order_times(
     return exports.table(f"orders-{code}", ("step", "orders", "median_minutes", "p90_minutes"), rows, form)
 
 
-@router.get("/figures/{code}/top-volunteers", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get(
+    "/figures/{code}/top-volunteers",
+    **allow(*STAFF),
+    tags=["figures"],
+    responses={**exports.DOWNLOADS, **web.problems(404)},
+)
 async def get_top_volunteers(
-    code: str,
+    code: NodeInReach,
     request: Request,
     year: Annotated[int | None, Query(ge=2000, le=2200, description="This year when absent.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 10,
-    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    form: Annotated[
+        str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")
+    ] = "json",
 ) -> Any:
     """The node's volunteers with the most confirmed hours in the year (by volunteer number)."""
     projector = _projector(request)
@@ -180,13 +220,17 @@ async def get_top_volunteers(
     return exports.table(f"top-volunteers-{code}-{year}", ("rank", "volunteer_number", "hours"), rows, form)
 
 
-@router.get("/figures/{code}/top-teams", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get(
+    "/figures/{code}/top-teams", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)}
+)
 async def get_top_teams(
-    code: str,
+    code: NodeInReach,
     request: Request,
     year: Annotated[int | None, Query(ge=2000, le=2200, description="This year when absent.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 10,
-    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    form: Annotated[
+        str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")
+    ] = "json",
 ) -> Any:
     """The node's active teams with the most confirmed hours in the year: the hours their
     members of now served that year."""
@@ -200,12 +244,21 @@ async def get_top_teams(
     return exports.table(f"top-teams-{code}-{year}", ("rank", "team_id", "name", "members", "hours"), rows, form)
 
 
-@router.get("/figures/{code}/party-members", **allow(*STAFF), tags=["figures"], responses={**exports.DOWNLOADS, **web.problems(404)})
+@router.get(
+    "/figures/{code}/party-members",
+    **allow(*STAFF),
+    tags=["figures"],
+    responses={**exports.DOWNLOADS, **web.problems(404)},
+)
 async def get_party_targets(
-    code: str,
+    code: NodeInReach,
     request: Request,
-    year: Annotated[int | None, Query(ge=2000, le=2200, description="The year whose hours count; this year when absent.")] = None,
-    form: Annotated[str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")] = "json",
+    year: Annotated[
+        int | None, Query(ge=2000, le=2200, description="The year whose hours count; this year when absent.")
+    ] = None,
+    form: Annotated[
+        str, Query(alias="format", pattern="^(json|csv|xlsx)$", description="json, or a csv or xlsx download.")
+    ] = "json",
 ) -> Any:
     """Party-member targets: registered (target 60% of party members), 25 hours a year, reported
     in to their community (target 70%), and who falls short."""
@@ -216,7 +269,9 @@ async def get_party_targets(
     if form == "json":
         return answer
     rows = [(m["volunteer_number"], m["reported_in"], m["hours"]) for m in answer["falling_short"]]
-    return exports.table(f"party-members-falling-short-{code}-{year}", ("volunteer_number", "reported_in", "hours"), rows, form)
+    return exports.table(
+        f"party-members-falling-short-{code}-{year}", ("volunteer_number", "reported_in", "hours"), rows, form
+    )
 
 
 class RebuildStatus:

@@ -12,12 +12,13 @@ from services.reporting import api
 from services.reporting.api import RebuildStatus
 from services.reporting.projection import Figures
 from shared.eventstore import EventStoreSchema
+from shared.leadership import Leadership
 from shared.replay import Projector
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 
 
-def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
+def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector, Leadership]:
     runtime = ServiceRuntime(
         settings, EventStoreSchema(MetaData()), owns_stream=False, consumes=Figures.contexts
     )
@@ -29,15 +30,21 @@ def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector]:
         nats_connect=settings.nats_connect_options(),
     )
     runtime.on_start(projector.setup)
+    runtime.metrics.watch_projector(projector)
+    # Each stream is followed in one replica at a time; replicas share the streams out.
+    followers = Leadership(runtime.engine, "reporting")
     for context in Figures.contexts:
-        runtime.add_worker(lambda nc, context=context: projector.follow(nc, context))
-    return runtime, projector
+        followers.add(context, lambda nc, context=context: projector.follow(nc, context))
+        runtime.reads(projector.consumer_name, context, projector.projection.handles, durable=False)
+    runtime.add_worker(followers.run)
+    return runtime, projector, followers
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = (settings or ServiceSettings()).for_service("reporting")
-    runtime, projector = build(settings)
+    runtime, projector, followers = build(settings)
     app = runtime.create_app(api.router, title="Beacon reporting", description="Every published figure, from the streams.")
     app.state.projector = projector
+    app.state.followers = followers
     app.state.rebuild = RebuildStatus()
     return app

@@ -310,10 +310,10 @@ class Tally:
             case points_events.PointsExpired():
                 add("points.expired", event.points)
             case points_events.StarLevelAwarded() | points_events.StarLevelLowered():
-                if event.level:
-                    add(f"stars.level.{event.level}")
-                if event.previous_level:
-                    add(f"stars.level.{event.previous_level}", -1)
+                if event.star_level:
+                    add(f"stars.level.{event.star_level}")
+                if event.previous_star_level:
+                    add(f"stars.level.{event.previous_star_level}", -1)
             # --- registry ---
             case registry_events.VolunteerRegistered():
                 if not again and await pending.members.get(event.volunteer_number) is not None:

@@ -331,6 +331,23 @@ async def order_times(
     }
 
 
+async def node_path(conn: Any, nodes: Any, code: str) -> tuple[str, ...] | None:
+    """Where a node stands in the tree: the codes from the district down to it (the city's own
+    node has none: every path starts below the city, see shared/auth.py); None for a code the
+    tree does not have."""
+    path: list[str] = []
+    node: str | None = code
+    while node is not None and len(path) <= 10:  # a tree is a few levels deep: a loop is broken data
+        row = (await conn.execute(select(nodes.c.parent_code, nodes.c.level).where(nodes.c.code == node))).first()
+        if row is None:
+            return None if node == code else tuple(reversed(path))
+        if row.level == "city":
+            break
+        path.append(node)
+        node = row.parent_code
+    return tuple(reversed(path))
+
+
 async def _node(conn: Any, nodes: Any, code: str) -> Any:
     node = (await conn.execute(select(nodes).where(nodes.c.code == code))).mappings().first()
     if node is None:
@@ -415,7 +432,7 @@ async def children(
                 "level": k["level"],
                 "population": k["population"],
                 "figures": _shaped(values.get(k["code"], {})),
-            }  # fmt: skip
+            }
             for k in kids
         ],
     }

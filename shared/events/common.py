@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import StringConstraints
+from pydantic import AfterValidator, StringConstraints
+
+from shared.logmask import mask_personal_data
 
 
 class OrgLevel(StrEnum):
@@ -96,4 +98,14 @@ SKILLS = frozenset(
         "translation", "sign_language", "fitness_coaching", "gardening", "disaster_relief",
     }
 )
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=20, strip_whitespace=True)]
+
+
+def _no_personal_data(text: str) -> str:
+    """Free text that goes into an event must not carry an ID number or a mobile number: events
+    are public and personal data stays in registry's sealed columns."""
+    if mask_personal_data(text) != text:
+        raise ValueError("holds what reads as a resident ID number or a mobile number: personal data is not published")
+    return text
+
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=20, strip_whitespace=True), AfterValidator(_no_personal_data)]

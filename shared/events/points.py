@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -199,9 +199,41 @@ class PointsExpired(Event):
     expires_on: date
 
 
-@catalog.register(context="points", aggregate="account", action="star_level_awarded")
+@catalog.register(context="points", aggregate="account", action="star_level_awarded", version=2)
 class StarLevelAwarded(Event):
-    """The volunteer's cumulative confirmed hours reached `level` stars (1–5)."""
+    """The volunteer's cumulative confirmed hours (`total_hours`) reached the city's threshold for
+    `star_level` stars (1–5); they held `previous_star_level` before (0: none). Several stars at
+    once are one event. Version 2 names the levels as points' API does (v1: `level` and
+    `previous_level`)."""
+
+    volunteer_number: VolunteerNumber
+    star_level: int = Field(ge=1, le=5)
+    previous_star_level: int = Field(ge=0, le=5)
+    total_hours: Hours
+
+
+@catalog.register(context="points", aggregate="account", action="star_level_lowered", version=2)
+class StarLevelLowered(Event):
+    """Revoked hours (or raised thresholds) took the volunteer below their level's threshold: they
+    hold `star_level` stars now (0: none), `previous_star_level` before. Version 2 names the
+    levels as points' API does (v1: `level` and `previous_level`)."""
+
+    volunteer_number: VolunteerNumber
+    star_level: int = Field(ge=0, le=5)
+    previous_star_level: int = Field(ge=1, le=5)
+    total_hours: Hours
+
+
+# Superseded versions: the stream keeps their messages for good, and every reader is given them
+# as the current version (shared/catalog.py). Nothing publishes them any more.
+
+
+@catalog.register(
+    context="points", aggregate="account", action="star_level_awarded", version=1, name="StarLevelAwarded"
+)
+class StarLevelAwardedV1(Event):
+    """Superseded by version 2 (same meaning, levels renamed): the volunteer's cumulative
+    confirmed hours reached `level` stars (1–5)."""
 
     volunteer_number: VolunteerNumber
     level: int = Field(ge=1, le=5)
@@ -209,14 +241,25 @@ class StarLevelAwarded(Event):
     total_hours: Hours
 
 
-@catalog.register(context="points", aggregate="account", action="star_level_lowered")
-class StarLevelLowered(Event):
-    """Revoked hours (or raised thresholds) took the volunteer below their level's threshold."""
+@catalog.register(
+    context="points", aggregate="account", action="star_level_lowered", version=1, name="StarLevelLowered"
+)
+class StarLevelLoweredV1(Event):
+    """Superseded by version 2 (same meaning, levels renamed): revoked hours (or raised
+    thresholds) took the volunteer below their level's threshold."""
 
     volunteer_number: VolunteerNumber
     level: int = Field(ge=0, le=5)
     previous_level: int = Field(ge=1, le=5)
     total_hours: Hours
+
+
+@catalog.upcaster(StarLevelAwardedV1, StarLevelAwarded)
+@catalog.upcaster(StarLevelLoweredV1, StarLevelLowered)
+def star_levels_renamed(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2 of the star events: `level` is `star_level`, `previous_level` `previous_star_level`."""
+    rest = {k: v for k, v in payload.items() if k not in ("level", "previous_level")}
+    return rest | {"star_level": payload["level"], "previous_star_level": payload["previous_level"]}
 
 
 class LotShare(BaseModel):

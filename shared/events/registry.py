@@ -6,6 +6,7 @@ only by its account id, never by its username or password."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AwareDatetime as AwareDatetimeField
@@ -334,3 +335,39 @@ class PasswordChanged(Event):
 
     account_id: AccountId
     reset: bool
+
+
+# --- Service-record certificates (志愿服务记录证明) -------------------------------------------------
+
+CertificateNumber = Annotated[str, StringConstraints(pattern=r"^ZYZM-\d{4}-\d{6}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+CertifiedHours = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+
+
+@catalog.register(context="registry", aggregate="certificate", action="issued")
+class CertificateIssued(Event):
+    """A service-record certificate (志愿服务记录证明, per the 2020 national measures) was issued to a
+    volunteer over their confirmed service records in a period. `digest` is the SHA-256 (lower-case
+    hex) of the UTF-8 text of the records' event ids (the confirmation or last adjustment of each,
+    as dispatch published it), lower-case, sorted, joined by a newline: anyone holding those
+    events can recompute it, and registry's public verification answers whether a paper's digest
+    is the one issued under its number and whether its records still stand. `issuer_code` is the
+    org unit (division code) or practice site (site id) in whose name it was issued. The envelope's
+    `org_path` is the volunteer's. No name or ID number: they are printed on the paper only."""
+
+    certificate_number: CertificateNumber
+    volunteer_number: VolunteerNumber
+    period_from: date = Field(description="First day of service covered (city time).")
+    period_to: date = Field(description="Last day of service covered (city time).")
+    record_count: int = Field(ge=1, le=100_000)
+    total_minutes: int = Field(ge=0)
+    total_hours: CertifiedHours = Field(description="The sum of the records' confirmed hours.")
+    digest: Sha256Hex
+    issuer_code: str = Field(min_length=1, max_length=40, description="A division code or a site id.")
+    issued_at: AwareDatetimeField
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CertificateIssued:
+        if self.period_to < self.period_from:
+            raise ValueError("a certificate's period ends on or after the day it starts")
+        return self

@@ -81,6 +81,6 @@ def a_city() -> Streams:
     posting = dict(volunteer_number="V00000001", record_id="R00000001", service_date=NOV_20, service_district=DISTRICT, rule_version=0)  # fmt: skip
     s.add(p.ServiceCredited(**posting, change="confirmed", hours=Decimal(2), points=20, time_credit_minutes=120, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
     s.add(p.ServiceDebited(**posting, change="adjusted", hours=Decimal("0.5"), points=5, time_credit_minutes=30, total_hours=Decimal("1.5")), "V00000001", AT_HEPING, DEC_5)
-    s.add(p.StarLevelAwarded(volunteer_number="V00000001", level=1, previous_level=0, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
+    s.add(p.StarLevelAwarded(volunteer_number="V00000001", star_level=1, previous_star_level=0, total_hours=Decimal(2)), "V00000001", AT_HEPING, NOV_20)
     s.add(p.RedemptionHandedOver(redemption_id="RD00000001", volunteer_number="V00000001", site_id="ST-HEPING", points=10, at=on(DEC_5)), "RD00000001", AT_HEPING, DEC_5)
     return s

@@ -1,20 +1,26 @@
 """A real NATS server with JetStream for the tests: a container where Docker answers, else a
-nats-server process on a free port with its own store directory."""
+nats-server process on a free port with its own store directory; and a three-node cluster of such
+processes (`nats_cluster`)."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import re
 import shutil
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from deploy.nats_keys import seed_file, write_service_keys
-from shared.natsserver import LocalNatsServer
+from shared.natsserver import LocalNatsServer, free_port
 from tests.infra.docker import docker_available
 
 
@@ -44,17 +50,130 @@ def restartable_nats_server() -> Iterator[LocalNatsServer]:
             server.stop()
 
 
-async def streams_exist(nats_url: str, *contexts: str) -> None:
+class NatsCluster:
+    """Three nats-server processes on deploy/nats/cluster/node.conf, on loopback: any node can be
+    killed and started again on its own port and store."""
+
+    def __init__(self, nodes: dict[str, LocalNatsServer], monitoring: dict[str, int], keys: Path | None) -> None:
+        self.nodes = nodes
+        self.monitoring = monitoring
+        self.keys = keys  # with users: this run's seeds
+
+    def seed_file(self, service: str) -> Path:
+        assert self.keys is not None, "a cluster without users has no seeds"
+        return seed_file(self.keys, service)
+
+    def violations(self) -> list[str]:
+        return [
+            line
+            for node in self.nodes.values()
+            if node.log_file is not None
+            for line in node.log_file.read_text().splitlines()
+            if "Violation" in line
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes.values()]
+
+    @property
+    def url(self) -> str:
+        """Every node, as BEACON_NATS_URL takes them."""
+        return ",".join(self.urls)
+
+    def monitor(self, name: str, endpoint: str) -> dict[str, Any]:
+        """A node's own monitoring report (/jsz, /healthz...): what that node holds, not its leaders' view."""
+        url = f"http://127.0.0.1:{self.monitoring[name]}/{endpoint}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:  # /healthz answers 503 with why, as JSON
+            return json.load(error)
+
+    def stream_last_sequence(self, name: str, stream: str) -> int | None:
+        """The last sequence of `stream` in that node's own store (None if it holds no replica)."""
+        report = self.monitor(name, "jsz?accounts=true&streams=true")
+        for account in report.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail["name"] == stream:
+                    return detail["state"]["last_seq"]
+        return None
+
+    def wait_until_healthy(self, timeout: float = 30.0) -> None:
+        """Every running node is current with a JetStream meta leader (its /healthz says ok)."""
+        deadline = time.monotonic() + timeout
+        running = [name for name, node in self.nodes.items() if node.process and node.process.poll() is None]
+        while True:
+            reports = {name: self._health(name) for name in running}
+            if all(status == "ok" for status in reports.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the NATS cluster is not healthy: {reports}")
+            time.sleep(0.1)
+
+    def _health(self, name: str) -> str:
+        try:
+            report = self.monitor(name, "healthz")
+        except OSError as error:
+            return repr(error)
+        return report.get("status", "") if not report.get("error") else report["error"]
+
+
+@contextlib.contextmanager
+def nats_cluster(with_users: bool = False) -> Iterator[NatsCluster]:
+    """deploy/nats/cluster/node.conf (secured-node.conf `with_users`, with a fresh key per service)
+    three times, as nats-1..3, on loopback ports for the client, route and monitoring listeners and
+    with a store each, in place of the compose ones."""
+    with tempfile.TemporaryDirectory(prefix="beacon-nats-cluster-") as folder:
+        conf = Path(folder) / "conf"
+        (conf / "cluster").mkdir(parents=True)
+        # The store directory comes from the command line here, and nats-server refuses both.
+        text = (DEPLOY_NATS / "cluster" / "node.conf").read_text()
+        (conf / "cluster" / "node.conf").write_text(re.sub(r"^\s*store_dir:.*$", "", text, flags=re.MULTILINE))
+        if with_users:
+            write_service_keys(conf)
+            shutil.copy(DEPLOY_NATS / "users.conf", conf)
+            shutil.copy(DEPLOY_NATS / "cluster" / "secured-node.conf", conf / "cluster")
+        config_file = conf / "cluster" / ("secured-node.conf" if with_users else "node.conf")
+        names = ("nats-1", "nats-2", "nats-3")
+        route_ports = {name: free_port() for name in names}
+        routes = ",".join(f"nats-route://127.0.0.1:{port}" for port in route_ports.values())
+        monitoring = {name: free_port() for name in names}
+        nodes = {
+            name: LocalNatsServer(
+                Path(folder) / name,
+                log_file=Path(folder) / f"{name}.log",
+                config_file=config_file,
+                arguments=[
+                    "--cluster", f"nats-route://127.0.0.1:{route_ports[name]}", "--routes", routes,
+                    "-m", str(monitoring[name]),
+                ],
+                environment={"SERVER_NAME": name},
+            )
+            for name in names
+        }  # fmt: skip
+        try:
+            for node in nodes.values():
+                node.start()
+            cluster = NatsCluster(nodes, monitoring, conf if with_users else None)
+            cluster.wait_until_healthy()
+            yield cluster
+        finally:
+            for node in nodes.values():
+                node.stop()
+
+
+async def streams_exist(nats_url: str, *contexts: str, replicas: int = 1) -> None:
     """Declare the streams of services a test does not run, as they would at their start: a
     service's subscribers start once every stream it follows exists."""
     import nats
 
     from shared.bus import StreamSettings, context_stream, ensure_stream
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         for context in contexts:
-            await ensure_stream(nc.jetstream(), context_stream(context, StreamSettings()))
+            await ensure_stream(nc.jetstream(), context_stream(context, StreamSettings(replicas=replicas)))
     finally:
         await nc.close()
 

@@ -144,8 +144,9 @@ async def test_shifts_outside_the_activity_or_for_an_unknown_post_are_refused_wi
     assert problem(no_post)[:2] == (422, "post_id")
     backwards = await client.post(f"/activities/{activity_id}/shifts", json={**body, "ends_at": body["starts_at"]}, headers=STAFF)
     assert problem(backwards)[:2] == (422, "ends_at")
+    # An unknown site is answered as one outside the caller's reach: 404, naming the field.
     unknown_site = await client.post("/activities", json=new_activity(site_id="ST-NOWHERE"), headers=STAFF)
-    assert problem(unknown_site)[:2] == (422, "site_id")
+    assert problem(unknown_site)[:2] == (404, "site_id")
     order_less = await client.post("/activities", json=new_activity(kind="from_order"), headers=STAFF)
     assert problem(order_less)[:2] == (422, "order_id")
     assert (await client.get("/activities/A99999999")).status_code == 404

@@ -23,9 +23,10 @@ from services.dispatch import store
 from services.dispatch.app import create_app
 from services.dispatch.domain import KnownVolunteer
 from services.dispatch.handlers import records as handlers
+from shared.auth import Role
 from shared.settings import ServiceSettings
 from shared.web import Actor
-from tests.infra.auth import ADMIN, staff, volunteer
+from tests.infra.auth import ADMIN, bearer, staff, volunteer
 from tests.infra.waiting import eventually
 
 ORGANISER = staff()
@@ -226,7 +227,6 @@ async def test_a_command_that_clashes_with_the_records_state_is_409_naming_it_an
         ("confirm", {"minutes": 60, "reason": "Left early!"}, ORGANISER, "reason"),
         ("confirm", {"hours": 1}, ORGANISER, "hours"),  # no such field
         ("decline", {}, ORGANISER, "reason"),
-        ("correction-requests", {"reason": "wrong_minutes"}, volunteer(BOB), "actor"),  # not their record
         ("correction-requests", {"reason": "wrong_minutes", "requested_minutes": 5000}, VOLUNTEER, "minutes"),
         ("correction-requests/decide", {"outcome": "maybe", "reason": "x"}, ORGANISER, "outcome"),
     ],
@@ -240,6 +240,33 @@ async def test_bad_input_is_422_naming_the_field_and_writes_nothing(dispatch, pa
     assert response.headers["content-type"] == "application/problem+json"
     assert field_of(response) == field and response.json()["errors"][0]["reason"]
     assert await event_count(app) == before
+
+
+async def test_another_volunteers_record_is_answered_as_unknown_whatever_is_sent(dispatch) -> None:
+    client, app = dispatch
+    record_id = await check_out(app)
+    before = await event_count(app)
+    for body in ({"reason": "wrong_minutes"}, {}):
+        asked = await client.post(
+            f"/service-records/{record_id}/correction-requests", json=body, headers=volunteer(BOB)
+        )
+        assert asked.status_code == 404 and asked.json()["detail"] == f"unknown service record {record_id}", asked.text
+    assert (await client.get(f"/service-records/{record_id}", headers=volunteer(BOB))).status_code == 404
+    assert (await client.get(f"/service-records/{record_id}", headers=VOLUNTEER)).status_code == 200
+    assert await event_count(app) == before
+
+
+async def test_an_entry_for_an_activity_unknown_or_out_of_reach_is_404_naming_it_and_takes_no_number(dispatch) -> None:
+    client, app = dispatch
+    elsewhere = bearer(Role.district_admin, "370302")
+    unknown = await client.post("/service-records", json=entry(activity_id="A99999999"), headers=CENTRE_ADMIN)
+    outside = await client.post("/service-records", json=entry(), headers=elsewhere)
+    for refused, activity_id in ((unknown, "A99999999"), (outside, ACTIVITY)):
+        assert refused.status_code == 404 and field_of(refused) == "activity_id", refused.text
+        assert refused.json()["detail"] == f"dispatch knows no activity {activity_id}"
+    assert await event_count(app) == 0
+    made = await client.post("/service-records", json=entry(), headers=bearer(Role.district_admin, DISTRICT))
+    assert made.json()["record_id"] == "R00000001", made.text
 
 
 async def test_an_administrators_entry_is_marked_and_the_same_entry_again_gives_its_record_back(dispatch) -> None:
@@ -271,7 +298,6 @@ async def test_an_administrators_entry_is_marked_and_the_same_entry_again_gives_
         ({"ended_at": NIGHT.isoformat()}, "ended_at"),  # ends before it starts
         ({"ended_at": (NIGHT + timedelta(days=5)).isoformat()}, "ended_at"),  # not over yet on the server's clock
         ({"minutes": 91}, "minutes"),
-        ({"activity_id": "A99999999"}, "activity_id"),
         ({"volunteer_number": "V00000099"}, "volunteer_number"),
         ({"started_at": (NIGHT - timedelta(days=1)).isoformat(), "ended_at": (NIGHT - timedelta(hours=23)).isoformat()}, "started_at"),
         ({"started_at": "2026-02-13T20:00:00"}, "started_at"),  # no zone

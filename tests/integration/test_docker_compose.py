@@ -21,8 +21,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+CLUSTER_NODE_CONF = REPO / "deploy" / "nats" / "cluster" / "node.conf"
 APP_PORTS = {"registry": 8101, "dispatch": 8102, "points": 8103, "reporting": 8104}
-INFRA = ("nats", "postgres")
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
+INFRA = (*NATS_NODES, "postgres")
 ONE_SHOT = ("token-keys",)  # makes the token-signing key pair before the services start
 INSTALL_HINT = (
     "docker-compose is not on PATH: install Debian's docker-compose package "
@@ -75,9 +77,7 @@ def _yaml_to_data(text: str) -> Any:
     candidates.append(["python3"])
     for command in candidates:
         try:
-            result = subprocess.run(
-                [*command, "-c", TO_JSON], input=text, capture_output=True, text=True, timeout=60
-            )
+            result = subprocess.run([*command, "-c", TO_JSON], input=text, capture_output=True, text=True, timeout=60)
         except OSError:
             continue
         if result.returncode == 0:
@@ -140,7 +140,8 @@ def test_services_listed() -> None:
 
 def test_named_volumes_listed() -> None:
     volumes = set(_compose("--volumes").split())
-    assert {"nats-data", "postgres-data", "token-signing-key", "token-public-key"} <= volumes, volumes
+    expected = {*(f"{node}-data" for node in NATS_NODES), "postgres-data", "token-signing-key", "token-public-key"}
+    assert expected <= volumes, volumes
 
 
 @pytest.mark.parametrize("name", list(APP_PORTS))
@@ -169,7 +170,9 @@ def test_app_service(name: str) -> None:
     assert database.scheme.startswith("postgresql"), env.get("BEACON_DATABASE_URL")
     assert database.hostname == "postgres", env.get("BEACON_DATABASE_URL")
     assert database.path == f"/{name}", f"{name} uses another database: {env.get('BEACON_DATABASE_URL')}"
-    assert urlsplit(env.get("BEACON_NATS_URL", "")).hostname == "nats", env.get("BEACON_NATS_URL")
+    nats_urls = env.get("BEACON_NATS_URL", "").split(",")
+    assert sorted(urlsplit(url).hostname for url in nats_urls) == list(NATS_NODES), f"{name} is not given every node"
+    assert env.get("BEACON_STREAM_REPLICAS") == "3", f"{name}: streams not kept on the three nodes"
     assert env.get("BEACON_HOST") == "0.0.0.0", f"{name} listens only inside its container"
     assert int(env.get("BEACON_PORT", port)) == port
     assert (port, port) in _published_ports(service), f"{name}: port {port} not published"
@@ -185,9 +188,7 @@ def test_each_app_database_is_created_by_the_postgres_init_script() -> None:
     config = _normalised()
     postgres = config["services"]["postgres"]
     init_scripts = [
-        Path(source)
-        for source, target in _volume_mounts(postgres)
-        if target.startswith("/docker-entrypoint-initdb.d")
+        Path(source) for source, target in _volume_mounts(postgres) if target.startswith("/docker-entrypoint-initdb.d")
     ]
     assert init_scripts, "postgres mounts no init script into /docker-entrypoint-initdb.d"
     sql = "\n".join(path.read_text() for path in init_scripts if path.is_file())
@@ -199,19 +200,26 @@ def test_each_app_database_is_created_by_the_postgres_init_script() -> None:
     assert any(source == "postgres-data" for source, _ in _volume_mounts(postgres)), _volume_mounts(postgres)
 
 
-def test_nats_runs_jetstream_on_a_volume() -> None:
+@pytest.mark.parametrize("name", NATS_NODES)
+def test_nats_node_runs_the_cluster_configuration_on_its_own_volume(name: str) -> None:
     config = _normalised()
-    nats = config["services"]["nats"]
-    assert "js-enabled-only=true" in _healthcheck_test(nats), _healthcheck_test(nats)
-    mounts = _volume_mounts(nats)
-    assert any(source == "nats-data" for source, _ in mounts), mounts
+    node = config["services"][name]
+    check = _healthcheck_test(node)
+    assert "127.0.0.1:8222/healthz" in check and "js-enabled-only" not in check, f"{name}: {check}"
+    assert _environment(node).get("SERVER_NAME") == name, "each node needs its own, stable name"
+    mounts = _volume_mounts(node)
+    assert (f"{name}-data", "/data") in mounts, mounts
     conf_files = [Path(source) for source, target in mounts if target.endswith(".conf")]
-    assert conf_files and all(path.is_file() for path in conf_files), f"missing NATS config: {conf_files}"
-    conf = conf_files[0].read_text()
+    assert [path.resolve() for path in conf_files] == [CLUSTER_NODE_CONF.resolve()], conf_files
+    conf = CLUSTER_NODE_CONF.read_text()
+    assert re.search(r"^\s*server_name\s*:\s*\$SERVER_NAME\b", conf, flags=re.MULTILINE), (
+        "node name not from SERVER_NAME"
+    )
     assert re.search(r"^\s*jetstream\b", conf, flags=re.MULTILINE), "the NATS config does not enable JetStream"
     assert re.search(r"store_dir\s*:\s*\"?/data\b", conf), "the JetStream store is not on the /data volume"
-    data_target = next(target for source, target in mounts if source == "nats-data")
-    assert data_target == "/data", data_target
+    assert re.search(r"sync_interval\s*:\s*always\b", conf), "JetStream does not fsync every write"
+    routes = set(re.findall(r"nats-route://([\w-]+):6222", conf))
+    assert routes == set(NATS_NODES), f"the routes do not name every node: {routes}"
 
 
 def test_bind_mounted_files_exist() -> None:

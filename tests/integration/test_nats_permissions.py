@@ -55,7 +55,7 @@ SERVICES = ("registry", "dispatch", "points", "reporting")
 OWNS = {"registry": "registry", "dispatch": "dispatch", "points": "points", "reporting": None}
 # The streams each service reads: its subscribers and followers in services/*/app.py.
 CONSUMES = {
-    "registry": (),
+    "registry": ("dispatch",),
     "dispatch": ("registry", "dispatch", "points"),
     "points": ("registry", "dispatch"),
     "reporting": CONTEXTS,
@@ -196,13 +196,14 @@ async def test_a_service_reads_no_stream_it_does_not_consume_and_no_other_servic
 @pytest.mark.parametrize(
     ("service", "durables"),
     [
-        ("points", [("DISPATCH", "dispatch-records-dispatch")]),
+        ("points", [("DISPATCH", "dispatch-records-dispatch"), ("DISPATCH", "registry-records-dispatch")]),
         (
             "reporting",
             [
                 ("REGISTRY", "dispatch-registry"),
                 ("REGISTRY", "points-registry"),
                 ("DISPATCH", "dispatch-records-dispatch"),
+                ("DISPATCH", "registry-records-dispatch"),
                 ("POINTS", "dispatch-time-bank-points"),
             ],
         ),
@@ -289,13 +290,17 @@ async def test_every_service_runs_under_its_own_user_without_a_violation(
         assert (rebuilt.json()["error"], rebuilt.json()["active_generation"]) == (None, 2)
         assert settled(await clients["reporting"].get(f"/figures/{DISTRICT}"))
 
-        # Something unreadable in every stream: each consumer of it dead-letters it and goes on.
-        for context in CONTEXTS:
+        # Something unreadable in every stream, and among dispatch's service records (which registry's
+        # durable and points' ledger follow alone): each consumer of it dead-letters it and goes on.
+        for context, aggregate in (*((c, "order") for c in CONTEXTS), ("dispatch", "service_record")):
             async with connected_as(nats_with_users, context) as owner:
-                await owner.js.publish(f"{context}.370303.order.placed", b"not an event", stream=stream_name(context))
+                await owner.js.publish(
+                    f"{context}.370303.{aggregate}.placed", b"not an event", stream=stream_name(context)
+                )
         expected = {
             ("dispatch", "REGISTRY"), ("points", "REGISTRY"), ("projection-figures", "REGISTRY"),
             ("dispatch-records", "DISPATCH"), ("points-orders", "DISPATCH"), ("projection-figures", "DISPATCH"),
+            ("registry-records", "DISPATCH"), ("points-ledger", "DISPATCH"),
             ("dispatch-time-bank", "POINTS"), ("projection-figures", "POINTS"),
         }  # fmt: skip
         async with connected_as(nats_with_users, "reporting") as reader:
@@ -323,6 +328,8 @@ async def test_production_configuration_serves_only_the_services_users_and_only_
     with pytest.raises(nats.errors.Error) as refused:  # TLS is fine; without a user's key, no entry
         await nats.connect(production_nats.url, allow_reconnect=False, error_cb=quietly)
     assert str(refused.value) == "nats: 'Authorization Violation'"
+    async with connected_as(production_nats, "dispatch") as dispatch:  # registry follows dispatch's stream
+        await ensure_stream(dispatch.js, context_stream("dispatch", StreamSettings()))
     async with running(service_app("registry", production_nats, tmp_path), "registry") as registry:
         assert (await answered(registry, "/readyz")).status_code == 200
         await ok(await registry.post("/org-units/import", content=TREE, headers={"content-type": "text/csv"}))

@@ -16,13 +16,14 @@ import nats
 import pytest
 
 from services.points.app import create_app
+from shared.auth import Role
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
 from shared.catalog import catalog
 from shared.envelope import EventEnvelope
 from shared.events.registry import SiteOpened
 from shared.settings import ServiceSettings
 from tests.factories import PATH, registered
-from tests.infra.auth import ADMIN, staff
+from tests.infra.auth import ADMIN, bearer, staff, volunteer
 from tests.infra.points import DispatchRecords
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
@@ -229,3 +230,32 @@ async def test_time_credits_go_to_family_within_the_yearly_limit(points) -> None
     stranger = await client.post(f"/time-bank/{giver}/reservations", json={"minutes": 10, "beneficiary_number": "V00000099"})
     assert stranger.status_code == 409
     assert (await ok(await client.get("/ledger/trial-balance")))["balanced"] is True
+
+
+async def test_staff_redeem_for_volunteers_they_reach_at_shops_they_reach_and_a_volunteer_at_any_shop(points) -> None:
+    client, _app, js = points
+    await open_site(js)
+    elsewhere = ("370303", "370303001000", "370303001002")  # another community of the street
+    other_site = SiteOpened(site_id="ST-DONGFENG", org_unit_code=elsewhere[-1], level="station", kind="community", name="东风站", opened_on=date(2025, 1, 1))
+    await publish(js, catalog.envelope(other_site, aggregate_id="ST-DONGFENG", aggregate_version=1, org_path=elsewhere, actor="staff"))
+    number = await register(js, 6)
+    await eventually(lambda: client.get(f"/accounts/{number}"), lambda r: r.status_code == 200)
+    await publish(js, DispatchRecords().confirm(number, Decimal(5), NOW)[0])  # 50 points
+    await eventually(lambda: client.get(f"/accounts/{number}"), lambda r: r.json()["balance"] == 50)
+    here, there = [
+        (await eventually(lambda s=site: client.post(f"/sites/{s}/items", json={"name": "米", "price_points": 5, "stock": 9}, headers=STAFF), lambda r: r.status_code == 201)).json()["item_id"]
+        for site in (SITE, "ST-DONGFENG")
+    ]  # fmt: skip
+    station, station_elsewhere = bearer(Role.station_staff, PATH[-1]), bearer(Role.station_staff, elsewhere[-1])
+
+    async def redeem(item_id: str, headers: dict[str, str]) -> httpx.Response:
+        return await client.post("/redemptions", json={"volunteer_number": number, "item_id": item_id}, headers=headers)
+
+    assert (await redeem(here, station)).status_code == 201
+    refused = [await redeem(there, station), await redeem(there, station_elsewhere), await redeem(here, volunteer("V00000099"))]
+    assert [(r.status_code, r.json()["errors"][0]["field"]) for r in refused] == [
+        (404, "item_id"), (404, "volunteer_number"), (404, "volunteer_number"),
+    ]  # fmt: skip
+    assert [(await redeem(item, volunteer(number))).status_code for item in (here, there)] == [201, 201]
+    assert (await ok(await client.get(f"/accounts/{number}")))["balance"] == 35
+    assert (await client.get(f"/sites/{SITE}/redemptions", headers=station_elsewhere)).status_code == 404

@@ -1,10 +1,12 @@
 """Registry's logs show no ID number or mobile in clear: the access log of a request that carries
 them (a lookup by ID number, a search, a refused registration), served as `python -m
-services.registry` serves it, and the error log of a request that fails with them in the error."""
+services.registry` serves it (JSON lines), and the error log of a request that fails with them in
+the error."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -24,6 +26,7 @@ from shared.natsserver import free_port
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.auth import ADMIN
 from tests.infra.city import COMMUNITY, STAFF, TREE
+from tests.infra.nats import streams_exist
 
 ROOT = Path(__file__).resolve().parents[2]
 ID, PHONE = resident_id("37030319900101123"), "13912340001"
@@ -45,6 +48,7 @@ def wait_ready(url: str, process: subprocess.Popen[str]) -> None:
 
 
 def test_the_served_registry_logs_requests_with_id_numbers_and_mobiles_masked(nats_url: str, tmp_path: Path) -> None:
+    asyncio.run(streams_exist(nats_url, "dispatch"))  # registry is ready once the stream it follows exists
     port = free_port()
     keys = {"BEACON_PERSONAL_DATA_KEY": TEST_PERSONAL_DATA_KEY, "BEACON_ID_INDEX_KEY": TEST_ID_INDEX_KEY}
     process = subprocess.Popen(
@@ -71,8 +75,10 @@ def test_the_served_registry_logs_requests_with_id_numbers_and_mobiles_masked(na
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
-    assert f'"GET /volunteers/{ID_MASKED} HTTP/1.1" 404' in output, output
-    assert f'"GET /volunteers?after={PHONE_MASKED} HTTP/1.1" 200' in output, output
+    records = [json.loads(line) for line in output.splitlines()]  # every line one JSON object
+    access = [r["message"] for r in records if r["logger"] == "uvicorn.access"]
+    assert any(f'"GET /volunteers/{ID_MASKED} HTTP/1.1" 404' in line for line in access), output
+    assert any(f'"GET /volunteers?after={PHONE_MASKED} HTTP/1.1" 200' in line for line in access), output
     assert ID not in output and PHONE not in output
 
 

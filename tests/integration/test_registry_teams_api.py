@@ -19,7 +19,6 @@ from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_
 from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.waiting import eventually
 
-LEADER = bearer("team_leader", "T00000001")
 STAFF = staff()
 SITE = "ST-HEPING"
 TREE = (
@@ -312,7 +311,9 @@ async def test_a_training_session_records_its_attendance_once_and_refuses_what_i
     assert (await client.post("/training-sessions/S99999999/attendance", json={"volunteer_numbers": [ann]})).status_code == 404
     assert await event_count(app) == before
 
-    masked = (await client.get(f"/training-sessions/{session_id}", headers=LEADER)).json()  # not staff
+    # The leader of a team of the session's site sees it, but is not staff.
+    leader = bearer("team_leader", await found_team(client, ann))
+    masked = (await client.get(f"/training-sessions/{session_id}", headers=leader)).json()
     assert masked["attendees"] == sorted([ann, bob]) and masked["trainer"] == "李**"
     assert (masked["topic"], masked["hours"], masked["held_on"]) == ("first_aid", 2.5, date.today().isoformat())
     assert (await client.get(f"/training-sessions/{session_id}", headers=STAFF)).json()["trainer"] == "李医生"

@@ -15,10 +15,11 @@ import pytest
 import uvicorn
 
 from services.reporting.app import create_app
+from shared.auth import Role
 from shared.bus import StreamSettings, context_stream, ensure_stream
 from shared.catalog import catalog
 from shared.settings import ServiceSettings
-from tests.infra.auth import ADMIN
+from tests.infra.auth import ADMIN, bearer, token_for
 from tests.infra.city_events import a_city
 from tests.infra.waiting import eventually
 
@@ -95,3 +96,12 @@ async def test_the_dashboard_shows_the_city_drills_down_switches_language_and_is
     await browse(f"{dashboard}/dashboard{signed_in}", f"--screenshot={shot}")
     image = shot.read_bytes()
     assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000
+
+
+async def test_a_district_admins_dashboard_starts_at_their_district_and_goes_no_higher(dashboard: str) -> None:
+    page = await browse(f"{dashboard}/dashboard#token={token_for(Role.district_admin, '370303')}", "--dump-dom")
+    assert 'data-shown="370303"' in page and "张店区" in page  # their own node, read off the token
+    assert 'id="up"' not in page  # the city above is out of their reach
+    async with httpx.AsyncClient(base_url=dashboard, headers=bearer(Role.district_admin, "370303")) as client:
+        assert (await client.get("/figures/370300")).status_code == 404
+        assert (await client.get("/figures/370303001001")).status_code == 200

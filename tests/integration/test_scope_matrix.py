@@ -105,6 +105,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedCity
         seeded = World(unscoped=dict(UNSCOPED))
         for rules in RULES.values():  # in the order events flow: registry first
             rules.seed(city, seeded)
+        for rules in RULES.values():  # what follows from the others' seeds (registry certifies dispatch's records)
+            if hasattr(rules, "seed_late"):
+                rules.seed_late(city, seeded)
         yield city, seeded
 
 

@@ -106,6 +106,16 @@ def test_registration_carries_no_personal_data_and_refuses_a_second_registration
         volunteers.register("V00000002", resident, STREET, PoliticalStatus.masses, [], NOW, TODAY, None)
 
 
+@pytest.mark.parametrize("tag", ["13812345678", "138 1234 5678", resident_id("37030319850612002"), "张三丰书法"])
+def test_a_tag_holding_a_mobile_or_id_number_or_the_volunteers_name_is_refused(tag: str) -> None:
+    resident = identity.parse_resident_id(resident_id("37030319850612002"), TODAY)
+    with pytest.raises(Invalid, match="personal data") as refused:
+        volunteers.register("V00000001", resident, COMMUNITY, PoliticalStatus.masses, [], NOW, TODAY, None, ["书法", tag], "张三丰")
+    assert refused.value.field == "tags"
+    kept = volunteers.register("V00000001", resident, COMMUNITY, PoliticalStatus.masses, [], NOW, TODAY, None, ["书法", "2024届"], "张三丰")
+    assert kept.tags == ["2024届", "书法"]
+
+
 def test_masking_keeps_only_what_identifies_nobody() -> None:
     assert identity.mask_id_number("11010519491231002X") == "110105********002X"
     assert identity.mask_phone("13812345678") == "138****5678"

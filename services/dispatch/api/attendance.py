@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.dispatch import store
 from services.dispatch.api import events_of, iso, now_of
+from services.dispatch.api.reach import ShiftPath, shift_in_reach, shift_roster_in_reach
 from services.dispatch.attendance import ShiftCodes
-from services.dispatch.handlers import activities as activity_handlers
 from services.dispatch.handlers import attendance as handlers
 from shared.auth import STAFF, Role
 from shared.db import reading
@@ -29,7 +29,10 @@ router = APIRouter(tags=["attendance"])
 CHECK_IN = RateLimit("check-in", per_minute=30, burst=20)
 
 
-ShiftPath = Annotated[ShiftId, Path(description="A shift id, e.g. SH00000001.")]
+# The shift in the path, if the caller reaches it (see reach.py): staff over its site; for the
+# roster, also the leader of its team.
+Shift = Annotated[dict[str, Any], Depends(shift_in_reach)]
+Roster = Annotated[dict[str, Any], Depends(shift_roster_in_reach)]
 
 
 class Scan(BaseModel):
@@ -65,10 +68,8 @@ def current_code(request: Request, shift_id: str, now: datetime) -> dict[str, An
 
 
 @router.get("/shifts/{shift_id}/code", **allow(*STAFF), responses=problems(404))
-async def get_code(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
+async def get_code(shift_id: ShiftPath, row: Shift, request: Request) -> dict[str, Any]:
     """The shift's code now, and the check-in URL to show as a QR code; it rotates every period."""
-    async with reading(events_of(request).engine) as conn:
-        await activity_handlers.shift_row(conn, shift_id)
     return current_code(request, shift_id, now_of(request))
 
 
@@ -101,14 +102,16 @@ async def scan(body: Scan, request: Request, actor: CurrentActor) -> dict[str, A
 
 
 @router.get("/shifts/{shift_id}/attendance", **allow(*STAFF, Role.team_leader), responses=problems(404))
-async def list_attendance(shift_id: ShiftPath, request: Request) -> dict[str, Any]:
-    """Who checked in and out, with minutes and flags (e.g. no_check_out)."""
+async def list_attendance(shift_id: ShiftPath, row: Roster, request: Request) -> dict[str, Any]:
+    """Who checked in and out, with minutes and flags (e.g. no_check_out): for staff over the
+    shift's site and the leader of its team."""
     table = store.attendances
     async with reading(events_of(request).engine) as conn:
-        await activity_handlers.shift_row(conn, shift_id)
         rows = (
-            await conn.execute(select(table).where(table.c.shift_id == shift_id).order_by(table.c.volunteer_number))
-        ).mappings().all()
+            (await conn.execute(select(table).where(table.c.shift_id == shift_id).order_by(table.c.volunteer_number)))
+            .mappings()
+            .all()
+        )
     return {
         "shift_id": shift_id,
         "items": [

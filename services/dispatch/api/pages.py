@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from services.dispatch import qr, store
 from services.dispatch.activities import CANCELLED, CITY_ZONE
 from services.dispatch.api import events_of, now_of
-from services.dispatch.api.attendance import ShiftPath, current_code, shift_codes
+from services.dispatch.api.attendance import current_code, shift_codes
+from services.dispatch.api.reach import ShiftPath, shift_in_reach
 from services.dispatch.handlers import activities as activity_handlers
 from shared import web
 from shared.auth import STAFF
@@ -45,10 +46,8 @@ def _when(starts_at: datetime, ends_at: datetime) -> tuple[str, str]:
     return zh, f"{start:%a %d %b %Y}, {start:%H:%M}–{end_en} (Beijing time)"
 
 
-async def _code_of(request: Request, shift_id: str) -> dict[str, Any]:
-    async with reading(events_of(request).engine) as conn:
-        await activity_handlers.shift_row(conn, shift_id)  # an unknown shift is a 404
-    return current_code(request, shift_id, now_of(request))
+# The shift in the path, if the caller reaches it (staff over its site: see reach.py).
+Shift = Annotated[dict[str, Any], Depends(shift_in_reach)]
 
 
 def _image(content: bytes, media_type: str, code: dict[str, Any]) -> Response:
@@ -61,9 +60,9 @@ def _image(content: bytes, media_type: str, code: dict[str, Any]) -> Response:
     "/shifts/{shift_id}/code.svg", **allow(*STAFF), response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, **web.problems(404)},
 )  # fmt: skip
-async def code_svg(shift_id: ShiftPath, request: Request) -> Response:
+async def code_svg(shift_id: ShiftPath, row: Shift, request: Request) -> Response:
     """The shift's check-in URL now, as a QR code in SVG (scales to any screen); it rotates every period."""
-    code = await _code_of(request, shift_id)
+    code = current_code(request, shift_id, now_of(request))
     return _image(qr.svg_of(code["url"]), "image/svg+xml", code)
 
 
@@ -73,11 +72,12 @@ async def code_svg(shift_id: ShiftPath, request: Request) -> Response:
 )  # fmt: skip
 async def code_png(
     shift_id: ShiftPath,
+    row: Shift,
     request: Request,
     scale: Annotated[int, Query(ge=1, le=40, description="Pixels per module.")] = qr.PNG_SCALE,
 ) -> Response:
     """The shift's check-in URL now, as a QR code in PNG; it rotates every period."""
-    code = await _code_of(request, shift_id)
+    code = current_code(request, shift_id, now_of(request))
     return _image(qr.png_of(code["url"], scale), "image/png", code)
 
 

@@ -8,22 +8,37 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from services.dispatch import store
 from services.dispatch.api import events_of, iso, now_of
+from services.dispatch.api.reach import (
+    DistrictPath,
+    RecordPath,
+    activity_named,
+    district_in_reach,
+    district_seen,
+    org_path_reached,
+    record_in_reach,
+)
 from services.dispatch.attendance import RoundingRule
 from services.dispatch.handlers import records as handlers
 from services.dispatch.records import RoundingSchedule, ServiceRecord
 from shared.auth import STAFF, Role
+from shared.db import reading
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import ActivityId, CorrectionOutcome, Reason, RecordId, RoundingBand
 from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["service records"])
 
-RecordPath = Annotated[RecordId, Path(description="A service record id, e.g. R00000001.")]
-DistrictPath = Annotated[str, Path(pattern=r"^\d{6}$", description="A district's 6-digit division code.")]
+# What the path names, if the caller reaches it (see reach.py): a record, staff over its site and
+# the volunteer whose it is; a district's rounding rule, to read, staff of or in the district;
+# to set, the district's own staff or the city's.
+Record = Annotated[dict[str, Any], Depends(record_in_reach)]
+DistrictSeen = Annotated[str, Depends(district_seen)]
+District = Annotated[str, Depends(district_in_reach)]
 FreeText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Minutes = Annotated[int, Field(ge=0, le=527_040, description="Whole minutes.")]
 
@@ -124,11 +139,14 @@ def _state(record: ServiceRecord) -> dict[str, Any]:
     }
 
 
-@router.post("/service-records", **allow(*STAFF), status_code=201, responses=problems(409))
+@router.post("/service-records", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def enter_hours(body: Entry, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
-    """An administrator enters hours afterwards: the record is marked `admin_entry` and waits for
-    the organiser like any other. The same entry again answers 200 with its record; an entry
+    """An administrator enters hours afterwards, for an activity they reach (any other is answered
+    as unknown), of any volunteer who served there: the record is marked `admin_entry` and waits
+    for the organiser like any other. The same entry again answers 200 with its record; an entry
     overlapping another record of the volunteer is refused (409, state `overlapping`)."""
+    async with reading(events_of(request).engine) as conn:
+        await activity_named(conn, actor, body.activity_id)
     entered = await handlers.enter_hours(events_of(request), actor, now=now_of(request), **body.model_dump())
     if not entered.created:
         response.status_code = 200
@@ -138,6 +156,7 @@ async def enter_hours(body: Entry, request: Request, response: Response, actor: 
 @router.get("/service-records", **allow(*STAFF))
 async def list_records(
     request: Request,
+    actor: CurrentActor,
     volunteer: Annotated[VolunteerNumber | None, Query()] = None,
     site: Annotated[SiteId | None, Query()] = None,
     activity: Annotated[ActivityId | None, Query()] = None,
@@ -145,9 +164,17 @@ async def list_records(
     after: Annotated[RecordId | None, Query(description="The last record id of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """Service records by id, a page at a time."""
+    """Service records at the sites the caller reaches, by id, a page at a time (a filter naming
+    something outside their reach shows nothing, as one naming what does not exist)."""
     rows = await handlers.list_records(
-        events_of(request), volunteer=volunteer, site=site, activity=activity, status=status, after=after, limit=limit
+        events_of(request),
+        reached=org_path_reached(actor, store.service_records.c.org_path),
+        volunteer=volunteer,
+        site=site,
+        activity=activity,
+        status=status,
+        after=after,
+        limit=limit,
     )
     items = [
         {
@@ -174,10 +201,11 @@ async def list_records(
 
 
 @router.get("/service-records/{record_id}", **allow(*STAFF, Role.volunteer), responses=problems(404))
-async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
+async def get_record(record_id: RecordPath, reached: Record, request: Request) -> dict[str, Any]:
     """The record's state, what was done, its whole history from the event store (who confirmed,
     adjusted or revoked it, and when; nothing is ever deleted) and the volunteer's correction
-    requests with their explanations and outcomes."""
+    requests with their explanations and outcomes. For staff over its site and the volunteer
+    whose record it is."""
     detail = await handlers.record_detail(events_of(request), record_id)
     row = detail.row
     return {
@@ -214,7 +242,9 @@ async def get_record(record_id: RecordPath, request: Request) -> dict[str, Any]:
 
 
 @router.post("/service-records/{record_id}/confirm", **allow(*STAFF), responses=problems(404, 409))
-async def confirm(record_id: RecordPath, body: Confirming, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def confirm(
+    record_id: RecordPath, reached: Record, body: Confirming, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
     """The organiser confirms a waiting record: its hours count from now. With other minutes than
     recorded, give the reason. Confirming again with the same minutes changes nothing."""
     record = await handlers.confirm(events_of(request), actor, record_id, now=now_of(request), **body.model_dump())
@@ -222,14 +252,18 @@ async def confirm(record_id: RecordPath, body: Confirming, request: Request, act
 
 
 @router.post("/service-records/{record_id}/decline", **allow(*STAFF), responses=problems(404, 409))
-async def decline(record_id: RecordPath, body: Declining, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def decline(
+    record_id: RecordPath, reached: Record, body: Declining, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
     """The organiser declines a waiting record (a confirmed one is revoked instead)."""
     record = await handlers.decline(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
 @router.post("/service-records/{record_id}/adjust", **allow(*STAFF), responses=problems(404, 409))
-async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def adjust(
+    record_id: RecordPath, reached: Record, body: Adjusting, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
     """Correct a confirmed record's minutes: the previous hours are reversed and the new ones
     stated, in one event."""
     record = await handlers.adjust(
@@ -239,15 +273,22 @@ async def adjust(record_id: RecordPath, body: Adjusting, request: Request, actor
 
 
 @router.post("/service-records/{record_id}/revoke", **allow(*STAFF), responses=problems(404, 409))
-async def revoke(record_id: RecordPath, body: Revoking, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def revoke(
+    record_id: RecordPath, reached: Record, body: Revoking, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
     """Withdraw a confirmed record's hours (e.g. found not served); the record stays."""
     record = await handlers.revoke(events_of(request), actor, record_id, reason=body.reason, now=now_of(request))
     return _state(record)
 
 
-@router.post("/service-records/{record_id}/correction-requests", **allow(Role.volunteer), status_code=201, responses=problems(404, 409))
+@router.post(
+    "/service-records/{record_id}/correction-requests",
+    **allow(Role.volunteer),
+    status_code=201,
+    responses=problems(404, 409),
+)
 async def request_correction(
-    record_id: RecordPath, body: CorrectionAsked, request: Request, actor: CurrentActor
+    record_id: RecordPath, reached: Record, body: CorrectionAsked, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
     """The volunteer (signed in: the token names them) asks for their record
     to be corrected; one request waits at a time. The explanation is kept, never published."""
@@ -265,7 +306,7 @@ async def request_correction(
 
 @router.post("/service-records/{record_id}/correction-requests/decide", **allow(*STAFF), responses=problems(404, 409))
 async def decide_correction(
-    record_id: RecordPath, body: CorrectionAnswer, request: Request, actor: CurrentActor
+    record_id: RecordPath, reached: Record, body: CorrectionAnswer, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
     """The organiser answers the waiting request: granted (the record is confirmed, or its
     confirmed hours adjusted, to the minutes given or else asked for) or refused."""
@@ -295,13 +336,18 @@ def _schedule(schedule: RoundingSchedule, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.put("/districts/{district_code}/rounding-rule", **allow(*STAFF), responses=problems(409))
+@router.put(
+    "/districts/{district_code}/rounding-rule",
+    **allow(Role.city_admin, Role.district_admin),
+    responses=problems(404, 409),
+)
 async def set_rounding_rule(
-    district_code: DistrictPath, body: RuleSetting, request: Request, actor: CurrentActor
+    district_code: DistrictPath, reached: District, body: RuleSetting, request: Request, actor: CurrentActor
 ) -> dict[str, Any]:
     """How the district rounds service minutes to hours, for service starting from
     `effective_from` on: each whole hour counts 1 h, the minutes left over count the hours of the
-    first band they fall below. Records already drawn up keep their hours."""
+    first band they fall below. Records already drawn up keep their hours. Set by the district's
+    own administrators or the city's."""
     now = now_of(request)
     schedule = await handlers.set_rounding_rule(
         events_of(request),
@@ -314,7 +360,8 @@ async def set_rounding_rule(
     return _schedule(schedule, now)
 
 
-@router.get("/districts/{district_code}/rounding-rule", **allow(*STAFF))
-async def get_rounding_rule(district_code: DistrictPath, request: Request) -> dict[str, Any]:
-    """The rule in force now (Beacon's default where the district has set none) and every change."""
+@router.get("/districts/{district_code}/rounding-rule", **allow(*STAFF), responses=problems(404))
+async def get_rounding_rule(district_code: DistrictPath, reached: DistrictSeen, request: Request) -> dict[str, Any]:
+    """The rule in force now (Beacon's default where the district has set none) and every change:
+    for staff of the district, or anywhere in it, and the city's."""
     return _schedule(await handlers.rounding_schedule(events_of(request), district_code), now_of(request))

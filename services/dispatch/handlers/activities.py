@@ -44,7 +44,7 @@ async def _site_path(conn: AsyncConnection, site_id: str) -> tuple[str, ...]:
     sites = store.sites
     row = (await conn.execute(select(sites.c.org_path, sites.c.open).where(sites.c.site_id == site_id))).first()
     if row is None:
-        raise Invalid(f"dispatch does not know site {site_id} (yet)", field="site_id")
+        raise NotFound(f"dispatch does not know site {site_id} (yet)", field="site_id")
     if not row.open:
         raise Invalid(f"site {site_id} is closed", field="site_id")
     return tuple(row.org_path.split("/"))

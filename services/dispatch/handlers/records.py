@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import records, store
@@ -212,7 +212,7 @@ async def enter_hours(
         record_id = await store.next_number(tx.conn, "R")
         activity = await _activity_row(tx.conn, activity_id)
         if activity is None:
-            raise Invalid(f"dispatch knows no activity {activity_id}", field="activity_id")
+            raise NotFound(f"dispatch knows no activity {activity_id}", field="activity_id")
         known = store.volunteers
         if await tx.conn.scalar(select(known.c.status).where(known.c.volunteer_number == volunteer_number)) is None:
             raise Invalid(f"dispatch does not know volunteer {volunteer_number} (yet)", field="volunteer_number")
@@ -434,6 +434,7 @@ async def record_detail(events: EventStore, record_id: str) -> RecordDetail:
 async def list_records(
     events: EventStore,
     *,
+    reached: ColumnElement[bool] | None = None,
     volunteer: str | None = None,
     site: str | None = None,
     activity: str | None = None,
@@ -441,9 +442,12 @@ async def list_records(
     after: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Records by id, a page at a time (`after`: the last id of the previous page)."""
+    """Records by id, a page at a time (`after`: the last id of the previous page); `reached`
+    keeps those the caller reaches."""
     table = store.service_records
     query = select(table).order_by(table.c.record_id).limit(limit)
+    if reached is not None:
+        query = query.where(reached)
     for column, value in (
         (table.c.volunteer_number, volunteer),
         (table.c.site_id, site),

@@ -7,17 +7,30 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import and_, case, func, or_, select
 
 from services.points import handlers, store
+from services.points.api.reach import (
+    Row,
+    VolunteerPath,
+    account_for_star_check,
+    account_in_reach,
+    district_in_reach,
+    item_in_reach,
+    reached_account,
+    reached_item,
+    redemption_in_reach,
+    shop_in_reach,
+    site_in_reach,
+)
 from services.points.books import MINUTES, POINTS
 from services.points.handlers import Item, Redemption
 from services.points.rules import DEFAULT_STAR_THRESHOLDS
 from shared.auth import STAFF, Role
 from shared.db import reading
-from shared.errors import Invalid, NotFound
+from shared.errors import Invalid
 from shared.events.common import SiteId, VolunteerNumber
 from shared.events.dispatch import Hours, Reason
 from shared.events.points import Campaign, Expiry, ItemId, Points, RateOverride, RedemptionId, StarThresholdsSet
@@ -25,27 +38,26 @@ from shared.web import CurrentActor, allow, events_of, now_of, problems
 
 router = APIRouter()
 
-DistrictPath = Annotated[str, Path(pattern=r"^\d{6}$", description="A district's 6-digit division code.")]
-VolunteerPath = Annotated[VolunteerNumber, Path(description="A volunteer number, e.g. V00000001.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+AccountInReach = Annotated[Row, Depends(account_in_reach)]
+SiteInReach = Annotated[Row, Depends(site_in_reach)]
+ItemInReach = Annotated[Row, Depends(item_in_reach)]
+RedemptionInReach = Annotated[Row, Depends(redemption_in_reach)]
+DistrictInReach = Annotated[str, Depends(district_in_reach)]
+DISTRICT_STAFF = (Role.city_admin, Role.district_admin)
 
 
 # --- Accounts -------------------------------------------------------------------------------------
 
 
-async def _account_row(conn: Any, number: str) -> Any:
-    row = (await conn.execute(select(store.accounts).where(store.accounts.c.volunteer_number == number))).mappings().first()
-    if row is None:
-        raise NotFound(f"volunteer {number} has no points account", field="volunteer_number")
-    return row
-
-
 @router.get("/accounts/{volunteer_number}", **allow(*STAFF, Role.volunteer), tags=["accounts"], responses=problems(404))
-async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
+async def get_account(volunteer_number: VolunteerPath, row: AccountInReach, request: Request) -> dict[str, Any]:
     """Points available (negative only by a debt a revocation left), debt, confirmed hours,
-    time credits, star level, and when the points expire."""
+    time credits, star level, and when the points expire. For the volunteer themselves and staff
+    over their community."""
     async with reading(events_of(request).engine) as conn:
-        row = await _account_row(conn, volunteer_number)
         lots = await conn.execute(
             select(store.point_lots.c.expires_on, store.point_lots.c.points)
             .where(store.point_lots.c.volunteer_number == volunteer_number)
@@ -66,24 +78,38 @@ async def get_account(volunteer_number: VolunteerPath, request: Request) -> dict
     }
 
 
-@router.get("/accounts/{volunteer_number}/statement", **allow(*STAFF, Role.volunteer), tags=["accounts"], responses=problems(404))
+@router.get(
+    "/accounts/{volunteer_number}/statement",
+    **allow(*STAFF, Role.volunteer),
+    tags=["accounts"],
+    responses=problems(404),
+)
 async def statement(
     volunteer_number: VolunteerPath,
+    account_row: AccountInReach,
     request: Request,
     unit: Annotated[str, Query(pattern=f"^({POINTS}|{MINUTES})$")] = POINTS,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="The last entry's position of the page before.")] = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
-    """The volunteer's ledger entries, oldest first, each with the balance after it."""
+    """The volunteer's ledger entries, oldest first, each with the balance after it. For the
+    volunteer themselves and staff over their community."""
     account = f"{'volunteer' if unit == POINTS else 'volunteer-time'}:{volunteer_number}"
     j = store.journal.c
     mine = and_(j.unit == unit, or_(j.from_account == account, j.to_account == account))
     signed = func.coalesce(func.sum(case((j.to_account == account, j.amount), else_=-j.amount)), 0)
     async with reading(events_of(request).engine) as conn:
-        await _account_row(conn, volunteer_number)
         before = int(await conn.scalar(select(signed).where(mine, j.position <= after)) or 0)
         rows = await conn.execute(
-            select(j.position, store.schema.events.c.recorded_at, j.event_id, j.from_account, j.to_account, j.amount, store.schema.events.c.event_type)
+            select(
+                j.position,
+                store.schema.events.c.recorded_at,
+                j.event_id,
+                j.from_account,
+                j.to_account,
+                j.amount,
+                store.schema.events.c.event_type,
+            )
             .join(store.schema.events, store.schema.events.c.event_id == j.event_id)
             .where(mine, j.position > after)
             .order_by(j.position)
@@ -104,7 +130,12 @@ async def statement(
                     "balance": balance,
                 }
             )
-    return {"unit": unit, "opening_balance": before, "entries": entries, "next_after": entries[-1]["position"] if len(entries) == limit else None}
+    return {
+        "unit": unit,
+        "opening_balance": before,
+        "entries": entries,
+        "next_after": entries[-1]["position"] if len(entries) == limit else None,
+    }
 
 
 # --- Rules and stars -----------------------------------------------------------------------------
@@ -121,17 +152,29 @@ class RuleInput(BaseModel):
     expiry: Expiry = Field(default_factory=Expiry)
 
 
-@router.post("/districts/{district_code}/points-rules", **allow(*STAFF), status_code=201, tags=["rules"], responses=problems(409))
-async def set_rule(district_code: DistrictPath, body: RuleInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """A new version of the district's rule, for service from `effective_from` on."""
+@router.post(
+    "/districts/{district_code}/points-rules",
+    **allow(*DISTRICT_STAFF),
+    status_code=201,
+    tags=["rules"],
+    responses=problems(404, 409),
+)
+async def set_rule(
+    district_code: DistrictInReach, body: RuleInput, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """A new version of the district's rule, for service from `effective_from` on. For the
+    district's admins and the city's."""
     rule = await handlers.set_rule(
         events_of(request), body.model_dump() | {"district_code": district_code}, actor, now_of(request)
     )
     return rule.model_dump(mode="json")
 
 
-@router.get("/districts/{district_code}/points-rules", **allow(*STAFF), tags=["rules"])
-async def list_rules(district_code: DistrictPath, request: Request) -> dict[str, Any]:
+@router.get(
+    "/districts/{district_code}/points-rules", **allow(*DISTRICT_STAFF), tags=["rules"], responses=problems(404)
+)
+async def list_rules(district_code: DistrictInReach, request: Request) -> dict[str, Any]:
+    """Every version of the district's rule, oldest first. For the district's admins and the city's."""
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(
             select(store.points_rules.c.rule)
@@ -165,11 +208,20 @@ async def get_thresholds(request: Request) -> dict[str, Any]:
     return {"hours": [str(h) for h in (hours or DEFAULT_STAR_THRESHOLDS)]}
 
 
-@router.get("/volunteers/{volunteer_number}/stars/at-least/{level}", **allow(*STAFF, Role.volunteer, Role.partner), tags=["partners"], responses=problems(404))
-async def at_least(volunteer_number: VolunteerPath, level: Annotated[int, Path(ge=1, le=5)], request: Request) -> dict[str, bool]:
-    """For partners: is the volunteer at `level` stars or above? Yes or no, nothing else."""
-    async with reading(events_of(request).engine) as conn:
-        row = await _account_row(conn, volunteer_number)
+@router.get(
+    "/volunteers/{volunteer_number}/stars/at-least/{level}",
+    **allow(*STAFF, Role.volunteer, Role.partner),
+    tags=["partners"],
+    responses=problems(404),
+)
+async def at_least(
+    volunteer_number: VolunteerPath,
+    level: Annotated[int, Path(ge=1, le=5)],
+    row: Annotated[Row, Depends(account_for_star_check)],
+) -> dict[str, bool]:
+    """For partners: is the volunteer at `level` stars or above? Yes or no, nothing else. A
+    partner asks about any volunteer of the city; a volunteer about themselves; staff about
+    those of their part of it."""
     return {"answer": row["star_level"] >= level}
 
 
@@ -205,13 +257,20 @@ def _item(item: Item) -> dict[str, Any]:
 
 
 @router.post("/sites/{site_id}/items", **allow(*STAFF), status_code=201, tags=["shop"], responses=problems(404, 409))
-async def list_item(site_id: SiteId, body: ItemInput, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def list_item(
+    site_id: SiteId, site: SiteInReach, body: ItemInput, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """Offer an item at the site's shop. For staff over the site."""
     item = await handlers.list_item(events_of(request), site_id, body.name, body.price_points, body.stock, actor)
     return _item(item)
 
 
-@router.get("/sites/{site_id}/items", **allow(*STAFF, Role.team_leader, Role.volunteer), tags=["shop"])
-async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
+@router.get(
+    "/sites/{site_id}/items", **allow(*STAFF, Role.team_leader, Role.volunteer), tags=["shop"], responses=problems(404)
+)
+async def site_items(site_id: SiteId, site: Annotated[Row, Depends(shop_in_reach)], request: Request) -> dict[str, Any]:
+    """The site's items. Any volunteer or team leader of the city may look (they redeem at any
+    shop); staff over the site."""
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(
             select(store.shop_items).where(store.shop_items.c.site_id == site_id).order_by(store.shop_items.c.item_id)
@@ -220,13 +279,17 @@ async def site_items(site_id: SiteId, request: Request) -> dict[str, Any]:
 
 
 @router.patch("/items/{item_id}", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
-async def change_item(item_id: ItemId, body: ItemChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def change_item(
+    item_id: ItemId, item: ItemInReach, body: ItemChange, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """Restock or reprice an item. For staff over its site."""
     item = await handlers.change_item(events_of(request), item_id, actor, add=body.add_stock, price=body.price_points)
     return _item(item)
 
 
 @router.post("/items/{item_id}/withdraw", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
-async def withdraw_item(item_id: ItemId, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def withdraw_item(item_id: ItemId, item: ItemInReach, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Offer the item no more. For staff over its site."""
     return _item(await handlers.change_item(events_of(request), item_id, actor, withdraw=True))
 
 
@@ -258,9 +321,16 @@ def _redemption(r: Redemption) -> dict[str, Any]:
     }
 
 
-@router.post("/redemptions", **allow(*STAFF, Role.volunteer), status_code=201, tags=["shop"], responses=problems(404, 409))
+@router.post(
+    "/redemptions", **allow(*STAFF, Role.volunteer), status_code=201, tags=["shop"], responses=problems(404, 409)
+)
 async def redeem(body: RedemptionInput, request: Request, response: Response, actor: CurrentActor) -> dict[str, Any]:
-    """Reserve the stock and take the points at once; not enough of either is a 409."""
+    """Reserve the stock and take the points at once; not enough of either is a 409. A volunteer
+    redeems for themselves at any shop of the city; staff for a volunteer of their part of it at
+    a shop of their part of it. Anyone else is told there is no such account or item."""
+    async with reading(events_of(request).engine) as conn:
+        await reached_account(conn, body.volunteer_number, actor)
+        await reached_item(conn, body.item_id, actor)
     redemption = await handlers.redeem(
         events_of(request), body.volunteer_number, body.item_id, body.quantity, actor, now_of(request)
     )
@@ -269,38 +339,43 @@ async def redeem(body: RedemptionInput, request: Request, response: Response, ac
 
 
 @router.get("/redemptions/{redemption_id}", **allow(*STAFF, Role.volunteer), tags=["shop"], responses=problems(404))
-async def get_redemption(redemption_id: RedemptionId, request: Request) -> dict[str, Any]:
-    async with reading(events_of(request).engine) as conn:
-        row = (
-            await conn.execute(select(store.redemptions).where(store.redemptions.c.redemption_id == redemption_id))
-        ).mappings().first()
-    if row is None:
-        raise NotFound(f"unknown redemption {redemption_id}")
+async def get_redemption(redemption_id: RedemptionId, row: RedemptionInReach) -> dict[str, Any]:
+    """A redemption, for the volunteer who redeemed and staff over the site."""
     return _redemption(handlers.redemption_of(row))
 
 
 @router.post("/redemptions/{redemption_id}/hand-over", **allow(*STAFF), tags=["shop"], responses=problems(404, 409))
-async def hand_over(redemption_id: RedemptionId, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """The site handed the goods over."""
+async def hand_over(
+    redemption_id: RedemptionId, row: RedemptionInReach, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """The site handed the goods over. For staff over the site."""
     return _redemption(await handlers.settle(events_of(request), redemption_id, actor, now_of(request)))
 
 
-@router.post("/redemptions/{redemption_id}/cancel", **allow(*STAFF, Role.volunteer), tags=["shop"], responses=problems(404, 409))
-async def cancel(redemption_id: RedemptionId, body: Cancelling, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """Cancel a reserved redemption: the stock and the points return."""
-    redemption = await handlers.settle(events_of(request), redemption_id, actor, now_of(request), cancel_reason=body.reason)
+@router.post(
+    "/redemptions/{redemption_id}/cancel", **allow(*STAFF, Role.volunteer), tags=["shop"], responses=problems(404, 409)
+)
+async def cancel(
+    redemption_id: RedemptionId, row: RedemptionInReach, body: Cancelling, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """Cancel a reserved redemption: the stock and the points return. For the volunteer who
+    redeemed and staff over the site."""
+    redemption = await handlers.settle(
+        events_of(request), redemption_id, actor, now_of(request), cancel_reason=body.reason
+    )
     return _redemption(redemption)
 
 
-@router.get("/sites/{site_id}/redemptions", **allow(*STAFF), tags=["shop"])
+@router.get("/sites/{site_id}/redemptions", **allow(*STAFF), tags=["shop"], responses=problems(404))
 async def site_redemptions(
     site_id: SiteId,
+    site: SiteInReach,
     request: Request,
     state: Annotated[str | None, Query(pattern="^(reserved|handed_over|cancelled)$")] = None,
     after: Annotated[str | None, Query(pattern=r"^RD\d{8,12}$")] = None,
     limit: Limit = 50,
 ) -> dict[str, Any]:
-    """The site's redemptions, oldest first, a page at a time."""
+    """The site's redemptions, oldest first, a page at a time. For staff over the site."""
     r = store.redemptions.c
     query = select(store.redemptions).where(r.site_id == site_id)
     if state:
@@ -310,17 +385,22 @@ async def site_redemptions(
     async with reading(events_of(request).engine) as conn:
         rows = (await conn.execute(query.order_by(r.redemption_id).limit(limit))).mappings().all()
     items = [_redemption(handlers.redemption_of(row)) for row in rows]
-    return {"site_id": site_id, "redemptions": items, "next_after": items[-1]["redemption_id"] if len(items) == limit else None}
+    return {
+        "site_id": site_id,
+        "redemptions": items,
+        "next_after": items[-1]["redemption_id"] if len(items) == limit else None,
+    }
 
 
 # --- Figures and the ledger's own checks ----------------------------------------------------------
 
 
-@router.get("/districts/{district_code}/points", **allow(*STAFF), tags=["figures"])
-async def district_points(district_code: DistrictPath, request: Request) -> dict[str, Any]:
+@router.get("/districts/{district_code}/points", **allow(*DISTRICT_STAFF), tags=["figures"], responses=problems(404))
+async def district_points(district_code: DistrictInReach, request: Request) -> dict[str, Any]:
     """Issued: points credited for service in the district, net of debits. Redeemed: points paid
     at its sites' shops (held: reserved, not yet handed over). Expired: its volunteers' expired
-    points. Outstanding: what its volunteers hold now (net of debts)."""
+    points. Outstanding: what its volunteers hold now (net of debts). For the district's admins
+    and the city's."""
     async with reading(events_of(request).engine) as conn:
         balances = {
             account: balance
@@ -343,7 +423,9 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
             )
         )
         outstanding = await conn.scalar(
-            select(func.coalesce(func.sum(store.accounts.c.balance), 0)).where(store.accounts.c.district_code == district_code)
+            select(func.coalesce(func.sum(store.accounts.c.balance), 0)).where(
+                store.accounts.c.district_code == district_code
+            )
         )
     return {
         "district_code": district_code,
@@ -355,12 +437,15 @@ async def district_points(district_code: DistrictPath, request: Request) -> dict
     }
 
 
-@router.get("/ledger/trial-balance", **allow(*STAFF), tags=["ledger"])
+@router.get("/ledger/trial-balance", **allow(Role.city_admin), tags=["ledger"])
 async def trial_balance(request: Request) -> dict[str, Any]:
-    """Every account's balance summed per unit: zero when the books balance."""
+    """Every account's balance summed per unit: zero when the books balance. The books are the
+    city's, one set: for the city admin (a district's figures are GET /districts/{code}/points)."""
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(
-            select(store.ledger_accounts.c.unit, func.sum(store.ledger_accounts.c.balance)).group_by(store.ledger_accounts.c.unit)
+            select(store.ledger_accounts.c.unit, func.sum(store.ledger_accounts.c.balance)).group_by(
+                store.ledger_accounts.c.unit
+            )
         )
         totals = {unit: int(total) for unit, total in rows}
         points = await conn.scalar(select(func.coalesce(func.sum(store.accounts.c.balance), 0)))
@@ -371,9 +456,10 @@ async def trial_balance(request: Request) -> dict[str, Any]:
     return {"balanced": all(v == 0 for v in sums.values()), "sums": sums}
 
 
-@router.get("/ledger/waiting", **allow(*STAFF), tags=["ledger"])
+@router.get("/ledger/waiting", **allow(Role.city_admin), tags=["ledger"])
 async def waiting(request: Request, limit: Limit = 100) -> dict[str, Any]:
-    """Service events that wait to be applied (an account not open yet, a confirmation not come)."""
+    """Service events that wait to be applied (an account not open yet, a confirmation not come):
+    the city's ledger's own check, for the city admin."""
     w = store.waiting.c
     async with reading(events_of(request).engine) as conn:
         rows = await conn.execute(

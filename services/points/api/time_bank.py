@@ -5,23 +5,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.points import store, timebank
+from services.points.api.reach import Row, VolunteerPath, account_in_reach, reservation_in_reach
 from services.points.timebank import Reservation
 from shared.auth import STAFF, Role
 from shared.citytime import city_date
 from shared.db import reading
-from shared.errors import NotFound
 from shared.events.common import ReservationId, VolunteerNumber
 from shared.events.points import Minutes, Relation
 from shared.web import CurrentActor, allow, events_of, now_of, problems
 
 router = APIRouter(tags=["time bank"])
 
-VolunteerPath = Annotated[VolunteerNumber, Path(description="A volunteer number, e.g. V00000001.")]
+AccountInReach = Annotated[Row, Depends(account_in_reach)]
+ReservationInReach = Annotated[Row, Depends(reservation_in_reach)]
 Amount = Annotated[int, Field(ge=1, le=100_000, description="Minutes of time credits.")]
 
 
@@ -67,15 +68,12 @@ def _reservation(r: Reservation) -> dict[str, Any]:
 
 
 @router.get("/time-bank/{volunteer_number}", **allow(*STAFF, Role.volunteer), responses=problems(404))
-async def time_bank(volunteer_number: VolunteerPath, request: Request) -> dict[str, Any]:
-    """Time credits available, family, what was given this year against the limit, reservations."""
+async def time_bank(volunteer_number: VolunteerPath, account: AccountInReach, request: Request) -> dict[str, Any]:
+    """Time credits available, family, what was given this year against the limit, reservations.
+    Every time-bank route on a volunteer is for the volunteer themselves and staff over their
+    community; family members may live anywhere in the city."""
     now = now_of(request)
     async with reading(events_of(request).engine) as conn:
-        account = (
-            await conn.execute(select(store.accounts).where(store.accounts.c.volunteer_number == volunteer_number))
-        ).mappings().first()
-        if account is None:
-            raise NotFound(f"volunteer {volunteer_number} has no account", field="volunteer_number")
         family = await conn.execute(
             select(store.family_links.c.member_number, store.family_links.c.relation)
             .where(store.family_links.c.volunteer_number == volunteer_number)
@@ -104,30 +102,66 @@ async def time_bank(volunteer_number: VolunteerPath, request: Request) -> dict[s
     }
 
 
-@router.post("/time-bank/{volunteer_number}/family", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
-async def link(volunteer_number: VolunteerPath, body: Linking, request: Request, actor: CurrentActor) -> dict[str, str]:
+@router.post(
+    "/time-bank/{volunteer_number}/family",
+    **allow(*STAFF, Role.volunteer),
+    status_code=201,
+    responses=problems(404, 409),
+)
+async def link(
+    volunteer_number: VolunteerPath, account: AccountInReach, body: Linking, request: Request, actor: CurrentActor
+) -> dict[str, str]:
     await timebank.link(events_of(request), volunteer_number, body.member_number, body.relation, actor)
     return {"volunteer_number": volunteer_number, "member_number": body.member_number, "relation": body.relation}
 
 
-@router.delete("/time-bank/{volunteer_number}/family/{member_number}", **allow(*STAFF, Role.volunteer), status_code=204, responses=problems(404, 409))
+@router.delete(
+    "/time-bank/{volunteer_number}/family/{member_number}",
+    **allow(*STAFF, Role.volunteer),
+    status_code=204,
+    responses=problems(404, 409),
+)
 async def unlink(
-    volunteer_number: VolunteerPath, member_number: VolunteerNumber, request: Request, actor: CurrentActor
+    volunteer_number: VolunteerPath,
+    account: AccountInReach,
+    member_number: VolunteerNumber,
+    request: Request,
+    actor: CurrentActor,
 ) -> Response:
+    """Unlink a family member: a number not linked to the volunteer is answered as unknown."""
     await timebank.unlink(events_of(request), volunteer_number, member_number, actor)
     return Response(status_code=204)
 
 
-@router.post("/time-bank/{volunteer_number}/gifts", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
-async def give(volunteer_number: VolunteerPath, body: Giving, request: Request, actor: CurrentActor) -> dict[str, Any]:
+@router.post(
+    "/time-bank/{volunteer_number}/gifts",
+    **allow(*STAFF, Role.volunteer),
+    status_code=201,
+    responses=problems(404, 409),
+)
+async def give(
+    volunteer_number: VolunteerPath, account: AccountInReach, body: Giving, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
     """Give time credits to a linked family member, within the city's yearly limit."""
-    gift = await timebank.give(events_of(request), volunteer_number, body.member_number, body.minutes, actor, now_of(request))
+    gift = await timebank.give(
+        events_of(request), volunteer_number, body.member_number, body.minutes, actor, now_of(request)
+    )
     return gift.model_dump(mode="json")
 
 
-@router.post("/time-bank/{volunteer_number}/reservations", **allow(*STAFF, Role.volunteer), status_code=201, responses=problems(404, 409))
+@router.post(
+    "/time-bank/{volunteer_number}/reservations",
+    **allow(*STAFF, Role.volunteer),
+    status_code=201,
+    responses=problems(404, 409),
+)
 async def reserve(
-    volunteer_number: VolunteerPath, body: Reserving, request: Request, response: Response, actor: CurrentActor
+    volunteer_number: VolunteerPath,
+    account: AccountInReach,
+    body: Reserving,
+    request: Request,
+    response: Response,
+    actor: CurrentActor,
 ) -> dict[str, Any]:
     """Set credits aside for an order: name the reservation in dispatch's POST /orders
     (`time_credit_reservation`) before it expires."""
@@ -139,19 +173,19 @@ async def reserve(
 
 
 @router.get("/time-bank/reservations/{reservation_id}", **allow(*STAFF, Role.volunteer), responses=problems(404))
-async def get_reservation(reservation_id: ReservationId, request: Request) -> dict[str, Any]:
-    async with reading(events_of(request).engine) as conn:
-        row = (
-            await conn.execute(select(store.reservations).where(store.reservations.c.reservation_id == reservation_id))
-        ).mappings().first()
-    if row is None:
-        raise NotFound(f"unknown reservation {reservation_id}")
+async def get_reservation(reservation_id: ReservationId, row: ReservationInReach) -> dict[str, Any]:
+    """A reservation, for its volunteer and staff over their community."""
     return _reservation(timebank.reservation_of(row))
 
 
-@router.post("/time-bank/reservations/{reservation_id}/withdraw", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
-async def withdraw(reservation_id: ReservationId, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """Return the credits of a reservation no order has taken."""
+@router.post(
+    "/time-bank/reservations/{reservation_id}/withdraw", **allow(*STAFF, Role.volunteer), responses=problems(404, 409)
+)
+async def withdraw(
+    reservation_id: ReservationId, row: ReservationInReach, request: Request, actor: CurrentActor
+) -> dict[str, Any]:
+    """Return the credits of a reservation no order has taken. For its volunteer and staff over
+    their community."""
     return _reservation(await timebank.withdraw(events_of(request), reservation_id, actor, now_of(request)))
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from services.registry.api import registry_of
+from services.registry.api.reach import account_in_reach
 from services.registry.domain.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX
 from services.registry.handlers import accounts as handlers
 from services.registry.handlers.accounts import AccountView
@@ -19,15 +20,14 @@ from shared.web import CurrentActor, allow, now_of, problems
 
 router = APIRouter(tags=["accounts"])
 
-AccountPath = Annotated[AccountId, Path(description="An account id (AC…).")]
+# The account a path names, once the caller is found to hold it or be staff over it.
+AccountPath = Annotated[AccountId, Depends(account_in_reach)]
 Username = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=3, max_length=USERNAME_MAX, pattern=r"^[^\s\x00-\x1f]+$"),
     Field(description="A login name or a phone number; found again whatever its case."),
 ]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
-
-
 
 
 class NewAccount(BaseModel):

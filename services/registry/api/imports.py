@@ -33,12 +33,14 @@ async def import_volunteers(request: Request, actor: CurrentActor) -> dict[str, 
     sending the same file again imports nothing twice), refused, and the problems with their line
     number (the header is line 1) and reason. A header without a required column is refused (422)
     and nothing is written. `stopped` says why reading ended early (broken encoding or quoting);
-    the rows before it were imported.
+    the rows before it were imported. A row for a community outside the caller's part of the tree
+    is refused.
     """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "text/csv":
         raise HTTPException(415, f"send the file as text/csv, not {media_type or 'without a content type'}")
     report = await importer.import_volunteers(
         registry_of(request), actor, request.stream(), today=date.today(), keep_problems=LISTED_PROBLEMS,
+        reaches=actor.reaches,
     )
     return report.as_dict()

@@ -6,14 +6,15 @@ import csv
 import io
 import json
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from services.registry import store
 from services.registry.api import registry_of
+from services.registry.api.reach import site_in_reach
 from services.registry.domain.org import TreeRow
 from services.registry.handlers import org as handlers
 from shared.auth import STAFF, Role
@@ -48,8 +49,10 @@ class SiteClosing(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/org-units", **allow(*STAFF), status_code=201, responses=problems(404, 409))
+@router.post("/org-units", **allow(*STAFF), status_code=201, responses=problems(403, 404, 409))
 async def create_org_unit(body: NewOrgUnit, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """Add a node under one in the caller's part of the tree (a parent outside it is answered as
+    an unknown one); only a city admin adds a city."""
     unit = await handlers.create_org_unit(registry_of(request), actor, **body.model_dump())
     return {"code": unit.code, "org_path": list(unit.path)}
 
@@ -92,18 +95,23 @@ _TREE_FILE = {
 
 
 @router.post(
-    "/org-units/import", **allow(*STAFF, openapi_extra={"requestBody": _TREE_FILE}), status_code=200, responses=problems(409)
+    "/org-units/import",
+    **allow(*STAFF, openapi_extra={"requestBody": _TREE_FILE}),
+    status_code=200,
+    responses=problems(403, 404, 409),
 )
 async def import_tree(request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Load a whole tree from CSV (`text/csv`: code, parent_code, level, name, population,
     party_members) or JSON (a list of the same objects). All of it is loaded, or none of it; a
-    bad parent or a duplicate code is refused naming its line. Lines already loaded are skipped."""
+    bad parent or a duplicate code is refused naming its line, and so is (404) a new node outside
+    the caller's part of the tree. Lines already loaded are skipped."""
     rows = _tree_rows(await request.body(), request.headers.get("content-type", "text/csv"))
-    return await handlers.load_tree(registry_of(request), actor, rows)
+    return await handlers.load_tree(registry_of(request), actor, rows, reaches=actor.reaches)
 
 
 @router.get("/org-units/{code}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
+    """A node of the tree and its children: the tree is public knowledge to every signed-in role."""
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.org_units).where(store.org_units.c.code == code))).mappings().first()
         if row is None:
@@ -114,6 +122,8 @@ async def get_org_unit(code: str, request: Request) -> dict[str, Any]:
 
 @router.post("/sites", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dict[str, str]:
+    """Open a site at an org unit in the caller's part of the tree (one outside it is answered as
+    an unknown one)."""
     values = body.model_dump()
     values["opened_on"] = body.opened_on or date.today()
     await handlers.open_site(registry_of(request), actor, **values)
@@ -121,13 +131,17 @@ async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dic
 
 
 @router.post("/sites/{site_id}/close", **allow(*STAFF), responses=problems(404, 409))
-async def close_site(site_id: str, body: SiteClosing, request: Request, actor: CurrentActor) -> dict[str, str]:
+async def close_site(
+    site_id: Annotated[str, Depends(site_in_reach)], body: SiteClosing, request: Request, actor: CurrentActor
+) -> dict[str, str]:
+    """Close a site in the caller's part of the tree."""
     await handlers.close_site(registry_of(request), actor, site_id, closed_on=body.closed_on or date.today(), reason=body.reason)
     return {"site_id": site_id, "status": "closed"}
 
 
 @router.get("/sites/{site_id}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
 async def get_site(site_id: str, request: Request) -> dict[str, Any]:
+    """A site: public knowledge to every signed-in role (volunteers look for where to serve)."""
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(store.sites).where(store.sites.c.site_id == site_id))).mappings().first()
     if row is None:

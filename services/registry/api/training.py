@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import select
 
 from services.registry import store
 from services.registry.api import PERSONAL_DATA_ROLES, registry_of
+from services.registry.api.reach import session_in_reach
 from services.registry.domain import identity
 from services.registry.handlers import training as handlers
 from shared.auth import STAFF, Role
@@ -20,6 +21,9 @@ from shared.events.common import SiteId, Skill, VolunteerNumber
 from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["training"])
+
+
+SessionPath = Annotated[str, Depends(session_in_reach)]
 
 
 class NewSession(BaseModel):
@@ -38,13 +42,16 @@ class Attendance(BaseModel):
 
 @router.post("/training-sessions", **allow(*STAFF), status_code=201, responses=problems(404, 409))
 async def hold_session(body: NewSession, request: Request, actor: CurrentActor) -> dict[str, str]:
+    """Record a session held at a site in the caller's part of the tree (one outside it is
+    answered as an unknown one)."""
     session_id = await handlers.hold_session(registry_of(request), actor, today=date.today(), **body.model_dump())
     return {"session_id": session_id}
 
 
 @router.get("/training-sessions/{session_id}", **allow(*STAFF, Role.team_leader), responses=problems(404))
-async def get_session(session_id: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """A session and its attendees; the trainer's name is masked unless the caller's role allows."""
+async def get_session(session_id: SessionPath, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A session and its attendees, for staff over its site and the leaders of that site's teams;
+    the trainer's name is masked unless the caller's role allows."""
     sessions, attendance = store.training_sessions, store.training_attendance
     async with reading(registry_of(request).events.engine) as conn:
         row = (await conn.execute(select(sessions).where(sessions.c.session_id == session_id))).mappings().first()
@@ -58,14 +65,15 @@ async def get_session(session_id: str, request: Request, actor: CurrentActor) ->
             )
         ).scalars()
         shaped = {**row, "attendees": list(attendees)}
-    if not actor.role in PERSONAL_DATA_ROLES:
+    if actor.role not in PERSONAL_DATA_ROLES:
         shaped["trainer"] = identity.mask_name(row["trainer"])
     return shaped
 
 
 @router.post("/training-sessions/{session_id}/attendance", **allow(*STAFF), responses=problems(404, 409))
-async def record_attendance(session_id: str, body: Attendance, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def record_attendance(session_id: SessionPath, body: Attendance, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Record who attended; those already recorded are left as they are. One unknown volunteer
-    refuses the whole list."""
+    refuses the whole list, and so does one the caller neither reaches nor finds in a team of the
+    session's site."""
     recorded = await handlers.record_attendance(registry_of(request), actor, session_id, body.volunteer_numbers)
     return {"session_id": session_id, "recorded": recorded}

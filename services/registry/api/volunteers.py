@@ -12,7 +12,8 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.registry import store
-from services.registry.api import PERSONAL_DATA_ROLES, registry_of
+from services.registry.api import PERSONAL_DATA_ROLES, reach, registry_of
+from services.registry.api.reach import ReachedNumber, ReachedVolunteer
 from services.registry.domain import identity
 from services.registry.domain.volunteers import Volunteer
 from services.registry.handlers import volunteers as handlers
@@ -95,30 +96,6 @@ async def register(body: NewVolunteer, request: Request, actor: CurrentActor) ->
     return {"volunteer_number": number, "status": "pending"}
 
 
-async def _row(conn: AsyncConnection, number: str) -> dict[str, Any]:
-    v = store.volunteers
-    row = (await conn.execute(select(v).where(v.c.volunteer_number == number))).mappings().first()
-    if row is None:
-        raise NotFound(f"unknown volunteer {number}")
-    return dict(row)
-
-
-async def _reached_row(conn: AsyncConnection, number: str, actor: Actor) -> dict[str, Any]:
-    """The volunteer's row if the caller reaches them: staff over their community, the volunteer
-    themselves, the leader of a team they are in. Anyone else is told, as for a number nobody
-    has, that there is no such volunteer (shared/auth.py)."""
-    row = await _row(conn, number)
-    if actor.reaches(row["org_path"].split("/")) or actor.is_volunteer(number):
-        return row
-    if actor.role is Role.team_leader:
-        m = store.team_members.c
-        in_team = (m.team_id == actor.scope) & (m.volunteer_number == number) & (m.state == "member")
-        member = await conn.scalar(select(m.volunteer_number).where(in_team))
-        if member is not None:
-            return row
-    raise NotFound(f"unknown volunteer {number}")
-
-
 async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], actor: Actor, *, clear: bool) -> dict[str, Any]:
     number = row["volunteer_number"]
     skills = list((await conn.execute(select(store.volunteer_skills.c.skill).where(store.volunteer_skills.c.volunteer_number == number).order_by(store.volunteer_skills.c.skill))).scalars())
@@ -155,10 +132,12 @@ async def _shape(request: Request, conn: AsyncConnection, row: dict[str, Any], a
 
 
 @router.get("/volunteers/{number}", **allow(*STAFF, Role.team_leader, Role.volunteer), responses=problems(404))
-async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    """A volunteer; name, ID number and phone are masked unless the caller's role allows."""
+async def get_volunteer(row: ReachedVolunteer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+    """A volunteer, for staff over their community, themselves and the leaders of their teams;
+    name, ID number and phone are masked unless the caller's role allows."""
+    number = row["volunteer_number"]
     async with reading(registry_of(request).events.engine) as conn:
-        shaped = await _shape(request, conn, await _reached_row(conn, number, actor), actor, clear=True)
+        shaped = await _shape(request, conn, row, actor, clear=True)
         i = store.insurance
         held = await conn.execute(
             select(i.c.insurer, i.c.cover, i.c.valid_from, i.c.valid_until)
@@ -170,10 +149,10 @@ async def get_volunteer(number: str, request: Request, actor: CurrentActor) -> d
 
 
 @router.get("/volunteers/{number}/history", **allow(*STAFF, Role.volunteer), responses=problems(404))
-async def history(number: str, request: Request, actor: CurrentActor) -> list[dict[str, Any]]:
-    """Everything that happened to a volunteer, with who did it: transfers keep their approver."""
-    async with reading(registry_of(request).events.engine) as conn:
-        await _reached_row(conn, number, actor)
+async def history(row: ReachedVolunteer, request: Request) -> list[dict[str, Any]]:
+    """Everything that happened to a volunteer, with who did it: transfers keep their approver.
+    For staff over them and the volunteer themselves."""
+    number = row["volunteer_number"]
     envelopes = await registry_of(request).events.load("volunteer", number)
     if not envelopes:
         raise NotFound(f"unknown volunteer {number}")
@@ -197,18 +176,29 @@ async def search(
     after: Annotated[str | None, Query(description="Cursor: the last volunteer number of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """Volunteers that the caller, staff, reaches, a page at a time; a filter naming an org unit,
+    site or team outside their part of the tree is answered as one that does not exist."""
     v = store.volunteers
-    conditions = []
     async with reading(registry_of(request).events.engine) as conn:
+        conditions = [await reach.within_reach(conn, actor, v.c.org_path)]
         if org is not None:
-            node = (await conn.execute(select(store.org_units.c.level, store.org_units.c.path).where(store.org_units.c.code == org))).first()
-            if node is None:
+            node = await store.find_org_unit(conn, org)
+            if node is None or not actor.reaches(node.path):
                 raise NotFound(f"unknown org unit {org}", field="org")
             if node.level == "city":
                 districts = select(store.org_units.c.code).where(store.org_units.c.parent_code == org)
                 conditions.append(func.substr(v.c.org_path, 1, 6).in_(districts))
             else:
-                conditions.append(or_(v.c.org_path == node.path, v.c.org_path.like(node.path + "/%")))
+                joined = "/".join(node.path)
+                conditions.append(or_(v.c.org_path == joined, v.c.org_path.like(joined + "/%")))
+        if site is not None:
+            found = await store.find_site(conn, site)
+            if found is None or not actor.reaches(found.path):
+                raise NotFound(f"unknown site {site}", field="site")
+        if team is not None:
+            place = await reach.team_place(conn, team)
+            if place is None or not actor.reaches(place.path):
+                raise NotFound(f"unknown team {team}", field="team")
         members = store.team_members
         if team is not None:
             conditions.append(exists().where(members.c.volunteer_number == v.c.volunteer_number, members.c.team_id == team, members.c.state == "member"))
@@ -239,49 +229,49 @@ async def search(
 
 
 @router.post("/volunteers/{number}/verify", **allow(*STAFF), responses=problems(404, 409))
-async def verify(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def verify(number: ReachedNumber, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.verify(registry_of(request), actor, number))
 
 
 @router.post("/volunteers/{number}/suspend", **allow(*STAFF), responses=problems(404, 409))
-async def suspend(number: str, body: Reason, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def suspend(number: ReachedNumber, body: Reason, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.suspend(registry_of(request), actor, number, body.reason))
 
 
 @router.post("/volunteers/{number}/reactivate", **allow(*STAFF), responses=problems(404, 409))
-async def reactivate(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def reactivate(number: ReachedNumber, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.reactivate(registry_of(request), actor, number))
 
 
 @router.post("/volunteers/{number}/deregister", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
-async def deregister(number: str, body: Deregistration, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def deregister(number: ReachedNumber, body: Deregistration, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.deregister(registry_of(request), actor, number, on_request=body.on_request))
 
 
 @router.put("/volunteers/{number}/profile", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
-async def update_profile(number: str, body: ProfileChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def update_profile(number: ReachedNumber, body: ProfileChange, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.update_profile(registry_of(request), actor, number, body.political_status, body.skills, body.tags))
 
 
 @router.post("/volunteers/{number}/report-in", **allow(*STAFF, Role.volunteer), responses=problems(404, 409))
-async def report_in(number: str, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def report_in(number: ReachedNumber, request: Request, actor: CurrentActor) -> dict[str, Any]:
     return _state(await handlers.report_in(registry_of(request), actor, number))
 
 
 @router.post("/volunteers/{number}/transfer", **allow(*STAFF), responses=problems(404, 409))
-async def transfer(number: str, body: Transfer, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def transfer(number: ReachedNumber, body: Transfer, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Move the volunteer to another community (关系转接), also across districts; the caller approves."""
     return _state(await handlers.transfer(registry_of(request), actor, number, body.to_community_code))
 
 
 @router.post("/volunteers/{number}/certifications", **allow(*STAFF), responses=problems(404, 409))
-async def certify(number: str, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def certify(number: ReachedNumber, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
     granted_on = body.granted_on or date.today()
     return _state(await handlers.grant_certification(registry_of(request), actor, number, body.certification, granted_on, body.expires_on))
 
 
 @router.post("/volunteers/{number}/insurance", **allow(*STAFF), responses=problems(404, 409))
-async def record_insurance(number: str, body: InsuranceRecord, request: Request, actor: CurrentActor) -> dict[str, Any]:
+async def record_insurance(number: ReachedNumber, body: InsuranceRecord, request: Request, actor: CurrentActor) -> dict[str, Any]:
     """Record the volunteer's insurance, which risky work requires: insurer and kind of cover as
     codes, and the days covered. Keep the policy number and names out: they are not taken."""
     volunteer = await handlers.record_insurance(registry_of(request), actor, number, **body.model_dump())

@@ -91,12 +91,15 @@ class TreeRow:
 
 
 def plan_tree(
-    rows: Iterable[TreeRow], existing: Callable[[str], OrgUnit | None]
+    rows: Iterable[TreeRow],
+    existing: Callable[[str], OrgUnit | None],
+    reaches: Callable[[tuple[str, ...]], bool] = lambda path: True,
 ) -> tuple[list[tuple[OrgUnitCreated, OrgUnit]], list[int]]:
     """Decide a whole tree file at once: the nodes to create, and the lines already loaded.
 
     Parents may come after their children in the file. A duplicate code, a missing or wrong
-    parent, or a clash with what exists rejects the whole file, naming the line.
+    parent, a clash with what exists, or a new node at a path the loader does not `reaches`
+    (404: outside their part of the tree) rejects the whole file, naming the line.
     """
     by_code: dict[str, TreeRow] = {}
     for row in rows:
@@ -125,6 +128,8 @@ def plan_tree(
             event, unit = create_org_unit(row.code, row.level, row.name, row.population, row.party_members, parent)
         except Invalid as error:
             raise Invalid(f"line {row.line}: {error.message}", field="file") from None
+        if not reaches(unit.path):
+            raise NotFound(f"line {row.line}: {row.code} lies outside your part of the org tree", field="file")
         planned[row.code] = unit
         decided.append((event, unit))
     return decided, sorted(unchanged)

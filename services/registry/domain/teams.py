@@ -6,9 +6,10 @@ it changes nothing (a repeated command is harmless), or raises a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from shared.auth import Actor, Role
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
 from shared.events.common import TeamKind
@@ -73,6 +74,26 @@ def evolve(team: Team | None, event: Event) -> Team:
         case TeamDissolved():
             return replace(team, dissolved=True, members=frozenset(), applicants=frozenset(), invited=frozenset())
     return team
+
+
+def reaches_team(actor: Actor, team_id: str, site_path: Sequence[str]) -> bool:
+    """Staff over the team's site, its leader, and every volunteer: a volunteer looks for a team to
+    join anywhere in the city."""
+    return actor.reaches(site_path) or actor.leads(team_id) or actor.role is Role.volunteer
+
+
+def may_name(
+    actor: Actor, team_id: str, site_path: Sequence[str], number: str, volunteer_path: Sequence[str], *, on_rolls: bool
+) -> bool:
+    """Whether a caller who reaches the team may name this volunteer in one of its commands: a
+    volunteer only themselves; staff over the team anyone on its rolls (member, applicant,
+    invited: they may come from anywhere) and anyone they reach; the leader anyone on its rolls
+    and anyone living under the team's site, whom they recruit."""
+    if actor.role is Role.volunteer:
+        return actor.is_volunteer(number)
+    if on_rolls or actor.reaches(volunteer_path):
+        return True
+    return actor.leads(team_id) and tuple(volunteer_path[: len(site_path)]) == tuple(site_path)
 
 
 def create(team_id: str, site_id: str, name: str, kind: TeamKind, field: str | None, capacity: int, leader: str) -> TeamCreated:

@@ -15,6 +15,7 @@ from services.registry.domain.identity import ResidentId, age_band
 from services.registry.domain.org import OrgUnit
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
+from shared.logmask import mask_personal_data
 from shared.events.common import SKILLS, OrgLevel, PoliticalStatus, VolunteerStatus
 from shared.events.registry import (
     CertificationExpired,
@@ -116,10 +117,15 @@ def normalise_skills(skills: Iterable[str]) -> list[str]:
     return cleaned
 
 
-def normalise_tags(tags: Iterable[str]) -> list[str]:
+def normalise_tags(tags: Iterable[str], name: str = "") -> list[str]:
+    """The tags as published: trimmed, sorted, each once. Tags go out in events, so one that holds
+    an ID number, a mobile number or the volunteer's own name is refused (when the name is known)."""
     cleaned = sorted({" ".join(t.split()) for t in tags if t.strip()})
     if len(cleaned) > 10 or any(len(t) > 20 for t in cleaned):
         raise Invalid("at most 10 tags of at most 20 characters", field="tags")
+    for tag in cleaned:
+        if mask_personal_data(tag) != tag or (name and name in tag):
+            raise Invalid(f"the tag {tag!r} holds personal data (a name, ID or mobile number), which events never carry", field="tags")
     return cleaned
 
 
@@ -133,6 +139,7 @@ def register(
     today: date,
     holder_of_same_id: str | None,
     tags: Iterable[str] = (),
+    name: str = "",
 ) -> VolunteerRegistered:
     if community.level is not OrgLevel.community:
         raise Invalid(f"{community.code} is a {community.level}, not a community", field="community_code")
@@ -151,7 +158,7 @@ def register(
         gender=resident.gender,
         political_status=political_status,
         skills=normalise_skills(skills),
-        tags=normalise_tags(tags),
+        tags=normalise_tags(tags, name),
         consented_at=consented_at,
     )
 

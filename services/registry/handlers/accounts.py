@@ -180,6 +180,14 @@ async def _load(tx: Transaction, account_id: str) -> tuple[Account, int, tuple[s
     return account, history.version, await _path(tx.conn, account)
 
 
+async def ensure_reached(registry: Registry, actor: Actor, account_id: str) -> None:
+    """Whether the caller holds the account or is staff over it; anyone else is told, as for an
+    id nobody has, that there is no such account."""
+    async with reading(registry.events.engine) as conn:
+        found, _, path = await _load(Transaction(conn, registry.events), account_id)
+    accounts.ensure_manages(actor, found, path, holder_too=True)
+
+
 async def account(registry: Registry, actor: Actor, account_id: str) -> AccountView:
     """The account, for its holder or staff over it."""
     async with reading(registry.events.engine) as conn:
@@ -257,7 +265,9 @@ async def change_password(
     if new_password == old_password:
         raise Invalid("the new password is the old one", field="new_password")
     async with writing(registry.events.engine) as conn:
-        found, version, _ = await _load(Transaction(conn, registry.events), account_id)
+        found, version, path = await _load(Transaction(conn, registry.events), account_id)
+        if actor.id != found.account_id and actor.reaches(path):
+            raise Forbidden("only its holder changes an account's password: staff over it reset it (password-reset)")
         accounts.ensure_holder(actor, found)
         row = await _row(conn, account_id)
         if row.username_index is None:

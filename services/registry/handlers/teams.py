@@ -24,13 +24,19 @@ from shared.eventstore import Transaction
 _MAY_JOIN = frozenset({VolunteerStatus.pending, VolunteerStatus.verified})
 
 
-async def _ensure_may_join(tx: Transaction, number: str, field: str) -> None:
+async def _ensure_may_join(
+    tx: Transaction, number: str, field: str, named: Callable[[tuple[str, ...]], bool] = lambda path: True
+) -> None:
+    """The volunteer exists where the caller may name them (`named`, given where they live; else
+    they are as unknown) and may serve."""
     try:
         history = await tx.history("volunteer", number, "volunteer")
     except NotFound as unknown:
         raise NotFound(unknown.message, field=field) from None
     volunteer = volunteers.fold(history.entries)
     assert volunteer is not None
+    if not named(volunteer.org_path):
+        raise NotFound(f"unknown volunteer {number}", field=field)
     if volunteer.status not in _MAY_JOIN:
         raise Conflict(f"volunteer {number} is {volunteer.status}", field=field, state=str(volunteer.status))
 
@@ -40,8 +46,10 @@ async def create_team(
     description: str, capacity: int, leader_number: str,
 ) -> str:
     async with registry.events.transaction() as tx:
-        site = org.ensure_open(await store.find_site(tx.conn, site_id), site_id)
-        await _ensure_may_join(tx, leader_number, "leader_number")
+        # Staff found teams at sites in their part of the tree, led by volunteers they reach.
+        site = await store.find_site(tx.conn, site_id)
+        site = org.ensure_open(site if site is not None and actor.reaches(site.path) else None, site_id)
+        await _ensure_may_join(tx, leader_number, "leader_number", actor.reaches)
         team_id = await store.next_number(tx.conn, "T")
         event = teams.create(team_id, site_id, name, kind, field, capacity, leader_number)
         # Under the site's path: the team's events reach the site's district subject.
@@ -54,13 +62,20 @@ async def create_team(
 async def _change(
     registry: Registry, actor: Actor, team_id: str, decide: Callable[[Team], list[Event]], *, joining: str | None = None
 ) -> Team:
-    """Load a team, check who joins it (if anyone), let the domain decide, record; the new state."""
+    """Load a team, check who joins it (if anyone: one the caller may name, see
+    `teams.may_name`), let the domain decide, record; the new state."""
     async with registry.events.transaction() as tx:
         history = await tx.history("team", team_id, "team")
         team = teams.fold(history.payloads)
         assert team is not None
+        if not teams.reaches_team(actor, team_id, history.org_path):
+            raise NotFound(f"unknown team {team_id}")
         if joining is not None:
-            await _ensure_may_join(tx, joining, "volunteer_number")
+            on_rolls = joining in team.members | team.applicants | team.invited
+            await _ensure_may_join(
+                tx, joining, "volunteer_number",
+                lambda path: teams.may_name(actor, team_id, history.org_path, joining, path, on_rolls=on_rolls),
+            )  # fmt: skip
         events = decide(team)
         await record(tx, team_id, history.version, events, org_path=history.org_path, actor=actor)
     for event in events:

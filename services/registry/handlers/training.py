@@ -20,7 +20,7 @@ async def hold_session(
 ) -> str:
     async with registry.events.transaction() as tx:
         site = await store.find_site(tx.conn, site_id)
-        if site is None:
+        if site is None or not actor.reaches(site.path):
             raise NotFound(f"unknown site {site_id}", field="site_id")
         session_id = await store.next_number(tx.conn, "S")
         event = training.hold(session_id, site_id, topic, held_on, hours, today)
@@ -34,10 +34,22 @@ async def hold_session(
     return session_id
 
 
-async def _ensure_registered(tx: Transaction, numbers: set[str]) -> None:
-    table = store.volunteers
-    known = set((await tx.conn.execute(select(table.c.volunteer_number).where(table.c.volunteer_number.in_(numbers)))).scalars())
-    unknown = sorted(numbers - known)
+async def _ensure_named(tx: Transaction, actor: Actor, numbers: set[str], site_id: str) -> None:
+    """Every number is a volunteer the caller reaches, or a member of a team of the session's site
+    (who may live elsewhere); any other is refused as unknown, as a number nobody has."""
+    v, m, t = store.volunteers, store.team_members, store.teams
+    found = await tx.conn.execute(select(v.c.volunteer_number, v.c.org_path).where(v.c.volunteer_number.in_(numbers)))
+    of_the_site = set(
+        (
+            await tx.conn.execute(
+                select(m.c.volunteer_number)
+                .join(t, t.c.team_id == m.c.team_id)
+                .where(t.c.site_id == site_id, m.c.state == "member", m.c.volunteer_number.in_(numbers))
+            )
+        ).scalars()
+    )
+    named = {number for number, path in found if number in of_the_site or actor.reaches(path.split("/"))}
+    unknown = sorted(numbers - named)
     if unknown:
         raise NotFound(f"unknown volunteer {', '.join(unknown)}", field="volunteer_numbers")
 
@@ -49,8 +61,10 @@ async def record_attendance(registry: Registry, actor: Actor, session_id: str, v
         history = await tx.history("training", session_id, "training session")
         session = training.fold(history.payloads)
         assert session is not None
+        sessions = store.training_sessions
+        site_id = await tx.conn.scalar(select(sessions.c.site_id).where(sessions.c.session_id == session_id))
         # One unknown number refuses the whole list: attendance is recorded all at once or not at all.
-        await _ensure_registered(tx, numbers)
+        await _ensure_named(tx, actor, numbers, site_id)
         events = training.attend(session, numbers)
         await record(tx, session_id, history.version, events, org_path=history.org_path, actor=actor)
     return [event.volunteer_number for event in events]

@@ -68,7 +68,7 @@ async def _register(
     number = await store.next_number(tx.conn, "V")
     event = volunteers.register(
         number, resident, community, political_status, skills, consented_at, today,
-        await store.holder_of_id_index(tx.conn, id_index), tags,
+        await store.holder_of_id_index(tx.conn, id_index), tags, name,
     )
     key, sealed_key = registry.vault.new_key(number)
     seal = registry.vault.seal
@@ -254,9 +254,15 @@ class _Decided:
 
 
 async def register_batch(
-    registry: Registry, actor: Actor, rows: Sequence[NewVolunteer], today: date
+    registry: Registry,
+    actor: Actor,
+    rows: Sequence[NewVolunteer],
+    today: date,
+    reaches: Callable[[tuple[str, ...]], bool] = lambda path: True,
 ) -> list[str | Refused]:
-    """Register many volunteers in one transaction, each checked as `register` checks one.
+    """Register many volunteers in one transaction, each checked as `register` checks one, and
+    only into communities the importer `reaches` (staff: their part of the tree; the command
+    line: anywhere). The tree is public knowledge, so a community outside is refused as such.
 
     Returns, row by row, the new volunteer number or the refusal (a Conflict with the holder's
     `volunteer_number` in its details when the ID number is already registered, also earlier in
@@ -277,11 +283,11 @@ async def register_batch(
     if checked:
         try:
             async with registry.events.transaction() as tx:
-                outcomes.update(await _register_checked(registry, tx, actor, checked, today))
+                outcomes.update(await _register_checked(registry, tx, actor, checked, today, reaches))
         except (DBAPIError, ConcurrencyConflict) as error:
             if len(checked) > 1:
                 for one in checked:
-                    (outcomes[one.position],) = await register_batch(registry, actor, [one.row], today)
+                    (outcomes[one.position],) = await register_batch(registry, actor, [one.row], today, reaches)
             elif isinstance(error, IntegrityError | ConcurrencyConflict):
                 outcomes[checked[0].position] = Conflict(
                     "this ID number was registered at the same moment; look it up", field="id_number"
@@ -294,7 +300,12 @@ async def register_batch(
 
 
 async def _register_checked(
-    registry: Registry, tx: Transaction, actor: Actor, checked: list[_Checked], today: date
+    registry: Registry,
+    tx: Transaction,
+    actor: Actor,
+    checked: list[_Checked],
+    today: date,
+    reaches: Callable[[tuple[str, ...]], bool],
 ) -> list[tuple[int, str | Refused]]:
     conn = tx.conn
     communities = await store.find_org_units(conn, (c.row.community_code for c in checked))
@@ -309,10 +320,12 @@ async def _register_checked(
         try:
             if community is None:
                 raise NotFound(f"unknown community {c.row.community_code}", field="community_code")
+            if not reaches(community.path):
+                raise NotFound("the community is outside your part of the org tree", field="community_code")
             number = numbers[len(decided)]
             event = volunteers.register(
                 number, c.resident, community, c.row.political_status, c.row.skills,
-                now if c.row.consent else None, today, holders.get(c.id_index), c.row.tags,
+                now if c.row.consent else None, today, holders.get(c.id_index), c.row.tags, c.row.name,
             )
         except Refused as refusal:
             outcomes.append((c.position, refusal))

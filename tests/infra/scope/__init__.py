@@ -14,6 +14,8 @@ cannot read off the OpenAPI document:
 - `PARAMETERS`: the path parameters its seed fills in `World.inside` and `World.outside`.
 - `CITY_WIDE`: (METHOD, path) -> why the operation names nothing in the org tree (the star
   thresholds, say), so it has no inside or outside.
+- `seed_late` (optional): seeding that needs every module's `seed` done first (a certificate over
+  the service records dispatch's seed confirmed).
 """
 
 from __future__ import annotations

@@ -28,7 +28,17 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColum
 from rich.table import Table
 
 from deploy import demo_city
-from shared.bus import CONSUMER, DEAD_LETTER_STREAM, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, REASON
+from shared.bus import (
+    CONSUMER,
+    DEAD_LETTER_SEQUENCE,
+    DEAD_LETTER_STREAM,
+    ORIGINAL_SEQUENCE,
+    ORIGINAL_STREAM,
+    REASON,
+    RETRY_STREAM,
+    inbox_prefix,
+    send_back,
+)
 from shared.settings import DEFAULT_PORTS
 
 SERVICES = tuple(DEFAULT_PORTS)
@@ -135,7 +145,12 @@ def demo(
 
 
 async def _connect(nats_url: str, seed: Path | None) -> nats.NATS:
-    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 0}
+    # Replies in the operator's own inboxes: the operator's NATS user may read no other's.
+    options: dict[str, Any] = {
+        "connect_timeout": 3,
+        "max_reconnect_attempts": 0,
+        "inbox_prefix": inbox_prefix("operator"),
+    }
     if seed is not None:
         options["nkeys_seed"] = str(seed)
     try:
@@ -271,6 +286,22 @@ def import_volunteers(
         console.print(f"[yellow]stopped early: {report['stopped']}[/yellow]")
 
 
+async def _sent_back(js: Any) -> set[int]:
+    """The dead letters already sent back (their sequences), read off the retry stream."""
+    try:
+        info = await js.stream_info(RETRY_STREAM)
+    except NotFoundError:
+        return set()
+    sent = set()
+    for sequence in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+        try:
+            message = await js.get_msg(RETRY_STREAM, sequence)
+        except NotFoundError:
+            continue
+        sent.add(int((message.headers or {}).get(DEAD_LETTER_SEQUENCE, 0)))
+    return sent
+
+
 async def _dead_letters(nats_url: str, seed: Path | None, consumer: str | None, limit: int) -> list[dict[str, Any]]:
     nc = await _connect(nats_url, seed)
     try:
@@ -279,6 +310,7 @@ async def _dead_letters(nats_url: str, seed: Path | None, consumer: str | None, 
             info = await js.stream_info(DEAD_LETTER_STREAM)
         except NotFoundError:
             return []
+        sent_back = await _sent_back(js)
         letters: list[dict[str, Any]] = []
         if info.state.messages == 0:
             return letters
@@ -293,7 +325,7 @@ async def _dead_letters(nats_url: str, seed: Path | None, consumer: str | None, 
             letter = {
                 "sequence": sequence, "consumer": headers.get(CONSUMER, "?"), "subject": message.subject,
                 "stream": headers.get(ORIGINAL_STREAM, "?"), "stream_sequence": headers.get(ORIGINAL_SEQUENCE, "?"),
-                "reason": headers.get(REASON, ""),
+                "reason": headers.get(REASON, ""), "sent_back": sequence in sent_back,
             }  # fmt: skip
             if consumer is None or letter["consumer"] == consumer:
                 letters.append(letter)
@@ -313,11 +345,56 @@ def dlq_list(
 ) -> None:
     """Each dead letter: which consumer refused which event, and why."""
     letters = asyncio.run(_dead_letters(City.find(data, nats_url).nats_url, nats_seed, consumer, limit))
-    table = Table("#", "consumer", "original", "subject", "reason", title=f"dead letters ({len(letters)})")
+    table = Table("#", "consumer", "original", "subject", "reason", "sent back", title=f"dead letters ({len(letters)})")
     for letter in letters:
         table.add_row(str(letter["sequence"]), letter["consumer"], f"{letter['stream']} #{letter['stream_sequence']}",
-                      letter["subject"], letter["reason"])  # fmt: skip
+                      letter["subject"], letter["reason"], "yes" if letter["sent_back"] else "")  # fmt: skip
     console.print(table)
+
+
+async def _send_back(nats_url: str, seed: Path | None, sequences: list[int]) -> list[tuple[int, str]]:
+    """Each letter sent back to its consumer: (sequence, what happened)."""
+    nc = await _connect(nats_url, seed)
+    try:
+        js = nc.jetstream()
+        done = []
+        for sequence in sequences:
+            letter = await js.get_msg(DEAD_LETTER_STREAM, sequence)
+            consumer = (letter.headers or {}).get(CONSUMER, "?")
+            try:
+                await js.consumer_info(RETRY_STREAM, f"{consumer}-retry")
+            except NotFoundError:
+                # A stream follower (the ledger, reporting's figures) reads its stream in order and
+                # takes nothing back: its letter stays on record; a rebuild reads the stream again.
+                done.append((sequence, f"not sent: {consumer} takes no retries (it follows its stream in order)"))
+                continue
+            await send_back(js, sequence)
+            done.append((sequence, f"sent back to {consumer}"))
+        return done
+    finally:
+        await nc.close()
+
+
+@dlq.command("retry")
+def dlq_retry(
+    sequences: Annotated[list[int] | None, typer.Argument(help="The letters' numbers (beacon dlq list).")] = None,
+    data: DataOption = Path("data"),
+    nats_url: NatsOption = None,
+    nats_seed: SeedOption = None,
+    consumer: Annotated[str | None, typer.Option(help="Every letter of this consumer not yet sent back.")] = None,
+) -> None:
+    """Send dead letters back to the consumer that refused them, once the cause is fixed: it
+    applies each like any delivery (an event it applied meanwhile is skipped), and a letter it
+    refuses again is dead-lettered again."""
+    url = City.find(data, nats_url).nats_url
+    chosen = list(sequences or [])
+    if consumer is not None:
+        letters = asyncio.run(_dead_letters(url, nats_seed, consumer, 100_000))
+        chosen += [letter["sequence"] for letter in letters if not letter["sent_back"]]
+    if not chosen:
+        raise typer.BadParameter("name the letters to send back, or --consumer")
+    for sequence, outcome in asyncio.run(_send_back(url, nats_seed, sorted(set(chosen)))):
+        console.print(f"#{sequence}: {outcome}")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import nkeys
 
 SERVICES = ("registry", "dispatch", "points", "reporting")
+USERS = (*SERVICES, "operator")  # the operator: `beacon status` and `beacon dlq` (users.conf)
 PUBLIC_KEYS_FILE = "service-keys.conf"
 
 
@@ -30,11 +31,12 @@ def seed_file(directory: Path, service: str) -> Path:
 
 
 def write_service_keys(directory: Path) -> dict[str, str]:
-    """A seed file per service and the public keys' configuration; returns the public keys."""
+    """A seed file per user (each service, and the operator) and the public keys' configuration;
+    returns the public keys."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     public = {}
-    for service in SERVICES:
+    for service in USERS:
         seed = new_user_seed()
         path = seed_file(directory, service)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over an existing seed

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 CONTEXTS = ("registry", "dispatch", "points")
 DEAD_LETTER_STREAM = "DEADLETTER"
+# Dead letters an operator sends back to their consumer (`beacon dlq retry`), on `retry.<consumer>`.
+RETRY_STREAM = "RETRY"
 
 # Headers a dead letter carries besides the original body.
 REASON = "Beacon-Reason"
@@ -26,6 +28,7 @@ ORIGINAL_STREAM = "Beacon-Stream"
 ORIGINAL_SEQUENCE = "Beacon-Stream-Sequence"
 ORIGINAL_SUBJECT = "Beacon-Subject"
 DELIVERIES = "Beacon-Deliveries"
+DEAD_LETTER_SEQUENCE = "Beacon-Dead-Letter-Sequence"  # on a retry: the letter it sends back
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,24 @@ def dead_letter_stream(settings: StreamSettings) -> StreamConfig:
     return stream_config(DEAD_LETTER_STREAM, ["deadletter.>"], settings)
 
 
-_COMPARED = ("subjects", "retention", "max_age", "storage", "num_replicas", "duplicate_window", "deny_delete", "deny_purge")
+def retry_stream(settings: StreamSettings) -> StreamConfig:
+    return stream_config(RETRY_STREAM, ["retry.>"], settings)
+
+
+def retry_subject(consumer: str) -> str:
+    return f"retry.{consumer}"
+
+
+_COMPARED = (
+    "subjects",
+    "retention",
+    "max_age",
+    "storage",
+    "num_replicas",
+    "duplicate_window",
+    "deny_delete",
+    "deny_purge",
+)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -95,14 +115,32 @@ async def dead_letter(js: JetStreamContext, msg: Msg, *, consumer: str, reason: 
     """
     meta = msg.metadata
     stream, sequence = meta.stream, meta.sequence.stream
+    carried = msg.headers or {}  # a retried letter names where the event first came from
+    subject = carried.get(ORIGINAL_SUBJECT, msg.subject)
     headers = {
         "Nats-Msg-Id": f"{consumer}:{stream}:{sequence}",
         REASON: reason[:4000].replace("\r", " ").replace("\n", " "),
         CONSUMER: consumer,
-        ORIGINAL_STREAM: stream,
-        ORIGINAL_SEQUENCE: str(sequence),
-        ORIGINAL_SUBJECT: msg.subject,
+        ORIGINAL_STREAM: carried.get(ORIGINAL_STREAM, stream),
+        ORIGINAL_SEQUENCE: carried.get(ORIGINAL_SEQUENCE, str(sequence)),
+        ORIGINAL_SUBJECT: subject,
         DELIVERIES: str(meta.num_delivered),
     }
-    await js.publish(f"deadletter.{consumer}.{msg.subject}", msg.data, headers=headers, stream=DEAD_LETTER_STREAM)
+    await js.publish(f"deadletter.{consumer}.{subject}", msg.data, headers=headers, stream=DEAD_LETTER_STREAM)
     log.warning("dead-lettered %s #%s for %s: %s", stream, sequence, consumer, reason)
+
+
+async def send_back(js: JetStreamContext, letter_sequence: int) -> str:
+    """Send a dead letter back to the consumer that refused it, once its cause is fixed: a copy on
+    `retry.<consumer>` in the retry stream, which the consumer applies like any delivery (and skips
+    if it applied the event meanwhile). Sending the same letter again within the duplicate window
+    sends nothing. The consumer's name."""
+    letter = await js.get_msg(DEAD_LETTER_STREAM, letter_sequence)
+    carried = letter.headers or {}
+    consumer = carried[CONSUMER]
+    headers = {
+        name: carried[name] for name in (ORIGINAL_STREAM, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT) if name in carried
+    }
+    headers.update({"Nats-Msg-Id": f"retry:{letter_sequence}", DEAD_LETTER_SEQUENCE: str(letter_sequence)})
+    await js.publish(retry_subject(consumer), letter.data or b"", headers=headers, stream=RETRY_STREAM)
+    return consumer

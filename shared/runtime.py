@@ -23,7 +23,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import Reader, asyncapi_router
 from shared.auth import TokenVerifier
-from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, inbox_prefix, stream_name
+from shared.bus import (
+    StreamSettings,
+    context_stream,
+    dead_letter_stream,
+    ensure_stream,
+    inbox_prefix,
+    retry_stream,
+    stream_name,
+)
 from shared.db import make_engine
 from shared.eventstore import EventStore, EventStoreSchema
 from shared.logmask import install_personal_data_mask
@@ -128,6 +136,8 @@ class ServiceRuntime:
             await hook()
         await self.broker.connect()
         await ensure_stream(self.js, dead_letter_stream(self.stream_settings))
+        if subscriptions(self.broker):  # its reactors take their dead letters back from there
+            await ensure_stream(self.js, retry_stream(self.stream_settings))
         if self.owns_stream:
             await ensure_stream(self.js, context_stream(self.name, self.stream_settings))
             self.relay = OutboxRelay(self.store, self.js, self.own_stream, self.relay_settings)

@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy as ServerAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
-from shared.bus import dead_letter, stream_name
+from shared.bus import RETRY_STREAM, dead_letter, retry_subject, stream_name
 from shared.catalog import Event, EventCatalog, EventRejected
 from shared.catalog import catalog as default_catalog
 from shared.envelope import EventEnvelope
@@ -222,9 +222,29 @@ def subscribe(
     subject: str | None = None,
 ) -> None:
     """Subscribe `reactor` to the stream of `context` with a durable named after both; `subject`
-    narrows it to the subjects the reactor applies (the server then sends nothing else)."""
-    durable = f"{reactor.name}-{context}"
-    _subscriptions.setdefault(broker, []).append(Subscription(reactor, stream_name(context), durable))
+    narrows it to the subjects the reactor applies (the server then sends nothing else). The
+    reactor's dead letters, when an operator sends them back (`beacon dlq retry`), come through a
+    second durable on the retry stream, `<reactor>-retry` (the stream must exist: ServiceRuntime
+    declares it)."""
+    retries_attached = any(s.reactor is reactor and s.stream == RETRY_STREAM for s in subscriptions(broker))
+    timing = {"batch_size": batch_size, "max_wait_seconds": max_wait_seconds, "ack_wait_seconds": ack_wait_seconds}
+    _attach(broker, reactor, stream_name(context), subject or f"{context}.>", f"{reactor.name}-{context}", **timing)
+    if not retries_attached:
+        _attach(broker, reactor, RETRY_STREAM, retry_subject(reactor.name), f"{reactor.name}-retry", **timing)
+
+
+def _attach(
+    broker: NatsBroker,
+    reactor: Reactor,
+    stream: str,
+    subject: str,
+    durable: str,
+    *,
+    batch_size: int,
+    max_wait_seconds: float,
+    ack_wait_seconds: float,
+) -> None:
+    _subscriptions.setdefault(broker, []).append(Subscription(reactor, stream, durable))
     consumer_config = ConsumerConfig(
         durable_name=durable,
         deliver_policy=DeliverPolicy.ALL,
@@ -237,15 +257,15 @@ def subscribe(
     )
 
     @broker.subscriber(
-        subject or f"{context}.>",
-        stream=JStream(stream_name(context), declare=False),
+        subject,
+        stream=JStream(stream, declare=False),
         durable=durable,
         config=consumer_config,
         pull_sub=PullSub(batch_size=batch_size, timeout=max_wait_seconds, batch=True),
         ack_policy=AckPolicy.MANUAL,
         inbox_prefix=None,  # type: ignore[arg-type]  # the connection's own (shared/bus.py inbox_prefix), not `_INBOX`
         title=durable,
-        description=f"{reactor.name} applies {', '.join(sorted(reactor.handlers))} from {stream_name(context)}",
+        description=f"{reactor.name} applies {', '.join(sorted(reactor.handlers))} from {stream}",
     )
     async def handle(message: NatsMessage) -> None:
         js = broker.config.connection_state.stream

@@ -8,9 +8,9 @@ import html
 import json
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from importlib import resources
-from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -165,7 +165,9 @@ _STATUS_OF = (
 )  # fmt: skip
 
 
-def problem(status: int, title: str, detail: str, language: i18n.Language = i18n.API_DEFAULT, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, language: i18n.Language = i18n.API_DEFAULT, **extra: Any
+) -> JSONResponse:
     """Problem details; `title` and `detail` are given in English and said in `language` (see
     shared/i18n.py: the field-level reasons in `errors` are the caller's to translate)."""
     body = {
@@ -251,7 +253,9 @@ class _NoNulInText:
             return
         language = i18n.language_of(dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1"))
         reason = i18n.translate("holds a NUL character", language)
-        refusal = problem(422, "Invalid request", f"{field}: {reason}", language, errors=[{"field": field, "reason": reason}])
+        refusal = problem(
+            422, "Invalid request", f"{field}: {reason}", language, errors=[{"field": field, "reason": reason}]
+        )
         await refusal(scope, receive, send)
 
 
@@ -363,7 +367,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, error: IntegrityError) -> JSONResponse:
         # A uniqueness rule caught a race the handler's own check could not see.
-        return problem(409, "Concurrent change", "another request changed the same thing first; retry", language_of(request.headers))
+        retry = "another request changed the same thing first; retry"
+        return problem(409, "Concurrent change", retry, language_of(request.headers))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -373,7 +378,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             # malformed JSON, which it answers with 422 itself.
             reason = "not JSON in UTF-8" if isinstance(error.__cause__, UnicodeDecodeError) else "not readable as JSON"
             said = i18n.translate(reason, language)
-            return problem(422, "Invalid request", f"body: {said}", language, errors=[{"field": "body", "reason": said}])
+            return problem(
+                422, "Invalid request", f"body: {said}", language, errors=[{"field": "body", "reason": said}]
+            )
         return problem(error.status_code, "HTTP error", str(error.detail), language)
 
 

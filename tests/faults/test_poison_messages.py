@@ -27,6 +27,7 @@ from shared.bus import (
     context_stream,
     dead_letter_stream,
     ensure_stream,
+    retry_stream,
 )
 from shared.catalog import Event, catalog
 from shared.db import make_engine
@@ -90,6 +91,7 @@ async def test_poison_in_every_stream_ends_in_the_dead_letter_stream_after_backi
     for context in HANDLED:
         await ensure_stream(js, context_stream(context, StreamSettings()))
     await ensure_stream(js, dead_letter_stream(StreamSettings()))
+    await ensure_stream(js, retry_stream(StreamSettings()))
 
     attempts: defaultdict[str, dict[int, float]] = defaultdict(dict)  # a failing event's deliveries, when
     failing: set[str] = set()

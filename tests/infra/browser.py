@@ -40,7 +40,13 @@ class PageError(AssertionError):
 class Tab:
     """One page of the browser: its own DevTools session."""
 
-    def __init__(self, socket: aiohttp.ClientWebSocketResponse, session_id: str, ids: count[int], replies: dict[int, asyncio.Future[Any]]) -> None:
+    def __init__(
+        self,
+        socket: aiohttp.ClientWebSocketResponse,
+        session_id: str,
+        ids: count[int],
+        replies: dict[int, asyncio.Future[Any]],
+    ) -> None:
         self._socket, self._session, self._ids, self._replies = socket, session_id, ids, replies
         self.console: list[str] = []
 
@@ -58,7 +64,9 @@ class Tab:
         """The value of a script expression in the page (a promise is awaited)."""
         result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
-            raise PageError(f"{expression[:120]}: {result['exceptionDetails'].get('exception', result['exceptionDetails'])}")
+            raise PageError(
+                f"{expression[:120]}: {result['exceptionDetails'].get('exception', result['exceptionDetails'])}"
+            )
         return result["result"].get("value")
 
     async def open(self, url: str, *, size: tuple[int, int] = DESK, language: str | None = None) -> None:
@@ -68,7 +76,9 @@ class Tab:
         )
         if language is not None:  # what the page hears as Accept-Language and navigator.language
             await self.send("Emulation.setLocaleOverride", locale=language)
-            await self.send("Network.setUserAgentOverride", userAgent="Mozilla/5.0 beacon-test", acceptLanguage=language)
+            await self.send(
+                "Network.setUserAgentOverride", userAgent="Mozilla/5.0 beacon-test", acceptLanguage=language
+            )
         await self.send("Page.navigate", url=url)
         await self.until("document.readyState === 'complete'", what=f"{url} loaded")
 
@@ -81,11 +91,15 @@ class Tab:
                     return
             if asyncio.get_running_loop().time() > deadline:
                 shown = await self.evaluate("location.href + ': ' + (document.body ? document.body.innerText : '')")
-                raise PageError(f"not so within {within:.0f} s: {what or condition}; shown: {str(shown)[:600]!r}; console: {self.console[-10:]}")
+                raise PageError(
+                    f"not so within {within:.0f} s: {what or condition}; shown: {str(shown)[:600]!r}; console: {self.console[-10:]}"
+                )
             await asyncio.sleep(0.1)
 
     async def click(self, selector: str) -> None:
-        found = await self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false; e.click(); return true; }})()")
+        found = await self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false; e.click(); return true; }})()"
+        )
         if not found:
             raise PageError(f"nothing to click at {selector}")
 
@@ -116,7 +130,9 @@ class Browser:
                 self._replies.pop(data["id"]).set_result(data)
             elif data.get("method") == "Runtime.consoleAPICalled" and data.get("sessionId") in self._tabs:
                 args = data["params"].get("args", [])
-                self._tabs[data["sessionId"]].console.append(" ".join(str(a.get("value", a.get("description"))) for a in args))
+                self._tabs[data["sessionId"]].console.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in args)
+                )
 
     async def _browser_call(self, method: str, **params: Any) -> dict[str, Any]:
         message_id = next(self._ids)
@@ -149,7 +165,7 @@ async def browser(profile: Path) -> AsyncIterator[Browser]:
     try:
         assert process.stderr is not None
         seen: list[str] = []
-        while (line := (await asyncio.wait_for(process.stderr.readline(), 60)).decode(errors="replace")) :
+        while line := (await asyncio.wait_for(process.stderr.readline(), 60)).decode(errors="replace"):
             seen.append(line)
             if found := _LISTENING.search(line):
                 break

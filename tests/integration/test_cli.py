@@ -96,7 +96,7 @@ def test_a_refused_event_is_listed_with_its_consumer_and_reason(beacon, city) ->
     while "points" not in (listed := beacon("dlq", "list")).split("dead letters")[1] and time.monotonic() < deadline:
         time.sleep(0.3)
     rows = [line for line in listed.splitlines() if "deadletter." in line]
-    points_row = next(row for row in rows if row.split("│")[2].strip().startswith("points"))
+    points_row = next(row for row in rows if row.split("│")[2].strip() == "points-ledger")
     assert "DISPATCH #1" in points_row
     assert "malformed envelope" in points_row  # the reason, as the consumer gave it
     # Every consumer of dispatch's records refused it: each one's letter is listed, and counted.
@@ -105,6 +105,20 @@ def test_a_refused_event_is_listed_with_its_consumer_and_reason(beacon, city) ->
     only_points = beacon("dlq", "list", "--consumer", points_row.split("│")[2].strip())
     assert "dead letters (1)" in only_points
     assert "dead letters (0)" in beacon("dlq", "list", "--consumer", "nobody")
+
+    # Sent back, a reactor refuses it again (it is still malformed): a new letter, the first one
+    # marked as sent back; a stream follower's letter is not sent back at all.
+    reactor_row = next(row for row in rows if row.split("│")[2].strip() == "dispatch-records")
+    sequence = reactor_row.split("│")[1].strip()
+    assert f"#{sequence}: sent back to dispatch-records" in beacon("dlq", "retry", sequence)
+    deadline = time.monotonic() + 30
+    while "dead letters (2)" not in (mine := beacon("dlq", "list", "--consumer", "dispatch-records")):
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.3)
+    first, second = [line for line in mine.splitlines() if "deadletter." in line]
+    assert first.split("│")[6].strip() == "yes" and second.split("│")[6].strip() == ""
+    assert "DISPATCH #1" in second  # where the event first came from, not the retry stream
+    assert "takes no retries" in beacon("dlq", "retry", points_row.split("│")[1].strip())  # the ledger follows its stream
 
 
 def test_replaying_the_figures_rebuilds_them_to_a_new_generation(beacon) -> None:  # type: ignore[no-untyped-def]

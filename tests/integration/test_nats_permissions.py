@@ -34,13 +34,17 @@ from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from services.reporting.app import create_app as reporting_app
 from shared.bus import (
+    CONSUMER,
     CONTEXTS,
     DEAD_LETTER_STREAM,
+    RETRY_STREAM,
     StreamSettings,
     context_stream,
     dead_letter_stream,
     ensure_stream,
     inbox_prefix,
+    retry_stream,
+    send_back,
     stream_name,
 )
 from shared.settings import ServiceSettings
@@ -306,8 +310,56 @@ async def test_every_service_runs_under_its_own_user_without_a_violation(
         async with connected_as(nats_with_users, "reporting") as reader:
             found = await eventually(lambda: dead_letters_by_consumer(reader.js), lambda found: found >= expected)
         assert found == expected
+
+        # An operator sends dispatch's letter back (`beacon dlq retry`): dispatch takes it from the
+        # retry stream under its own user, and refuses it again.
+        async with connected_as(nats_with_users, "operator") as operator:
+            info = await operator.js.stream_info(DEAD_LETTER_STREAM)
+            letters = [await operator.js.get_msg(DEAD_LETTER_STREAM, n) for n in range(1, info.state.last_seq + 1)]
+            (letter,) = [m for m in letters if m.headers[CONSUMER] == "dispatch"]
+            assert await send_back(operator.js, letter.seq) == "dispatch"
+            await eventually(
+                lambda: operator.js.stream_info(DEAD_LETTER_STREAM), lambda i: i.state.messages == len(letters) + 1
+            )
+            assert operator.violations == []
     # Stopping too (readers delete their consumers) stayed within the permissions.
     assert nats_with_users.violations() == []
+
+
+async def test_an_operator_reads_the_state_and_the_dead_letters_and_sends_letters_back_and_nothing_more(
+    nats_with_users: SecuredNats,
+) -> None:
+    await declare_streams(nats_with_users)
+    async with connected_as(nats_with_users, "registry") as registry:
+        await ensure_stream(registry.js, retry_stream(StreamSettings()))
+        await registry.js.publish("registry.370303.x.happened", b"{}", stream="REGISTRY")
+        await registry.js.publish("deadletter.registry.dispatch.370303.x.happened", b"{}", stream=DEAD_LETTER_STREAM,
+                                  headers={CONSUMER: "registry-records"})  # fmt: skip
+    async with connected_as(nats_with_users, "operator") as operator:
+        names = {info.config.name for info in await operator.js.streams_info()}
+        assert names >= {"REGISTRY", "DISPATCH", "POINTS", DEAD_LETTER_STREAM, RETRY_STREAM}
+        assert await operator.js.consumers_info("REGISTRY") == []
+        assert (await operator.js.get_msg(DEAD_LETTER_STREAM, 1)).headers[CONSUMER] == "registry-records"
+        assert await send_back(operator.js, 1) == "registry-records"
+        assert (await operator.js.get_msg(RETRY_STREAM, 1)).subject == "retry.registry-records"
+        assert operator.violations == []
+
+        attempts = [
+            operator.impatient_js.publish("registry.370303.x.happened", b"{}", stream="REGISTRY"),
+            operator.impatient_js.publish("deadletter.x.registry.370303.x.happened", b"{}", stream=DEAD_LETTER_STREAM),
+            operator.impatient_js.get_msg("REGISTRY", 1),
+            operator.impatient_js.delete_stream(DEAD_LETTER_STREAM),
+            operator.impatient_js.purge_stream(RETRY_STREAM),
+            operator.impatient_js.add_consumer("REGISTRY", ConsumerConfig(ack_policy=AckPolicy.NONE)),
+            operator.impatient_js.add_stream(name="MINE", subjects=["mine.>"]),
+        ]
+        expected = [
+            publish_refused("registry.370303.x.happened"), publish_refused("deadletter.x.registry.370303.x.happened"),
+            publish_refused("$JS.API.STREAM.MSG.GET.REGISTRY"), publish_refused(f"$JS.API.STREAM.DELETE.{DEAD_LETTER_STREAM}"),
+            publish_refused(f"$JS.API.STREAM.PURGE.{RETRY_STREAM}"), publish_refused("$JS.API.CONSUMER.CREATE.REGISTRY"),
+            publish_refused("$JS.API.STREAM.CREATE.MINE"),
+        ]  # fmt: skip
+        assert await operator.refused(*attempts) == sorted(expected)
 
 
 async def test_production_configuration_serves_only_the_services_users_and_only_over_tls(

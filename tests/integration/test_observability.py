@@ -27,7 +27,7 @@ from sqlalchemy import select
 from services.points.app import create_app as create_points
 from services.registry.app import create_app as create_registry
 from services.reporting.app import create_app as create_reporting
-from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
+from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, retry_stream
 from shared.catalog import catalog
 from shared.envelope import EventEnvelope
 from shared.events.registry import VolunteerRegistered
@@ -243,6 +243,7 @@ async def test_a_dead_lettered_message_is_counted_for_its_consumer(nats_url: str
 async def test_consumer_lag_shows_the_messages_waiting_for_a_subscriber(nats_url: str, tmp_path: Path, js) -> None:
     await ensure_stream(js, context_stream("registry", StreamSettings()))
     await ensure_stream(js, dead_letter_stream(StreamSettings()))
+    await ensure_stream(js, retry_stream(StreamSettings()))
     store = event_store(f"sqlite:///{tmp_path / 'store.db'}")
     await store.create_tables()
     reactor = Reactor("lagging", store)

@@ -36,7 +36,10 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedCity,
     with nats_server() as nats_url, served_city(nats_url, tmp_path_factory.mktemp("people")) as served:
         for app in served.apps.values():  # the origins of each other's pages: their ports, known only now
             app.state.cors_origins.update(served.urls.values())
-        served.apps["dispatch"].state.service_urls = {"registry": served.urls["registry"], "points": served.urls["points"]}
+        served.apps["dispatch"].state.service_urls = {
+            "registry": served.urls["registry"],
+            "points": served.urls["points"],
+        }
         world = World()
         for rules in (registry_seed, dispatch_seed, points_seed):
             rules.seed(served, world)
@@ -47,7 +50,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedCity,
 def place_order(city: ServedCity, world: World) -> str:
     """A fresh order in district A, the day after tomorrow (nobody is busy then): placed."""
     day = city_date(utcnow()) + timedelta(days=2)
-    start = utcnow().replace(year=day.year, month=day.month, day=day.day).astimezone(CITY_ZONE).replace(hour=9, minute=0)
+    start = (
+        utcnow().replace(year=day.year, month=day.month, day=day.day).astimezone(CITY_ZONE).replace(hour=9, minute=0)
+    )
     body = {
         "group_served": "elderly", "field": "smart_help_for_elderly", "community_code": COMMUNITY_A,
         "site_id": world.inside["site_id"], "window_start": start.isoformat(),
@@ -61,14 +66,18 @@ def place_order(city: ServedCity, world: World) -> str:
 async def translated(tab: Tab) -> None:
     """Every word the page shows came from its dictionary in its language."""
     assert await tab.evaluate("Beacon.untranslated") == []
-    empty = await tab.evaluate("[...document.querySelectorAll('[data-t]')].filter(e => !e.textContent.trim()).map(e => e.dataset.t)")
+    empty = await tab.evaluate(
+        "[...document.querySelectorAll('[data-t]')].filter(e => !e.textContent.trim()).map(e => e.dataset.t)"
+    )
     assert empty == []
 
 
 # --- The staff order board ------------------------------------------------------------------------
 
 
-async def test_the_board_shows_orders_by_state_and_a_dispatch_from_the_suggestions_moves_one(city, tmp_path: Path) -> None:
+async def test_the_board_shows_orders_by_state_and_a_dispatch_from_the_suggestions_moves_one(
+    city, tmp_path: Path
+) -> None:
     served, world = city
     order_id = place_order(served, world)
     accepted, outside = world.inside["order_id"], world.outside["order_id"]
@@ -76,22 +85,34 @@ async def test_the_board_shows_orders_by_state_and_a_dispatch_from_the_suggestio
     async with browser(tmp_path / "profile") as chromium:
         tab = await chromium.tab()
         await tab.open(board)
-        await tab.until(f"document.querySelector('.column[data-state=placed] [data-order={order_id}]')", what="the new order, placed")
+        await tab.until(
+            f"document.querySelector('.column[data-state=placed] [data-order={order_id}]')",
+            what="the new order, placed",
+        )
         assert await tab.text(".column[data-state=placed] h2 span") == "待派单"
         assert await tab.evaluate(f"!!document.querySelector('.column[data-state=accepted] [data-order={accepted}]')")
         assert outside not in await tab.text("#columns")  # district B's order is out of this staff member's reach
         await tab.screenshot(tmp_path / "board-zh.png")
 
         await tab.click(f".column[data-state=placed] [data-order={order_id}]")
-        await tab.until("document.querySelector('#suggestions [data-dispatch]')", what="a suggested volunteer to dispatch to")
-        assert "OrderPlaced" in await tab.evaluate("[...document.querySelectorAll('#history [data-event]')].map(e => e.dataset.event).join()")
+        await tab.until(
+            "document.querySelector('#suggestions [data-dispatch]')", what="a suggested volunteer to dispatch to"
+        )
+        assert "OrderPlaced" in await tab.evaluate(
+            "[...document.querySelectorAll('#history [data-event]')].map(e => e.dataset.event).join()"
+        )
         assert "下单" in await tab.text("#history")
         first = await tab.evaluate("document.querySelector('#suggestions [data-dispatch]').dataset.dispatch")
         await tab.screenshot(tmp_path / "board-suggestions-zh.png")
         await tab.click("#suggestions [data-dispatch]")
-        await tab.until(f"document.querySelector('.column[data-state=dispatched] [data-order={order_id}]')", what="the order, dispatched")
+        await tab.until(
+            f"document.querySelector('.column[data-state=dispatched] [data-order={order_id}]')",
+            what="the order, dispatched",
+        )
         assert not await tab.evaluate(f"!!document.querySelector('.column[data-state=placed] [data-order={order_id}]')")
-        await tab.until("document.querySelector('#history [data-event=OrderDispatched]')", what="the dispatch in its history")
+        await tab.until(
+            "document.querySelector('#history [data-event=OrderDispatched]')", what="the dispatch in its history"
+        )
         assert f"已派给 {first}" in await tab.text("#message")
         await translated(tab)
         await tab.screenshot(tmp_path / "board-dispatched-zh.png")
@@ -107,12 +128,30 @@ async def test_the_board_speaks_english_when_asked_and_filters_by_community(city
         tab = await chromium.tab()
         await tab.open(f"{served.urls['dispatch']}/board?lang=en#token={token_for(Role.city_admin, '370300')}")
         await tab.until("document.querySelectorAll('.card').length > 0", what="orders")
-        headings = await tab.evaluate("[...document.querySelectorAll('.column h2 span:first-child')].map(e => e.textContent)")
-        assert headings == ["Placed", "Dispatched", "Open for taking", "Accepted", "Taken", "Completed", "Rated", "Cancelled", "Overdue"]
-        both = await tab.evaluate("new Set([...document.querySelectorAll('.card .meta')].map(e => e.textContent.split(' · ')[1]).filter(Boolean)).size")
+        headings = await tab.evaluate(
+            "[...document.querySelectorAll('.column h2 span:first-child')].map(e => e.textContent)"
+        )
+        assert headings == [
+            "Placed",
+            "Dispatched",
+            "Open for taking",
+            "Accepted",
+            "Taken",
+            "Completed",
+            "Rated",
+            "Cancelled",
+            "Overdue",
+        ]
+        both = await tab.evaluate(
+            "new Set([...document.querySelectorAll('.card .meta')].map(e => e.textContent.split(' · ')[1]).filter(Boolean)).size"
+        )
         assert both == 2  # the city admin sees both districts' communities
-        await tab.evaluate(f"(() => {{ const s = document.getElementById('community'); s.value = '{COMMUNITY_A}'; s.dispatchEvent(new Event('change')); }})()")
-        shown = await tab.evaluate("[...new Set([...document.querySelectorAll('.card .meta')].map(e => e.textContent.split(' · ')[1]).filter(Boolean))]")
+        await tab.evaluate(
+            f"(() => {{ const s = document.getElementById('community'); s.value = '{COMMUNITY_A}'; s.dispatchEvent(new Event('change')); }})()"
+        )
+        shown = await tab.evaluate(
+            "[...new Set([...document.querySelectorAll('.card .meta')].map(e => e.textContent.split(' · ')[1]).filter(Boolean))]"
+        )
         assert shown == [COMMUNITY_A]
         assert await tab.text("header .switch-language") == "中文"
         await translated(tab)
@@ -122,7 +161,9 @@ async def test_the_board_speaks_english_when_asked_and_filters_by_community(city
 # --- The volunteer's phone pages ------------------------------------------------------------------
 
 
-async def test_the_phone_pages_show_the_volunteers_shifts_hours_and_points_in_both_languages(city, tmp_path: Path) -> None:
+async def test_the_phone_pages_show_the_volunteers_shifts_hours_and_points_in_both_languages(
+    city, tmp_path: Path
+) -> None:
     served, world = city
     member, account = world.inside["number"], world.inside["account_id"]
     token = token_for(Role.volunteer, member, account=account)
@@ -133,12 +174,17 @@ async def test_the_phone_pages_show_the_volunteers_shifts_hours_and_points_in_bo
 
     async with browser(tmp_path / "profile") as chromium:
         tab = await chromium.tab()
-        for lang, words in (("zh", ("我的班次", "灯会交通引导", "已报名", "已确认", "可用积分")), ("en", ("My shifts", "灯会交通引导", "Signed up", "Confirmed", "Points"))):
+        for lang, words in (
+            ("zh", ("我的班次", "灯会交通引导", "已报名", "已确认", "可用积分")),
+            ("en", ("My shifts", "灯会交通引导", "Signed up", "Confirmed", "Points")),
+        ):
             await tab.open(f"{served.urls['dispatch']}/me?lang={lang}#token={token}", size=PHONE)
             await tab.until("document.querySelector('main').dataset.loaded === 'yes'", what="the volunteer's things")
             assert await tab.evaluate("document.documentElement.lang") == lang
             assert await tab.text("#number") == member
-            assert await tab.evaluate(f"!!document.querySelector('#shift-list [data-shift={world.inside['shift_id']}]')")
+            assert await tab.evaluate(
+                f"!!document.querySelector('#shift-list [data-shift={world.inside['shift_id']}]')"
+            )
             assert await tab.text("#confirmed-hours") == "4" and await tab.text("#confirmed-records") == "2"
             assert await tab.evaluate("document.querySelectorAll('#record-list [data-record]').length") == 2
             assert await tab.text("#balance") == str(points["balance"])
@@ -150,7 +196,9 @@ async def test_the_phone_pages_show_the_volunteers_shifts_hours_and_points_in_bo
             # Registry lists no certificates yet: the section says so, and offers to issue one.
             assert await tab.evaluate("document.getElementById('certificate-list').dataset.listed") == "no"
             assert await tab.evaluate("!document.getElementById('issue').hidden")
-            assert await tab.evaluate("document.documentElement.scrollWidth") <= PHONE[0]  # nothing wider than the phone
+            assert (
+                await tab.evaluate("document.documentElement.scrollWidth") <= PHONE[0]
+            )  # nothing wider than the phone
             await translated(tab)
             await tab.screenshot(tmp_path / f"me-{lang}.png")
 
@@ -177,12 +225,18 @@ async def test_signing_in_keeps_the_token_in_the_tab_and_goes_on_to_the_voluntee
         await tab.evaluate("document.getElementById('username').value = 'scope-member-a'")
         await tab.evaluate("document.getElementById('password').value = 'not the password'")
         await tab.click("#submit")
-        await tab.until("document.getElementById('message').textContent.includes('用户名或密码错误')", what="the refusal, in Chinese")
+        await tab.until(
+            "document.getElementById('message').textContent.includes('用户名或密码错误')",
+            what="the refusal, in Chinese",
+        )
         await tab.screenshot(tmp_path / "sign-in-refused-zh.png")
 
         await tab.evaluate(f"document.getElementById('password').value = {PASSWORD!r}")
         await tab.click("#submit")
-        await tab.until("location.pathname === '/me' && document.querySelector('main').dataset.loaded === 'yes'", what="the volunteer's pages")
+        await tab.until(
+            "location.pathname === '/me' && document.querySelector('main').dataset.loaded === 'yes'",
+            what="the volunteer's pages",
+        )
         assert await tab.text("#number") == world.inside["number"]
         assert await tab.evaluate("sessionStorage.getItem('beacon.access_token').split('.').length") == 3
         assert await tab.evaluate("localStorage.length") == 0  # kept in the tab only
@@ -203,7 +257,9 @@ def test_a_page_of_another_service_may_call_the_api_and_a_stranger_may_not(city)
         allowed = client.options(f"{served.urls['points']}/redemptions", headers={"Origin": dispatch_origin, **ask})
         assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == dispatch_origin
         assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
-        stranger = client.options(f"{served.urls['points']}/redemptions", headers={"Origin": "http://elsewhere.example", **ask})
+        stranger = client.options(
+            f"{served.urls['points']}/redemptions", headers={"Origin": "http://elsewhere.example", **ask}
+        )
         assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
         refused = client.get(f"{served.urls['registry']}/accounts/x", headers={"Origin": dispatch_origin})
         assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == dispatch_origin
@@ -226,10 +282,16 @@ def test_problems_answer_in_the_callers_language(city) -> None:
         assert reasons["headcount"] == "应不小于 1" and reasons["site_id"] == "必填项缺失"
         assert reasons["community_code"] == r"格式不符（应匹配 ^\d{12}$）"
         english = {e["field"]: e["reason"] for e in en.json()["errors"]}
-        assert en.json()["title"] == "Invalid request" and english["headcount"] == "Input should be greater than or equal to 1"
+        assert (
+            en.json()["title"] == "Invalid request"
+            and english["headcount"] == "Input should be greater than or equal to 1"
+        )
         assert plain.json() == en.json()
 
-        for language, title, detail in (("zh", "未找到", "未知的工单 O99999999"), ("en", "NotFound", "unknown order O99999999")):
+        for language, title, detail in (
+            ("zh", "未找到", "未知的工单 O99999999"),
+            ("en", "NotFound", "unknown order O99999999"),
+        ):
             missing = dispatch.get("/orders/O99999999", headers={**staff, "Accept-Language": language})
             assert missing.status_code == 404 and (missing.json()["title"], missing.json()["detail"]) == (title, detail)
 
@@ -240,6 +302,13 @@ def test_problems_answer_in_the_callers_language(city) -> None:
         assert forbidden.status_code == 403 and forbidden.json()["detail"].startswith("志愿者无权执行此操作")
 
         # What a volunteer meets at the door: a scan's refusal, with its reason code untouched.
-        scan = dispatch.post("/scans", json={"code": "not-a-code", "volunteer_number": member}, headers={**volunteer, "Accept-Language": "zh"})
+        scan = dispatch.post(
+            "/scans",
+            json={"code": "not-a-code", "volunteer_number": member},
+            headers={**volunteer, "Accept-Language": "zh"},
+        )
         assert scan.status_code == 422 and scan.json()["reason"] == "malformed"
-        assert scan.json()["detail"] == "这不是 Beacon 的班次签到码" and scan.json()["errors"][0]["reason"] == "这不是 Beacon 的班次签到码"
+        assert (
+            scan.json()["detail"] == "这不是 Beacon 的班次签到码"
+            and scan.json()["errors"][0]["reason"] == "这不是 Beacon 的班次签到码"
+        )

@@ -10,7 +10,16 @@ import pytest
 from faststream.nats import NatsBroker
 from sqlalchemy import Column, MetaData, String, Table, select
 
-from shared.bus import REASON, StreamSettings, context_stream, dead_letter_stream, ensure_stream
+from shared.bus import (
+    REASON,
+    RETRY_STREAM,
+    StreamSettings,
+    context_stream,
+    dead_letter_stream,
+    ensure_stream,
+    retry_stream,
+    send_back,
+)
 from shared.catalog import EventRejected
 from shared.db import make_engine
 from shared.events.registry import VolunteerRegistered
@@ -36,6 +45,7 @@ async def store(database_url: str):
 async def streams(js):
     await ensure_stream(js, context_stream("registry", StreamSettings()))
     await ensure_stream(js, dead_letter_stream(StreamSettings()))
+    await ensure_stream(js, retry_stream(StreamSettings()))
     return js
 
 
@@ -85,7 +95,10 @@ async def test_each_event_is_applied_once_even_when_delivered_twice(store, strea
             # The same event again under another message id: past the duplicate window.
             await publish(streams, envelope.to_json(), f"again-{envelope.event_id}")
         done = await eventually(lambda: applied_numbers(store), lambda c: sum(c.values()) >= 5)
-        await eventually(lambda: streams.consumer_info("REGISTRY", "test-registry"), lambda i: i.num_ack_pending == 0 and i.num_pending == 0)
+        await eventually(
+            lambda: streams.consumer_info("REGISTRY", "test-registry"),
+            lambda i: i.num_ack_pending == 0 and i.num_pending == 0,
+        )
         done = await applied_numbers(store)
         assert done == Counter({f"V{n:08d}": 1 for n in range(1, 6)})
     finally:
@@ -158,7 +171,9 @@ async def test_a_rule_rejection_is_dead_lettered_at_once(store, streams, nats_ur
         letters = await eventually(lambda: dead_letters(streams), lambda d: len(d) == 1)
         assert "refused by a rule" in letters[0].headers[REASON]
         assert letters[0].headers["Beacon-Deliveries"] == "1"
-        assert await eventually(lambda: applied_numbers(store), lambda c: c["V00000001"] == 1) == Counter({"V00000001": 1})
+        assert await eventually(lambda: applied_numbers(store), lambda c: c["V00000001"] == 1) == Counter(
+            {"V00000001": 1}
+        )
     finally:
         await broker.stop()
 
@@ -170,14 +185,65 @@ async def test_events_it_has_no_handler_for_are_acknowledged_and_skipped(store, 
     broker = await running(nats_url, reactor_for(store))
     try:
         site = catalog.envelope(
-            SiteOpened(site_id="s1", org_unit_code="370303001001", level="station", kind="community", name="和平站", opened_on=date(2026, 1, 1)),
-            aggregate_id="s1", aggregate_version=1, org_path=("370303",), actor="t",
+            SiteOpened(
+                site_id="s1",
+                org_unit_code="370303001001",
+                level="station",
+                kind="community",
+                name="和平站",
+                opened_on=date(2026, 1, 1),
+            ),
+            aggregate_id="s1",
+            aggregate_version=1,
+            org_path=("370303",),
+            actor="t",
         )
         await publish(streams, site.to_json(), "m1", subject="registry.370303.site.opened")
         await publish(streams, registered_envelope(1).to_json(), "m2")
         await eventually(lambda: applied_numbers(store), lambda c: c["V00000001"] == 1)
-        info = await eventually(lambda: streams.consumer_info("REGISTRY", "test-registry"), lambda i: i.num_ack_pending == 0)
+        info = await eventually(
+            lambda: streams.consumer_info("REGISTRY", "test-registry"), lambda i: i.num_ack_pending == 0
+        )
         assert info.num_ack_pending == 0 and info.num_pending == 0
         assert await dead_letters(streams) == []
+    finally:
+        await broker.stop()
+
+
+async def test_a_dead_letter_sent_back_is_applied_once_its_cause_is_gone(store, streams, nats_url) -> None:
+    refused = {"V00000007"}
+    reactor = Reactor("test", store, retry=RetryPolicy(max_attempts=2, first_delay_seconds=0.05))
+
+    @reactor.on(VolunteerRegistered)
+    async def record(tx, envelope, event: VolunteerRegistered) -> None:
+        if event.volunteer_number in refused:
+            raise EventRejected("the rule for this volunteer is not deployed yet")
+        await tx.conn.execute(applied.insert().values(volunteer_number=event.volunteer_number))
+
+    broker = await running(nats_url, reactor)
+    try:
+        for n in (7, 8):
+            envelope = registered_envelope(n)
+            await publish(streams, envelope.to_json(), str(envelope.event_id))
+        await eventually(lambda: applied_numbers(store), lambda c: c["V00000008"] == 1)
+        (letter,) = await eventually(lambda: dead_letters(streams), lambda d: len(d) == 1)
+        assert letter.headers[REASON] == "the rule for this volunteer is not deployed yet"
+
+        refused.clear()  # the fix is deployed
+        assert await send_back(streams, letter.seq) == "test"
+        await eventually(lambda: applied_numbers(store), lambda c: c["V00000007"] == 1)
+        # Sent back again, within the duplicate window: nothing is sent; past it, the inbox skips it.
+        await send_back(streams, letter.seq)
+        assert (await streams.stream_info(RETRY_STREAM)).state.messages == 1
+        again = await streams.get_msg(RETRY_STREAM, 1)
+        await streams.publish(
+            again.subject, again.data, headers={**again.headers, "Nats-Msg-Id": "later"}, stream=RETRY_STREAM
+        )
+        await eventually(
+            lambda: streams.consumer_info(RETRY_STREAM, "test-retry"),
+            lambda i: i.num_pending == 0 and i.num_ack_pending == 0,
+        )
+        assert await applied_numbers(store) == Counter({"V00000007": 1, "V00000008": 1})
+        assert len(await dead_letters(streams)) == 1  # the retry made no new letter
     finally:
         await broker.stop()

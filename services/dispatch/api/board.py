@@ -18,7 +18,9 @@ from shared.web import ANYONE, allow
 
 router = APIRouter(tags=["pages"])
 
-Lang = Annotated[str | None, Query(pattern="^(zh|en)$", description="zh or en; else the browser's Accept-Language, else zh")]
+Lang = Annotated[
+    str | None, Query(pattern="^(zh|en)$", description="zh or en; else the browser's Accept-Language, else zh")
+]
 
 
 def service_url(request: Request, service: str) -> str:
@@ -38,7 +40,12 @@ def page(request: Request, name: str, lang: str | None) -> HTMLResponse:
         registry_url=service_url(request, "registry"), points_url=service_url(request, "points"),
     )  # fmt: skip
     # The token rides in the fragment and sessionStorage, never in the address sent or a referrer.
-    headers = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer", "Content-Language": language, "Vary": "Accept-Language"}
+    headers = {
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+        "Content-Language": language,
+        "Vary": "Accept-Language",
+    }
     return HTMLResponse(html, headers=headers)
 
 

@@ -30,7 +30,10 @@ def _hours(value: Decimal | None) -> str:
 
 
 @router.get(
-    "/volunteers/{volunteer_number}/sign-ups", **allow(*STAFF, Role.volunteer), tags=["volunteers"], responses=problems(404)
+    "/volunteers/{volunteer_number}/sign-ups",
+    **allow(*STAFF, Role.volunteer),
+    tags=["volunteers"],
+    responses=problems(404),
 )
 async def sign_ups_of(
     volunteer_number: VolunteerPath,
@@ -60,12 +63,21 @@ async def sign_ups_of(
         rows = (await conn.execute(query)).mappings().all()
     items = [
         {
-            "shift_id": r["shift_id"], "position": r["position"], "signed_up_at": iso(r["signed_up_at"]),
-            "activity_id": r["activity_id"], "title": r["title"] or "", "site_id": r["site_id"], "post_id": r["post_id"],
-            "starts_at": iso(r["starts_at"]), "ends_at": iso(r["ends_at"]), "status": r["status"],
-            "geofence": r["geofence"] is not None, "checked_in_at": iso(r["checked_in_at"]),
-            "checked_out_at": iso(r["checked_out_at"]), "minutes": r["minutes"],
-        }  # fmt: skip
+            "shift_id": r["shift_id"],
+            "position": r["position"],
+            "signed_up_at": iso(r["signed_up_at"]),
+            "activity_id": r["activity_id"],
+            "title": r["title"] or "",
+            "site_id": r["site_id"],
+            "post_id": r["post_id"],
+            "starts_at": iso(r["starts_at"]),
+            "ends_at": iso(r["ends_at"]),
+            "status": r["status"],
+            "geofence": r["geofence"] is not None,
+            "checked_in_at": iso(r["checked_in_at"]),
+            "checked_out_at": iso(r["checked_out_at"]),
+            "minutes": r["minutes"],
+        }
         for r in rows
     ]
     return {"volunteer_number": volunteer_number, "items": items}
@@ -89,22 +101,35 @@ async def service_records_of(
     mine = r.c.volunteer_number == volunteer_number
     async with reading(events_of(request).engine) as conn:
         rows = (
-            await conn.execute(select(r).where(mine).order_by(r.c.started_at.desc(), r.c.record_id).limit(limit))
-        ).mappings().all()
+            (await conn.execute(select(r).where(mine).order_by(r.c.started_at.desc(), r.c.record_id).limit(limit)))
+            .mappings()
+            .all()
+        )
         totals = (
             await conn.execute(
-                select(func.coalesce(func.sum(r.c.counted_hours), 0), func.count()).where(mine, r.c.status == "confirmed")
+                select(func.coalesce(func.sum(r.c.counted_hours), 0), func.count()).where(
+                    mine, r.c.status == "confirmed"
+                )
             )
         ).one()
     items = [
         {
-            "record_id": row["record_id"], "status": row["status"], "activity_id": row["activity_id"],
-            "shift_id": row["shift_id"], "site_id": row["site_id"], "field": row["field"], "source": row["source"],
-            "service_date": row["service_date"].isoformat(), "started_at": iso(row["started_at"]),
-            "ended_at": iso(row["ended_at"]), "minutes": row["minutes"], "hours": _hours(row["hours"]),
-            "counted_hours": _hours(row["counted_hours"]), "flag": row["flag"],
+            "record_id": row["record_id"],
+            "status": row["status"],
+            "activity_id": row["activity_id"],
+            "shift_id": row["shift_id"],
+            "site_id": row["site_id"],
+            "field": row["field"],
+            "source": row["source"],
+            "service_date": row["service_date"].isoformat(),
+            "started_at": iso(row["started_at"]),
+            "ended_at": iso(row["ended_at"]),
+            "minutes": row["minutes"],
+            "hours": _hours(row["hours"]),
+            "counted_hours": _hours(row["counted_hours"]),
+            "flag": row["flag"],
             "correction_pending": row["correction_pending"],
-        }  # fmt: skip
+        }
         for row in rows
     ]
     return {

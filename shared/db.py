@@ -333,34 +333,82 @@ async def add_to_counters(
     conn: AsyncConnection, table: Table, keys: Sequence[str], value: str, rows: Sequence[Sequence[Any]]
 ) -> None:
     """Add each row's value to the counter its keys name, inserting the counters that are new.
+    `rows` are (key..., value) in `keys` order (see `write_rows`)."""
+    await write_rows(conn, table, [*keys, value], rows, on_conflict=keys, add=(value,))
 
-    One statement sent once to the driver for every row: through `upsert` and SQLAlchemy's
-    parameter handling a row costs about 10 µs more, and a rebuild writes millions of them.
-    `rows` are (key..., value) in `keys` order; values go through each column type's own
-    bind processing, as SQLAlchemy would do it.
+
+async def write_rows(
+    conn: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    add: Sequence[str] = (),
+) -> None:
+    """Insert `rows` (tuples in `columns` order) with one statement sent once to the driver.
+
+    With `on_conflict` (the key columns), a row whose key exists instead sets the `replace`
+    columns to the row's values and adds the row's `add` columns to the stored ones; with
+    neither, it is left as it is. Through SQLAlchemy's `execute` a row costs about 10 µs more
+    (parameter dicts, per-row bind processing), and the ledger and rebuilds write millions.
+    Values go through each column type's own bind processing, as SQLAlchemy would do it.
     """
     if not rows:
         return
     dialect = conn.dialect
     quote = dialect.identifier_preparer.quote
-    columns = [*keys, value]
+    name = quote(table.name)
+    statement = f"INSERT INTO {name} ({', '.join(map(quote, columns))}) VALUES ({_marks(dialect, len(columns))})"
+    if on_conflict:
+        sets = [f"{quote(c)} = excluded.{quote(c)}" for c in replace]
+        sets += [f"{quote(c)} = {name}.{quote(c)} + excluded.{quote(c)}" for c in add]
+        action = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
+        statement += f" ON CONFLICT ({', '.join(map(quote, on_conflict))}) {action}"
+    await conn.exec_driver_sql(statement, _bound(conn, table, columns, rows))
+
+
+async def update_rows(
+    conn: AsyncConnection, table: Table, key: Sequence[str], columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Set `columns` of the row each of `rows` names by its `key`: rows are (column values...,
+    key values...), one statement sent once to the driver (see `write_rows`)."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    marks = _marks(dialect, len(columns) + len(key)).split(", ")
+    sets = ", ".join(f"{quote(c)} = {m}" for c, m in zip(columns, marks, strict=False))
+    where = " AND ".join(f"{quote(c)} = {m}" for c, m in zip(key, marks[len(columns) :], strict=True))
+    statement = f"UPDATE {quote(table.name)} SET {sets} WHERE {where}"
+    await conn.exec_driver_sql(statement, _bound(conn, table, [*columns, *key], rows))
+
+
+def _marks(dialect: Any, count: int) -> str:
     if dialect.paramstyle == "qmark":
-        marks = ", ".join("?" for _ in columns)
-    elif dialect.paramstyle == "numeric_dollar":
-        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-    else:
-        raise NotImplementedError(f"parameter style {dialect.paramstyle}")
-    name, target = quote(table.name), quote(value)
-    statement = (
-        f"INSERT INTO {name} ({', '.join(map(quote, columns))}) VALUES ({marks}) "
-        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {target} = {name}.{target} + excluded.{target}"
-    )
+        return ", ".join("?" for _ in range(count))
+    if dialect.paramstyle == "numeric_dollar":
+        return ", ".join(f"${n}" for n in range(1, count + 1))
+    raise NotImplementedError(f"parameter style {dialect.paramstyle}")
+
+
+def _bound(conn: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The rows with each column's values bind-processed; a column's repeated values (a day, a
+    timestamp) are processed once."""
+    dialect = conn.dialect
     processors = [table.c[column].type._cached_bind_processor(dialect) for column in columns]
+    if all(process is None for process in processors):
+        return list(rows)
+    columns_of_values = list(zip(*rows, strict=True))
     for index, process in enumerate(processors):
-        if process is not None:  # e.g. a day, to SQLite's text: few distinct values, each done once
-            done: dict[Any, Any] = {}
-            values = [row[index] for row in rows]
-            for value in set(values):
-                done[value] = process(value)
-            rows = [(*row[:index], done[value], *row[index + 1 :]) for row, value in zip(rows, values, strict=True)]
-    await conn.exec_driver_sql(statement, list(rows))
+        if process is None:
+            continue
+        values = columns_of_values[index]
+        try:
+            done = {value: process(value) for value in set(values)}
+        except TypeError:  # unhashable values (JSON): each on its own
+            columns_of_values[index] = tuple(process(value) for value in values)
+        else:
+            columns_of_values[index] = tuple(done[value] for value in values)
+    return list(zip(*columns_of_values, strict=True))

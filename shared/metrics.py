@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -90,11 +90,24 @@ class ServiceMetrics:
             "beacon_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method.",
             ["route", "method"], registry=self.registry,
         )  # fmt: skip
+        # Each route's children, bound once: `labels()` takes a lock and builds a key a request.
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._last = _LastReadings()
         self.registry.register(self._last)  # type: ignore[arg-type]
         self._readers: dict[str, Reader] = {}
         self._consumers: set[str] = set()  # followers' and projectors' (reactors' are in _subscriptions)
         self._subscriptions: Callable[[], list[Subscription]] = list
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """An HTTP request answered: counted by route template, method and status, and timed."""
+        children = self._answered.get((route, method, status))
+        if children is None:
+            children = self._answered[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def read_at_scrape(self, name: str, reader: Reader) -> None:
         self._readers[name] = reader
@@ -115,7 +128,7 @@ class ServiceMetrics:
         mine = Readings()
         try:
             await asyncio.wait_for(reader(mine), READING_TIMEOUT_SECONDS)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (whatever failed, its samples are left out)
             log.debug("metrics: reading %s failed: %r", name, error)
             return False
         readings.merge(mine)

@@ -297,16 +297,26 @@ def _tables_match(conn: Any, tables: Sequence[Table]) -> bool:
     )
 
 
+_collecting_less_depth = 0
+_thresholds_before: tuple[int, ...] = ()
+
+
 @contextmanager
 def _collecting_less() -> Iterator[None]:
-    """A rebuild allocates millions of short-lived objects and keeps few of them: at the default
-    thresholds the cyclic garbage collector runs every 700 allocations and took a fifth of it."""
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, 50, 50)
+    """A rebuild (or a follower's batch) allocates millions of short-lived objects and keeps few
+    of them: at the default thresholds the cyclic garbage collector runs every 700 allocations
+    and took a fifth of it. Nests and overlaps (tasks of one loop): the last one out restores."""
+    global _collecting_less_depth, _thresholds_before
+    if not _collecting_less_depth:
+        _thresholds_before = gc.get_threshold()
+        gc.set_threshold(50_000, 50, 50)
+    _collecting_less_depth += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        _collecting_less_depth -= 1
+        if not _collecting_less_depth:
+            gc.set_threshold(*_thresholds_before)
 
 
 class Projection(Protocol):
@@ -793,7 +803,8 @@ class StreamFollower:
                 async for batch in read_stream(
                     nc, stream, start=start, subject=self.subject, batch_size=self.batch_size
                 ):
-                    decoded = await _decode(js, batch, self._read, self.name)
+                    with _collecting_less():
+                        decoded = await _decode(js, batch, self._read, self.name)
                     if applying is not None:
                         await applying
                     applying = asyncio.ensure_future(self._apply(js, stream, batch, decoded))
@@ -812,7 +823,8 @@ class StreamFollower:
     async def _apply(self, js: JetStreamContext, stream: str, batch: list[Msg], decoded: list[_Decoded]) -> None:
         last = stream_sequence(batch[-1])
         try:
-            await self._commit(stream, last, decoded)
+            with _collecting_less():
+                await self._commit(stream, last, decoded)
         except Exception as error:
             log.warning("%s: a batch failed (%r); applying its events one by one", self.name, error)
             messages = {stream_sequence(msg): msg for msg in batch}

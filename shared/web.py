@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
@@ -34,7 +34,7 @@ from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.logs import CORRELATION_HEADER, correlated, correlation_from
 from shared.metrics import UNMATCHED_ROUTE, ServiceMetrics
 from shared.ratelimit import RateLimit
-from shared.tracing import parent_from, tracer
+from shared.tracing import server_span
 
 PROBLEM = "application/problem+json"
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
@@ -434,22 +434,17 @@ class ObservedRequests:
             await send(message)
 
         started = time.perf_counter()
-        with (
-            correlated(correlation_id),
-            tracer.start_as_current_span(
-                method, context=parent_from(headers), kind=SpanKind.SERVER, record_exception=True
-            ) as span,
-        ):
+        with correlated(correlation_id), server_span(method, headers) as span:
             try:
                 await self.app(scope, receive, answer)
             finally:
                 route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-                span.update_name(f"{method} {route}")
-                span.set_attributes(
-                    {"http.request.method": method, "http.route": route, "http.response.status_code": status,
-                     "beacon.correlation_id": str(correlation_id)}
-                )  # fmt: skip
-                if status >= 500:
-                    span.set_status(StatusCode.ERROR)
-                self.metrics.requests.labels(route, method, str(status)).inc()
-                self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+                if span.is_recording():  # else nothing takes the span (see shared.tracing)
+                    span.update_name(f"{method} {route}")
+                    span.set_attributes(
+                        {"http.request.method": method, "http.route": route, "http.response.status_code": status,
+                         "beacon.correlation_id": str(correlation_id)}
+                    )  # fmt: skip
+                    if status >= 500:
+                        span.set_status(StatusCode.ERROR)
+                self.metrics.answered(route, method, status, time.perf_counter() - started)

@@ -7,7 +7,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
-from uuid import UUID
 
 from sqlalchemy import bindparam, func, select, tuple_
 
@@ -15,7 +14,7 @@ from services.points import store
 from services.points.ledger import Account, Record
 from services.points.rules import DEFAULT_STAR_THRESHOLDS, RuleBook
 from shared.catalog import Event
-from shared.db import upsert
+from shared.db import update_rows, write_rows
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 from shared.events.points import (
@@ -32,7 +31,7 @@ from shared.events.points import (
     TimeCreditsSpent,
     TimeCreditsTransferred,
 )
-from shared.eventstore import Transaction
+from shared.eventstore import EncodedEvent, Transaction, encode
 
 ACTOR = "system:points"
 POINTS, MINUTES = "points", "minutes"
@@ -89,8 +88,9 @@ class Books:
         self._changed: set[str] = set()
         self._opened: set[str] = set()
         self._stored_lots: dict[str, dict[date | None, int]] = {}  # as loaded: flush writes the difference
-        self._envelopes: list[EventEnvelope] = []
-        self._journal: list[dict[str, object]] = []
+        self._events: list[EncodedEvent] = []
+        self._journal: list[tuple[str, str, str, str, int]] = []
+        self.now = utcnow()  # when this transaction's events occur
         self._balances: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     async def load(self, numbers: Iterable[str]) -> None:
@@ -151,7 +151,7 @@ class Books:
         version: int | None = None,
         cause: EventEnvelope | None = None,
         actor: str = ACTOR,
-    ) -> list[EventEnvelope]:
+    ) -> list[EncodedEvent]:
         """Envelope `events` of one aggregate: of `account` (a volunteer number), whose version
         is tracked here, or of another aggregate at `version`. Their movements go to the journal."""
         if not events:
@@ -162,41 +162,41 @@ class Books:
             self._changed.add(account)
         assert version is not None and org_path is not None
         catalog = self.tx.catalog
-        envelopes = []
+        recorded = []
         correlation = cause.correlation_id if cause else None
         for event in events:
             version += 1
-            envelope = catalog.envelope(
+            encoded = encode(
+                catalog,
                 event,
                 aggregate_id=aggregate_id,
                 aggregate_version=version,
                 org_path=org_path,
                 actor=actor,
+                at=self.now,
                 correlation_id=correlation,
                 causation_id=cause.event_id if cause else None,
             )
-            correlation = envelope.correlation_id
-            envelopes.append(envelope)
-            self._post(envelope.event_id, event, org_path[0])
+            correlation = encoded.correlation_id
+            recorded.append(encoded)
+            self._post(encoded.event_id, event, org_path[0])
         if account is not None:
             self.versions[account] = version
-        self._envelopes.extend(envelopes)
-        return envelopes
+        self._events.extend(recorded)
+        return recorded
 
-    def _post(self, event_id: UUID, event: Event, district: str) -> None:
+    def _post(self, event_id: str, event: Event, district: str) -> None:
         for source, target, unit, amount in movements(event, district):
             if not amount:
                 continue
-            self._journal.append(
-                {"event_id": str(event_id), "from_account": source, "to_account": target, "unit": unit, "amount": amount}
-            )
+            self._journal.append((event_id, source, target, unit, amount))
             for name, delta in ((source, -amount), (target, amount)):
                 if not _own(name):
                     self._balances[(name, unit)] += delta
 
     async def flush(self) -> None:
         conn = self.tx.conn
-        await self.tx.append_batch(self._envelopes)
+        await self.tx.append_batch(self._events)
         opened = self._opened
         if opened:
             await conn.execute(
@@ -204,36 +204,13 @@ class Books:
                 [self._row(n) | {"opened_at": utcnow()} for n in sorted(opened)],
             )
         updated = sorted(self._changed - opened)
-        if updated:
-            c = store.accounts.c
-            await conn.execute(
-                store.accounts.update()
-                .where(c.volunteer_number == bindparam("number"))
-                .values(
-                    version=bindparam("version"),
-                    balance=bindparam("balance"),
-                    debt=bindparam("debt"),
-                    hours=bindparam("hours"),
-                    time_minutes=bindparam("time_minutes"),
-                    time_debt=bindparam("time_debt"),
-                    star_level=bindparam("star_level"),
-                ),
-                [{"number": n} | self._state(n) for n in updated],
-            )
+        await update_rows(conn, store.accounts, ("volunteer_number",), _STATE, [(*self._state(n), n) for n in updated])
         await self._write_lots(sorted(self._changed))
-        if self._journal:
-            await conn.execute(store.journal.insert(), self._journal)
-        if self._balances:
-            statement = upsert(conn, store.ledger_accounts)
-            statement = statement.on_conflict_do_update(
-                index_elements=["account", "unit"],
-                set_={"balance": store.ledger_accounts.c.balance + statement.excluded.balance},
-            )
-            await conn.execute(
-                statement, [{"account": a, "unit": u, "balance": b} for (a, u), b in sorted(self._balances.items())]
-            )
+        await write_rows(conn, store.journal, _JOURNAL, self._journal)
+        balances = [(a, u, b) for (a, u), b in sorted(self._balances.items())]
+        await write_rows(conn, store.ledger_accounts, ("account", "unit", "balance"), balances, on_conflict=("account", "unit"), add=("balance",))
         self._changed.clear()
-        self._envelopes.clear()
+        self._events.clear()
         self._journal.clear()
         self._balances.clear()
         self._opened = set()
@@ -246,7 +223,7 @@ class Books:
             current = self.accounts[number].lots
             for expires, points in current.items():
                 if stored.get(expires) != points:
-                    upserts.append({"volunteer_number": number, "expires_on": expires or store.NEVER, "points": points})
+                    upserts.append((number, expires or store.NEVER, points))
             deletes.extend(
                 {"number": number, "expires": expires or store.NEVER} for expires in stored if expires not in current
             )
@@ -259,24 +236,18 @@ class Books:
                 ),
                 deletes,
             )
-        if upserts:
-            statement = upsert(conn, store.point_lots)
-            statement = statement.on_conflict_do_update(
-                index_elements=["volunteer_number", "expires_on"], set_={"points": statement.excluded.points}
-            )
-            await conn.execute(statement, upserts)
+        await write_rows(
+            conn, store.point_lots, ("volunteer_number", "expires_on", "points"), upserts,
+            on_conflict=("volunteer_number", "expires_on"), replace=("points",),
+        )  # fmt: skip
 
-    def _state(self, number: str) -> dict[str, object]:
+    def _state(self, number: str) -> tuple[object, ...]:
+        """The account's columns in `_STATE` order."""
         account = self.accounts[number]
-        return {
-            "version": self.versions[number],
-            "balance": account.balance,
-            "debt": account.debt,
-            "hours": account.hours,
-            "time_minutes": account.time_minutes,
-            "time_debt": account.time_debt,
-            "star_level": account.star_level,
-        }
+        return (
+            self.versions[number], account.balance, account.debt, account.hours, account.time_minutes,
+            account.time_debt, account.star_level,
+        )  # fmt: skip
 
     def _row(self, number: str) -> dict[str, object]:
         account = self.accounts[number]
@@ -284,7 +255,11 @@ class Books:
             "volunteer_number": number,
             "district_code": account.district_code,
             "org_path": "/".join(self.org_paths[number]),
-        } | self._state(number)
+        } | dict(zip(_STATE, self._state(number), strict=True))
+
+
+_STATE = ("version", "balance", "debt", "hours", "time_minutes", "time_debt", "star_level")
+_JOURNAL = ("event_id", "from_account", "to_account", "unit", "amount")
 
 
 async def load_records(tx: Transaction, record_ids: Iterable[str]) -> dict[str, Record]:
@@ -311,31 +286,22 @@ async def load_records(tx: Transaction, record_ids: Iterable[str]) -> dict[str, 
 
 async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
     rows = [
-        {
-            "record_id": r.record_id,
-            "volunteer_number": r.volunteer_number,
-            "service_district": r.service_district,
-            "service_date": r.service_date,
-            "field": r.field,
-            "group_served": r.group_served,
-            "source": r.source,
-            "rule_version": r.rule_version,
-            "version": r.version,
-            "hours": r.hours,
-            "points": r.points,
-            "minutes": r.minutes,
-        }
+        (
+            r.record_id, r.volunteer_number, r.service_district, r.service_date, r.field, r.group_served, r.source,
+            r.rule_version, r.version, r.hours, r.points, r.minutes,
+        )
         for r in records
-    ]
-    if not rows:
-        return
-    statement = upsert(tx.conn, store.service_records)
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=["record_id"],
-        set_={name: getattr(excluded, name) for name in ("version", "hours", "points", "minutes")},
-    )
-    await tx.conn.execute(statement, rows)
+    ]  # fmt: skip
+    await write_rows(
+        tx.conn, store.service_records, _RECORD, rows, on_conflict=("record_id",),
+        replace=("version", "hours", "points", "minutes"),
+    )  # fmt: skip
+
+
+_RECORD = (
+    "record_id", "volunteer_number", "service_district", "service_date", "field", "group_served", "source",
+    "rule_version", "version", "hours", "points", "minutes",
+)  # fmt: skip
 
 
 async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
@@ -352,15 +318,11 @@ async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> 
 
 
 async def save_day_points(tx: Transaction, totals: dict[tuple[str, date], int]) -> None:
-    if not totals:
-        return
-    statement = upsert(tx.conn, store.day_points)
-    statement = statement.on_conflict_do_update(
-        index_elements=["volunteer_number", "service_date"], set_={"points": statement.excluded.points}
-    )
-    await tx.conn.execute(
-        statement, [{"volunteer_number": n, "service_date": d, "points": p} for (n, d), p in sorted(totals.items())]
-    )
+    await write_rows(
+        tx.conn, store.day_points, ("volunteer_number", "service_date", "points"),
+        [(n, d, p) for (n, d), p in sorted(totals.items())],
+        on_conflict=("volunteer_number", "service_date"), replace=("points",),
+    )  # fmt: skip
 
 
 class RuleCache:

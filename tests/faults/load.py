@@ -23,7 +23,7 @@ import aiohttp
 
 from services.dispatch.attendance import REPEAT_WINDOW, ShiftCodes
 from shared.citytime import CITY_ZONE, city_date
-from tests.infra.auth import ADMIN, volunteer
+from tests.infra.auth import admin, volunteer
 
 CITY, DISTRICT, STREET, COMMUNITY = "370300", "370303", "370303001000", "370303001001"
 SITE = "station-370303001001"
@@ -74,7 +74,7 @@ class Commands:
         method: str,
         path: str,
         body: Any = None,
-        headers: dict[str, str] = ADMIN,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         deadline = time.monotonic() + self.patience
         delay = 0.1
@@ -84,8 +84,9 @@ class Commands:
             self.ledger.requests += 1
             status, answer = None, None
             try:
+                # A long run outlasts a token: the admin's is made fresh for each attempt.
                 async with self.session.request(
-                    method, self.urls[service] + path, json=body, headers=headers
+                    method, self.urls[service] + path, json=body, headers=headers or admin()
                 ) as response:
                     status = response.status
                     answer = await response.json(content_type=None)

@@ -33,7 +33,7 @@ from tests.faults import checks
 from tests.faults.chaos import NATS, Chaos
 from tests.faults.city import ProcessCity
 from tests.faults.load import EVENTS_PER_VOLUNTEER, SHIFTS_PER_SERIES, CityLoad, Commands, Ledger
-from tests.infra.auth import ADMIN
+from tests.infra.auth import admin
 
 EVENTS = int(os.environ.get("BEACON_FAULT_EVENTS", "8000"))
 KILLS_PER_SERVICE = 5
@@ -185,7 +185,7 @@ async def test_nothing_is_lost_or_counted_twice_while_every_part_is_killed_under
 
         # Every balance is what the rules give for the confirmed hours.
         expected = expected_ledger(confirmations)
-        async with httpx.AsyncClient(headers=ADMIN, timeout=30) as client:
+        async with httpx.AsyncClient(headers=admin(), timeout=30) as client:
             semaphore = asyncio.Semaphore(16)
 
             async def account(number: str) -> tuple[str, tuple[int, Decimal, int]]:

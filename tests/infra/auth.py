@@ -27,7 +27,14 @@ def expired(role: Role | str, scope: str) -> dict[str, str]:
 
 # What a test client sends unless a request says otherwise: a city admin, who reaches everything.
 CITY = "370300"
-ADMIN = bearer(Role.city_admin, CITY, account="test-admin")
+
+
+def admin() -> dict[str, str]:
+    """The city's admin, with a token fresh now (one made at import expires in 15 minutes)."""
+    return bearer(Role.city_admin, CITY, account="test-admin")
+
+
+ADMIN = admin()
 
 
 def staff(account: str = "staff-7") -> dict[str, str]:

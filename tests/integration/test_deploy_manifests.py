@@ -425,8 +425,10 @@ def test_the_chart_grants_each_service_exactly_the_permissions_of_users_conf() -
     conf = nats_users.parse_conf(nats_users.USERS_CONF.read_text())
     tested = nats_users.permissions_by_service(conf)
 
-    assert set(chart_users()) == set(tested) == set(SERVICES)
+    # Each service's user, and the operator's (`beacon status`, `beacon dlq`).
+    assert set(chart_users()) == set(tested) == {*SERVICES, "operator"}
     assert chart_users() == tested
+    assert "retry.>" in tested["operator"]["publish"]["allow"]
     # The parser reads users.conf's own words: a few of them, as written there.
     assert tested["registry"]["subscribe"] == {"allow": ["_INBOX.registry.>"]}
     assert "registry.>" in tested["registry"]["publish"]["allow"]

@@ -3,15 +3,20 @@ that have ended are closed, checking out at the end whoever forgot and flagging 
 is then drawn up as a service record by dispatch's own subscriber (subscribers.draw_up_record).
 
 Each volunteer's attendance at a shift is its own aggregate ("<shift>.<volunteer>"), so that two
-thousand volunteers scanning into one shift never wait on each other's version.
+thousand volunteers scanning into one shift never wait on each other's version; and the scans
+decided while a write commits are written together in the next transaction (`_ScanBatch`), so
+that a rush pays one commit (one fsync, one turn of the write lock) for many scans.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +25,7 @@ from services.dispatch import activities, attendance, store
 from services.dispatch.attendance import Attendance, Shift, ShiftCodes
 from shared.auth import Actor
 from shared.catalog import Event
-from shared.db import reading, upsert
+from shared.db import is_sqlite, reading, upsert
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import AttendanceFlagged, Geofence, ShiftPosition, VolunteerCheckedIn, VolunteerCheckedOut
 from shared.eventstore import ConcurrencyConflict, EventStore, Transaction, retrying
@@ -48,7 +53,9 @@ def attendance_id(shift_id: str, volunteer_number: str) -> str:
 
 def _shift_of(row: Any) -> Shift:
     fence = row["geofence"]
-    return Shift(row["shift_id"], row["starts_at"], row["ends_at"], row["capacity"], Geofence(**fence) if fence else None)
+    return Shift(
+        row["shift_id"], row["starts_at"], row["ends_at"], row["capacity"], Geofence(**fence) if fence else None
+    )
 
 
 # A scan's statements, built once (a rush runs them thousands of times a minute, and building
@@ -66,8 +73,10 @@ _SHIFT_AND_PLACE = (
 _THIS_ATTENDANCE = (store.attendances.c.shift_id == bindparam("this_shift")) & (
     store.attendances.c.volunteer_number == bindparam("this_volunteer")
 )
-_CHECK_OUT = update(store.attendances).where(_THIS_ATTENDANCE).values(
-    checked_out_at=bindparam("at"), minutes=bindparam("minutes")
+_CHECK_OUT = (
+    update(store.attendances)
+    .where(_THIS_ATTENDANCE)
+    .values(checked_out_at=bindparam("at"), minutes=bindparam("minutes"))
 )
 _FLAG = update(store.attendances).where(_THIS_ATTENDANCE).values(flag=bindparam("reason"))
 
@@ -75,8 +84,10 @@ _FLAG = update(store.attendances).where(_THIS_ATTENDANCE).values(flag=bindparam(
 async def _signed_up_shift(conn: AsyncConnection, shift_id: str, volunteer_number: str) -> Any:
     """The shift's view row, if the volunteer holds a confirmed place on it; refused otherwise."""
     row = (
-        await conn.execute(_SHIFT_AND_PLACE, {"shift_id": shift_id, "volunteer_number": volunteer_number})
-    ).mappings().first()
+        (await conn.execute(_SHIFT_AND_PLACE, {"shift_id": shift_id, "volunteer_number": volunteer_number}))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound(f"unknown shift {shift_id}")
     if row["status"] == activities.CANCELLED:
@@ -91,7 +102,31 @@ async def _record(tx: Transaction, actor: Actor, row: Any, number: str, version:
     """Append the attendance's events and bring its view along (one row per volunteer and shift)."""
     org_path = tuple(row["org_path"].split("/"))
     await tx.record(attendance_id(row["shift_id"], number), version, decided, org_path=org_path, actor=actor.id)
-    this_one = {"this_shift": row["shift_id"], "this_volunteer": number}
+    await _write_view(tx, row["shift_id"], number, decided)
+
+
+async def _record_scan(
+    tx: Transaction, actor: Actor, row: Any, number: str, version: int, decided: list[Event]
+) -> None:
+    """As `_record`, for a scan written in a batch: the events are appended without looking the
+    version up again (a trip to the database with the write lock held, for each check-out). The
+    unique aggregate version decides as well: a scan that another took first fails the commit,
+    and `retrying` decides it afresh."""
+    org_path = tuple(row["org_path"].split("/"))
+    envelopes, correlation_id = [], None
+    for offset, event in enumerate(decided, start=1):
+        envelope = tx.catalog.envelope(
+            event, aggregate_id=attendance_id(row["shift_id"], number), aggregate_version=version + offset,
+            org_path=org_path, actor=actor.id, correlation_id=correlation_id,
+        )  # fmt: skip
+        correlation_id = envelope.correlation_id
+        envelopes.append(envelope)
+    await tx.append_batch(envelopes)
+    await _write_view(tx, row["shift_id"], number, decided)
+
+
+async def _write_view(tx: Transaction, shift_id: str, number: str, decided: list[Event]) -> None:
+    this_one = {"this_shift": shift_id, "this_volunteer": number}
     for event in decided:
         match event:
             case VolunteerCheckedIn():
@@ -143,9 +178,15 @@ async def scan(
         decided = attendance.scan(state, _shift_of(row), volunteer_number, now, position)
         if not decided:
             return _unchanged(shift_id, volunteer_number, state, now)
-        # One trip: under a rush the write lock is held for one hand-off to the driver.
-        async with events.transaction(one_trip=True) as tx:
-            await _record(tx, actor, row, volunteer_number, len(history), decided)
+
+        def write(tx: Transaction) -> Awaitable[None]:
+            return _record_scan(tx, actor, row, volunteer_number, len(history), decided)
+
+        if is_sqlite(events.engine):  # one writer at a time: with the scans decided meanwhile
+            await _ScanBatch.write(events, attendance_id(shift_id, volunteer_number), write)
+        else:  # writers side by side, each in its own transaction
+            async with events.transaction() as tx:
+                await write(tx)
         event = decided[0]
         if isinstance(event, VolunteerCheckedIn):
             return ScanResult(CHECKED_IN, shift_id, volunteer_number, event.at)
@@ -153,6 +194,120 @@ async def scan(
         return ScanResult(CHECKED_OUT, shift_id, volunteer_number, event.at, event.minutes)
 
     return await retrying(attempt)
+
+
+class _ScanBatch:
+    """Scans written in one transaction on SQLite: those decided while the write before them held
+    the store's write lock. The first to come leads: it waits for the transaction (the lock),
+    closes the batch, lets every member write its own statements (in its own task, so that its
+    events carry its request's correlation id and trace), then commits them all in one trip. A
+    failure undoes the whole batch; the members whose write was not the cause decide again (as
+    after a concurrent change), the one whose write failed sees its own error."""
+
+    _open: ClassVar[weakref.WeakKeyDictionary[EventStore, _ScanBatch]] = weakref.WeakKeyDictionary()
+    # Attendances being written, by the batch writing them: a second scan of one decides again
+    # on what the first wrote (two at once would fail their batches at the commit).
+    _writing: ClassVar[weakref.WeakKeyDictionary[EventStore, dict[str, _ScanBatch]]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.attendances: list[str] = []
+        self.tx: Transaction | None = None
+        self.failed: BaseException | None = None
+        self.failed_by: object | None = None  # the member whose write failed; None for the commit
+        self.waiting = 0  # members yet to write
+        self.one_at_a_time = asyncio.Lock()  # a member's statements are not interleaved with another's
+        self.writable = asyncio.Event()  # the transaction is there (or will never be)
+        self.all_written = asyncio.Event()
+        self.done = asyncio.Event()
+
+    @classmethod
+    async def write(cls, events: EventStore, attendance: str, write: Callable[[Transaction], Awaitable[None]]) -> None:
+        writing = cls._writing.setdefault(events, {})
+        earlier = writing.get(attendance)
+        if earlier is not None:
+            await earlier.done.wait()
+            raise ConcurrencyConflict("attendance", attendance, -1, None)
+        batch = cls._open.get(events)
+        leads = batch is None
+        if batch is None:
+            batch = cls._open[events] = _ScanBatch()
+        writing[attendance] = batch
+        batch.attendances.append(attendance)
+        batch.waiting += 1
+        member = object()
+        if leads:
+            await batch._lead(events, member, write)
+        else:
+            await batch._follow(member, write)
+
+    async def _lead(self, events: EventStore, member: object, write: Callable[[Transaction], Awaitable[None]]) -> None:
+        try:
+            async with events.transaction(one_trip=True) as tx:
+                self._close(events)
+                self.tx = tx
+                self.writable.set()
+                await self._write_own(member, write)
+                await self.all_written.wait()
+                if self.failed is not None:
+                    raise _BatchUndone  # roll back: nothing of the batch is kept
+        except _BatchUndone:
+            pass
+        except BaseException as error:  # noqa: BLE001  (every member is told: see _outcome)
+            if self.failed is None:
+                self.failed = error
+                if isinstance(error, asyncio.CancelledError):
+                    self.failed_by = member  # the others decide again
+        finally:
+            self._close(events)
+            writing = self._writing.get(events, {})
+            for attendance in self.attendances:
+                if writing.get(attendance) is self:
+                    del writing[attendance]
+            self.writable.set()  # members still waiting for a transaction that never came
+            self.done.set()
+        self._outcome(member)
+
+    async def _follow(self, member: object, write: Callable[[Transaction], Awaitable[None]]) -> None:
+        try:
+            await self.writable.wait()
+        except BaseException:  # cancelled before writing: the batch goes on without it
+            self._written()
+            raise
+        await self._write_own(member, write)
+        await self.done.wait()
+        self._outcome(member)
+
+    async def _write_own(self, member: object, write: Callable[[Transaction], Awaitable[None]]) -> None:
+        try:
+            async with self.one_at_a_time:
+                if self.failed is None and self.tx is not None:
+                    await write(self.tx)  # statements held back: no trip, no turn of the loop
+        except BaseException as error:  # noqa: BLE001  (the batch is undone; see _outcome)
+            if self.failed is None:
+                self.failed, self.failed_by = error, member
+        finally:
+            self._written()
+
+    def _written(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.all_written.set()
+
+    def _outcome(self, member: object) -> None:
+        failed = self.failed
+        if failed is None:
+            return
+        if self.failed_by is member or (self.failed_by is None and not isinstance(failed, ConcurrencyConflict)):
+            raise failed
+        raise ConcurrencyConflict("attendance", "(a scan written with it)", -1, None)
+
+    def _close(self, events: EventStore) -> None:
+        if self._open.get(events) is self:
+            del self._open[events]
+
+
+class _BatchUndone(Exception):
+    """Rolls a batch back after a member's write failed (that member is told its own error)."""
 
 
 def _unchanged(shift_id: str, number: str, state: Attendance | None, now: datetime) -> ScanResult:
@@ -168,22 +323,30 @@ async def close_ended_shifts(events: EventStore, now: datetime) -> list[str]:
     shifts, present = store.shifts, store.attendances
     async with reading(events.engine) as conn:
         ended = (
-            await conn.execute(
-                select(shifts.c.shift_id)
-                .where(shifts.c.status == activities.OPEN, shifts.c.ends_at <= now)
-                .order_by(shifts.c.shift_id)
+            (
+                await conn.execute(
+                    select(shifts.c.shift_id)
+                    .where(shifts.c.status == activities.OPEN, shifts.c.ends_at <= now)
+                    .order_by(shifts.c.shift_id)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     closed = []
     for shift_id in ended:
         async with reading(events.engine) as conn:
             forgot = (
-                await conn.execute(
-                    select(present.c.volunteer_number)
-                    .where(present.c.shift_id == shift_id, present.c.checked_out_at.is_(None))
-                    .order_by(present.c.volunteer_number)
+                (
+                    await conn.execute(
+                        select(present.c.volunteer_number)
+                        .where(present.c.shift_id == shift_id, present.c.checked_out_at.is_(None))
+                        .order_by(present.c.volunteer_number)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         for number in forgot:
             try:
                 await _close_one(events, shift_id, number, now)
@@ -191,7 +354,9 @@ async def close_ended_shifts(events: EventStore, now: datetime) -> list[str]:
                 log.info("attendance %s changed while closing; next round", attendance_id(shift_id, number))
         async with events.transaction() as tx:
             still = await tx.conn.scalar(
-                select(present.c.volunteer_number).where(present.c.shift_id == shift_id, present.c.checked_out_at.is_(None))
+                select(present.c.volunteer_number).where(
+                    present.c.shift_id == shift_id, present.c.checked_out_at.is_(None)
+                )
             )
             if still is None:
                 await tx.conn.execute(update(shifts).where(shifts.c.shift_id == shift_id).values(status="closed"))

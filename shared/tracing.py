@@ -6,7 +6,7 @@ spans (an exporter, a test's processor): else it is a bare context that carries 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
@@ -15,11 +15,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
 EXPORTERS = ("", "console", "otlp")
+# A batch span links to its first messages' traces only: a batch of a thousand would otherwise
+# carry a thousand links (the SDK keeps 128 at most in any case).
+MAX_BATCH_LINKS = 100
 
 _propagator = TraceContextTextMapPropagator()
 _exporting: set[str] = set()
@@ -106,3 +109,50 @@ def server_span(name: str, headers: Mapping[str, str] | None, kind: SpanKind = S
         yield span
     finally:
         otel_context.detach(token)
+
+
+def spans_taken() -> bool:
+    """Whether anything takes spans (an exporter, a test's processor). Unlike `_recording`, no
+    provider set up (a CLI) means no: its spans would be dropped."""
+    provider = trace.get_tracer_provider()
+    return isinstance(provider, TracerProvider) and getattr(provider, "listened", True)
+
+
+def links_to(carried: Iterable[Mapping[str, str] | None], limit: int = MAX_BATCH_LINKS) -> list[Link]:
+    """Links to the traces that the first `limit` of these messages' headers carry (a message
+    without a `traceparent` is passed over); reads no further than that."""
+    links: list[Link] = []
+    if limit <= 0:
+        return links
+    for headers in carried:
+        if not headers or TRACEPARENT not in headers:
+            continue
+        context = trace.get_current_span(_propagator.extract(headers)).get_span_context()
+        if context.is_valid:
+            links.append(Link(context))
+            if len(links) >= limit:
+                break
+    return links
+
+
+@contextmanager
+def batch_span(
+    name: str, carried: Iterable[Mapping[str, str] | None], attributes: Mapping[str, str | int]
+) -> Iterator[Span | None]:
+    """The current span while a batch consumer applies a batch: a new trace of its own, linked
+    to the trace of each of its first `MAX_BATCH_LINKS` messages (OpenTelemetry's way for a
+    batch, which has no one parent); the events it causes continue it. Where no spans are taken
+    there is none (None), and `carried`, which may be lazy, is never read: a follower's hot path
+    does no work per message for traces nobody keeps."""
+    if not spans_taken():
+        yield None
+        return
+    with tracer.start_as_current_span(
+        name,
+        context=Context(),
+        kind=SpanKind.CONSUMER,
+        links=links_to(carried),
+        attributes=attributes,
+        record_exception=True,
+    ) as span:
+        yield span

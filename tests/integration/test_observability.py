@@ -3,10 +3,12 @@ correlation id and trace carried through the outbox and the stream to the consum
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,16 +29,24 @@ from sqlalchemy import select
 from services.points.app import create_app as create_points
 from services.registry.app import create_app as create_registry
 from services.reporting.app import create_app as create_reporting
-from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream, retry_stream
+from shared.bus import (
+    DEAD_LETTER_STREAM,
+    StreamSettings,
+    context_stream,
+    dead_letter_stream,
+    ensure_stream,
+    retry_stream,
+)
 from shared.catalog import catalog
 from shared.envelope import EventEnvelope
 from shared.events.registry import VolunteerRegistered
 from shared.logs import BeaconJsonFormatter
 from shared.metrics import ServiceMetrics
+from shared.replay import StreamFollower
 from shared.settings import ServiceSettings
 from shared.subscriber import Reactor, subscribe, subscriptions
-from shared.tracing import configure_tracing
-from tests.factories import event_store, registered_envelope, resident_id
+from shared.tracing import MAX_BATCH_LINKS, TRACEPARENT, configure_tracing
+from tests.factories import event_store, registered, registered_envelope, resident_id
 from tests.infra.city import COMMUNITY, STAFF, TREE, ok, registry_settings, running
 from tests.infra.nats import streams_exist
 from tests.infra.waiting import eventually
@@ -171,6 +181,105 @@ async def test_a_request_s_trace_and_correlation_id_reach_the_consumer_of_the_ev
     assert [(r["correlation_id"], r["trace_id"]) for r in handled] == [(str(correlation_id), trace_id)]
 
 
+def linked_traces(span: ReadableSpan) -> list[int]:
+    return [link.context.trace_id for link in span.links]
+
+
+async def test_a_request_s_trace_is_linked_from_the_batch_span_of_the_projection_that_folds_its_event(
+    nats_url: str, tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    await streams_exist(nats_url, "dispatch", "points")  # reporting follows them too; nobody writes there
+    async with registry_with_tree(nats_url, tmp_path) as (registry, _):
+        reporting_app = create_reporting(
+            ServiceSettings(nats_url=nats_url, database_url=f"sqlite:///{tmp_path / 'reporting.db'}")
+        )
+        async with running(reporting_app, "reporting"):
+            registered = await registry.post("/volunteers", json=volunteer(1), headers=STAFF)
+            assert registered.status_code == 201, registered.text
+            (request,) = await eventually(lambda: now(ended(spans, "POST /volunteers")), lambda found: len(found) == 1)
+            folding = await eventually(
+                lambda: now(ended(spans, "projection-figures REGISTRY")),
+                lambda found: any(request.context.trace_id in linked_traces(span) for span in found),
+            )
+
+    (batch,) = [span for span in folding if request.context.trace_id in linked_traces(span)]
+    # Its own trace, linked to the request's (a batch has no one parent).
+    assert batch.kind == SpanKind.CONSUMER and batch.parent is None
+    assert batch.context.trace_id != request.context.trace_id
+    assert batch.attributes["messaging.destination.name"] == "REGISTRY"
+    assert batch.attributes["messaging.consumer.group.name"] == "projection-figures"
+    assert batch.attributes["messaging.batch.message_count"] >= 1
+
+
+def traceparent(trace_id: int) -> str:
+    return f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-01"
+
+
+async def test_a_stream_follower_links_its_batch_spans_to_the_events_traces_and_logs_an_event_s_correlation_id(
+    nc: Any, js: Any, tmp_path: Path, spans: InMemorySpanExporter, json_logs: io.StringIO
+) -> None:
+    await ensure_stream(js, context_stream("registry", StreamSettings()))
+    await ensure_stream(js, dead_letter_stream(StreamSettings()))
+    subject = "registry.370303.volunteer.registered"
+    traces: dict[int, int] = {}  # stream sequence: the trace its message carries
+    failing, unreadable = uuid4(), uuid4()  # correlation ids: of an event that always fails, of one nobody can read
+    for n in range(1, 2 * MAX_BATCH_LINKS + 21):
+        envelope = registered_envelope(n).model_copy(update={"correlation_id": failing if n == 3 else uuid4()})
+        headers = {"Nats-Msg-Id": str(envelope.event_id)}
+        if n % 10:  # every tenth carries no trace, and is linked from nothing
+            trace_id = random.getrandbits(128) or 1
+            headers[TRACEPARENT] = traceparent(trace_id)
+        ack = await js.publish(subject, envelope.to_json(), headers=headers, stream="REGISTRY")
+        if TRACEPARENT in headers:
+            traces[ack.seq] = trace_id
+        if n == 50:
+            invalid = registered_envelope(9999).model_dump(mode="json") | {"payload": {"volunteer_number": 1}}
+            invalid["correlation_id"] = str(unreadable)
+            await js.publish(
+                subject, json.dumps(invalid).encode(), headers={TRACEPARENT: traceparent(1)}, stream="REGISTRY"
+            )
+    last = ack.seq
+    store = event_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.create_tables()
+    applied: list[str] = []
+
+    async def apply(tx: Any, events: list[tuple[Any, VolunteerRegistered]]) -> None:
+        for _, event in events:
+            if event.volunteer_number == registered(3).volunteer_number:
+                raise RuntimeError("cannot apply V00000003")
+            applied.append(event.volunteer_number)
+
+    follower = StreamFollower("traced", store, apply, batch_size=1000, max_attempts=2)
+    following = asyncio.ensure_future(follower.follow(nc, "registry"))
+    try:
+        await eventually(lambda: follower.checkpoint("REGISTRY"), lambda done: done == last, timeout=20)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await store.engine.dispose()
+
+    batches = sorted(ended(spans, "traced REGISTRY"), key=lambda span: span.attributes["beacon.stream_sequence"])
+    assert batches and batches[-1].attributes["beacon.stream_sequence"] == last
+    previous = 0
+    for batch in batches:
+        # Each batch links to the traces of the events it applies, in order, the first ones only.
+        end = batch.attributes["beacon.stream_sequence"]
+        carried = [traces[seq] for seq in range(previous + 1, end + 1) if seq in traces]
+        assert linked_traces(batch) == carried[:MAX_BATCH_LINKS]
+        assert batch.kind == SpanKind.CONSUMER and batch.parent is None
+        previous = end
+    assert not any(1 in linked_traces(batch) for batch in batches)  # the unreadable one is applied by none
+    # All but the failing one and the unreadable one (a batch that failed was rolled back, then retried).
+    assert set(applied) == {registered(n).volunteer_number for n in range(1, 2 * MAX_BATCH_LINKS + 21) if n != 3}
+
+    records = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    dead_lettered = [r for r in records if r["logger"] == "shared.bus" and "dead-lettered" in r["message"]]
+    assert sorted(r["correlation_id"] for r in dead_lettered) == sorted([str(failing), str(unreadable)])
+    retried = [r for r in records if r["logger"] == "shared.replay" and "traced applying #" in r["message"]]
+    assert retried and {r["correlation_id"] for r in retried} == {str(failing)}
+    assert (await js.stream_info(DEAD_LETTER_STREAM)).state.messages == 2
+
+
 async def test_a_request_without_a_usable_correlation_id_is_given_a_new_one(nats_url: str, tmp_path: Path) -> None:
     async with registry_with_tree(nats_url, tmp_path) as (registry, _):
         plain = await registry.get("/healthz")
@@ -254,7 +363,8 @@ async def test_consumer_lag_shows_the_messages_waiting_for_a_subscriber(nats_url
 
     broker = NatsBroker(nats_url)
     subscribe(broker, reactor, "registry", batch_size=10, max_wait_seconds=0.05)
-    (subscription,) = subscriptions(broker)
+    # The reactor's durable on registry's stream (its second, on the retry stream, takes sent-back letters).
+    (subscription,) = [s for s in subscriptions(broker) if s.stream == "REGISTRY"]
     metrics = ServiceMetrics("test", js=lambda: js)
     metrics.watch_subscriptions(lambda: subscriptions(broker))
     await broker.start()  # creates the durable consumer; stopped at once, it is left with what comes next

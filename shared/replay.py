@@ -42,6 +42,8 @@ from shared.catalog import catalog as default_catalog
 from shared.db import make_engine, reading, upsert, writing
 from shared.envelope import EnvelopeHeader, EventEnvelope
 from shared.eventstore import EventStore, Transaction
+from shared.logs import correlated, correlation_from
+from shared.tracing import batch_span
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -280,8 +282,41 @@ async def _decode(js: JetStreamContext, batch: list[Msg], read: Read, consumer: 
             if event is not None:
                 decoded.append((stream_sequence(msg), *event))
         except EventRejected as rejected:
-            await dead_letter(js, msg, consumer=consumer, reason=rejected.reason)
+            with correlated(_correlation_in(msg.data)):
+                await dead_letter(js, msg, consumer=consumer, reason=rejected.reason)
     return decoded
+
+
+def _correlation_in(raw: bytes) -> uuid.UUID | None:
+    """The correlation id of an event that could not be read, if its JSON still names one (for
+    the log line that dead-letters it)."""
+    try:
+        found = json.loads(raw).get("correlation_id")
+    except (ValueError, AttributeError):
+        return None
+    return correlation_from(found) if isinstance(found, str) else None
+
+
+def _applied_headers(batch: list[Msg], decoded: list[_Decoded]) -> Iterator[dict[str, str] | None]:
+    """The headers of the batch's messages that `decoded` holds, lazily (both are in stream order,
+    `decoded` a part of `batch`): a batch span links to the traces of the events applied."""
+    messages = iter(batch)
+    for sequence, *_ in decoded:
+        for msg in messages:
+            if stream_sequence(msg) == sequence:
+                yield msg.headers
+                break
+
+
+def _batch_attributes(consumer: str, stream: str, last: int, applied: int) -> dict[str, str | int]:
+    return {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": stream,
+        "messaging.consumer.group.name": consumer,
+        "messaging.batch.message_count": applied,
+        "beacon.stream_sequence": last,
+    }
 
 
 def _tables_match(conn: Any, tables: Sequence[Table]) -> bool:
@@ -651,10 +686,15 @@ class Projector:
     ) -> bool:
         events = await _decode(nc.jetstream(), batch, self._read, self.consumer_name)
         last = stream_sequence(batch[-1])
-        # The store is away: hold the batch, keep the order.
-        return await _until_done(
-            lambda: self._apply(generation, stream, last, events, live), f"{self.consumer_name} applying"
-        )
+        with batch_span(
+            f"{self.consumer_name} {stream}",
+            _applied_headers(batch, events),
+            _batch_attributes(self.consumer_name, stream, last, len(events)),
+        ):
+            # The store is away: hold the batch, keep the order.
+            return await _until_done(
+                lambda: self._apply(generation, stream, last, events, live), f"{self.consumer_name} applying"
+            )
 
     async def _apply(self, generation: int, stream: str, sequence: int, decoded: list[_Decoded], live: bool) -> bool:
         # The fold reads through its own connection and the write lock is taken for the writes
@@ -822,33 +862,37 @@ class StreamFollower:
 
     async def _apply(self, js: JetStreamContext, stream: str, batch: list[Msg], decoded: list[_Decoded]) -> None:
         last = stream_sequence(batch[-1])
-        try:
-            with _collecting_less():
-                await self._commit(stream, last, decoded)
-        except Exception as error:
-            log.warning("%s: a batch failed (%r); applying its events one by one", self.name, error)
-            messages = {stream_sequence(msg): msg for msg in batch}
-            for item in decoded:
-                await self._one(js, stream, messages[item[0]], item)
-            await self._store_checkpoint(stream, last)
+        carried = _applied_headers(batch, decoded)
+        with batch_span(f"{self.name} {stream}", carried, _batch_attributes(self.name, stream, last, len(decoded))):
+            try:
+                with _collecting_less():
+                    await self._commit(stream, last, decoded)
+            except Exception as error:
+                log.warning("%s: a batch failed (%r); applying its events one by one", self.name, error)
+                messages = {stream_sequence(msg): msg for msg in batch}
+                for item in decoded:
+                    await self._one(js, stream, messages[item[0]], item)
+                await self._store_checkpoint(stream, last)
 
     async def _one(self, js: JetStreamContext, stream: str, msg: Msg, item: _Decoded) -> None:
         attempt, backoff = 0, _Backoff()
-        while True:
-            try:
-                await self._commit(stream, item[0], [item])
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if await self._store_answers():  # the event fails, not the store: count it
-                    attempt += 1
-                    if attempt >= self.max_attempts:
-                        reason = f"failed {attempt} times, last: {error!r}"
-                        await dead_letter(js, msg, consumer=self.name, reason=reason)
-                        await self._store_checkpoint(stream, item[0])
-                        return
-                await backoff.wait(f"{self.name} applying #{item[0]}", error)
+        # Its retries' and dead-lettering's log lines carry the event's correlation id.
+        with correlated(item[1].correlation_id):
+            while True:
+                try:
+                    await self._commit(stream, item[0], [item])
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    if await self._store_answers():  # the event fails, not the store: count it
+                        attempt += 1
+                        if attempt >= self.max_attempts:
+                            reason = f"failed {attempt} times, last: {error!r}"
+                            await dead_letter(js, msg, consumer=self.name, reason=reason)
+                            await self._store_checkpoint(stream, item[0])
+                            return
+                    await backoff.wait(f"{self.name} applying #{item[0]}", error)
 
     async def _store_checkpoint(self, stream: str, sequence: int) -> None:
         await _until_done(lambda: self._commit(stream, sequence, []), f"{self.name} storing its checkpoint")

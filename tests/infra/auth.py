@@ -8,7 +8,10 @@ from shared.auth import Role, TokenIssuer, new_key_pair
 from shared.envelope import utcnow
 
 TEST_PRIVATE_KEY, TEST_PUBLIC_KEY = new_key_pair()
-_issuer = TokenIssuer(TEST_PRIVATE_KEY)
+# Longer than any run of the suite: headers made once (ADMIN, a module's constants) must not
+# expire halfway through it, as 15-minute tokens did once the suite passed 15 minutes.
+TEST_TOKEN_LIFETIME = timedelta(hours=6)
+_issuer = TokenIssuer(TEST_PRIVATE_KEY, lifetime=TEST_TOKEN_LIFETIME)
 
 
 def token_for(role: Role | str, scope: str, *, account: str | None = None, at: datetime | None = None) -> str:
@@ -22,7 +25,7 @@ def bearer(role: Role | str, scope: str, **options: object) -> dict[str, str]:
 
 
 def expired(role: Role | str, scope: str) -> dict[str, str]:
-    return bearer(role, scope, at=utcnow() - timedelta(hours=1))
+    return bearer(role, scope, at=utcnow() - TEST_TOKEN_LIFETIME - timedelta(hours=1))
 
 
 # What a test client sends unless a request says otherwise: a city admin, who reaches everything.

@@ -267,7 +267,8 @@ async def test_two_projectors_following_the_same_streams_fold_each_event_once(
     expected, folded = await rebuilt_from_zero(postgres_admin_url, nats_url)
     assert figures == expected
     assert sum(projector.applied_total for projector in projectors) == folded
-    assert all(projector.applied_total for projector in projectors), "each projector committed some batches"
+    # Which of the two commits a batch is a race: one may commit them all, the other finding each
+    # already done; either way nothing is folded twice (the two lines above).
 
 
 async def test_two_ledger_followers_of_one_stream_post_each_record_once(

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,6 +90,7 @@ STAFF = {"Authorization": f"Bearer {_issuer.issue(STAFF_ACCOUNT, Role.station_st
 @functools.cache
 def volunteer_headers(number: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {_issuer.issue(number, Role.volunteer, number, utcnow())}"}
+
 
 SITE = "ST-LANTERN"
 COMMUNITY = "370303001001"
@@ -831,9 +832,7 @@ async def sign_up_in_bulk(database_url: str, assignments: dict[str, list[str]]) 
                         assert isinstance(event, VolunteerSignedUp) and event.position == ShiftPosition.confirmed
                         state = activities.evolve_shift(state, event)
                         decided.append(event)
-                await tx.record(
-                    shift_id, history.version, decided, org_path=history.org_path, actor=STAFF_ACCOUNT
-                )
+                await tx.record(shift_id, history.version, decided, org_path=history.org_path, actor=STAFF_ACCOUNT)
                 await tx.conn.execute(
                     store.signups.insert(),
                     [
@@ -856,16 +855,34 @@ async def sign_up_in_bulk(database_url: str, assignments: dict[str, list[str]]) 
         await engine.dispose()
 
 
-async def outbox_drained(session: aiohttp.ClientSession, server: Server, timeout: float = 180.0) -> None:
-    """Wait until the relay has published everything (so that no phase pays for the last one's)."""
-    deadline, depth = time.monotonic() + timeout, None
+async def outbox_drained(session: aiohttp.ClientSession, server: Server, timeout: float = 300.0) -> None:
+    """Wait until the relay has published everything, and dispatch's own consumers (the service
+    records it draws up from check-outs, say) have taken it all in: no phase pays for the last
+    one's, nor for the set-up's tens of thousands of sign-ups."""
+    deadline, depth, behind = time.monotonic() + timeout, None, None
     while time.monotonic() < deadline:
         async with session.get(f"{server.url}/readyz") as response:
             depth = (await response.json()).get("checks", {}).get("outbox_depth")
         if depth == 0:
-            return
+            async with session.get(f"{server.url}/metrics") as response:
+                behind = consumers_behind(await response.text())
+            if not behind:
+                return
         await asyncio.sleep(0.5)
-    raise SystemExit(f"{server.label}: the outbox still holds {depth} rows after {timeout:.0f}s:\n{server.tail()}")
+    raise SystemExit(
+        f"{server.label}: after {timeout:.0f}s the outbox holds {depth} rows, consumers behind: {behind}\n{server.tail()}"
+    )
+
+
+def consumers_behind(exposition: str) -> dict[str, float]:
+    """The consumers with messages not yet delivered or not yet acknowledged, from /metrics."""
+    behind: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if line.startswith(("beacon_consumer_lag{", "beacon_consumer_ack_pending{")):
+            series, _, value = line.rpartition(" ")
+            if float(value) > 0:
+                behind[series] = float(value)
+    return behind
 
 
 async def preflight(session: aiohttp.ClientSession, server: Server, secret: bytes, shift_id: str, number: str) -> None:
@@ -894,7 +911,7 @@ class Stores:
         self.kind, self.admin_url, self.workdir = args.database, args.pg_admin_url, workdir
         self.made: list[str] = []
 
-    async def __aenter__(self) -> Stores:
+    async def __aenter__(self) -> Self:
         return self
 
     async def url_for(self, name: str) -> str:

@@ -21,7 +21,15 @@ from uuid import UUID
 import msgspec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.envelope import EnvelopeHeader, EventEnvelope, new_event_id, read_header, utcnow
+from shared.envelope import (
+    EnvelopeHeader,
+    EventEnvelope,
+    FollowedEnvelope,
+    new_event_id,
+    read_followed,
+    read_header,
+    utcnow,
+)
 from shared.logs import current_correlation_id
 
 _TOKEN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -233,7 +241,14 @@ class EventCatalog:
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             raise InvalidEvent(f"malformed envelope: {error}") from None
 
-    def payload_under(self, header: EnvelopeHeader) -> Event:
+    def parse_followed(self, raw: bytes) -> FollowedEnvelope:
+        """The whole envelope as a stream follower reads it (see `FollowedEnvelope`)."""
+        try:
+            return read_followed(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            raise InvalidEvent(f"malformed envelope: {error}") from None
+
+    def payload_under(self, header: EnvelopeHeader | FollowedEnvelope) -> Event:
         """The validated payload of a header read by `parse_header`, as the current version."""
         spec = self.lookup(header.type, header.schema_version)
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import DateTime, Table, event
+from sqlalchemy import DateTime, LargeBinary, Table, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -397,18 +397,84 @@ def _bound(conn: AsyncConnection, table: Table, columns: Sequence[str], rows: Se
     """The rows with each column's values bind-processed; a column's repeated values (a day, a
     timestamp) are processed once."""
     dialect = conn.dialect
-    processors = [table.c[column].type._cached_bind_processor(dialect) for column in columns]
-    if all(process is None for process in processors):
+    processing = [
+        (index, process)
+        for index, column in enumerate(columns)
+        if (process := _bind_processor(table.c[column].type, dialect)) is not None
+    ]
+    if not processing:
         return list(rows)
-    columns_of_values = list(zip(*rows, strict=True))
-    for index, process in enumerate(processors):
-        if process is None:
-            continue
-        values = columns_of_values[index]
+    values_by_column: list[Any] = list(zip(*rows, strict=True))
+    for index, process in processing:
+        values = values_by_column[index]
         try:
             done = {value: process(value) for value in set(values)}
         except TypeError:  # unhashable values (JSON): each on its own
-            columns_of_values[index] = tuple(process(value) for value in values)
+            values_by_column[index] = list(map(process, values))
         else:
-            columns_of_values[index] = tuple(done[value] for value in values)
-    return list(zip(*columns_of_values, strict=True))
+            values_by_column[index] = list(map(done.__getitem__, values))
+    return list(zip(*values_by_column, strict=True))
+
+
+def _bind_processor(column_type: Any, dialect: Any) -> Any:
+    if isinstance(column_type, LargeBinary):
+        return None  # bytes go to every driver as they are (SQLite's would wrap each in a memoryview)
+    return column_type._cached_bind_processor(dialect)
+
+
+async def fetch_in(
+    conn: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    key: Sequence[str],
+    keys: Sequence[Sequence[Any]],
+    *,
+    for_update: bool = False,
+    chunk: int = 500,
+) -> list[tuple[Any, ...]]:
+    """The `columns` of the rows whose `key` columns hold one of `keys` (tuples in `key`
+    order), `chunk` keys a statement, sent to the driver as they are (see `write_rows`); the
+    values come back as SQLAlchemy's column types make them. `for_update` locks the rows on
+    PostgreSQL (SQLite's one writer already queues)."""
+    if not keys:
+        return []
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    selected = ", ".join(quote(c) for c in columns)
+    types = [table.c[c].type for c in columns]
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), chunk):
+        part = _bound(conn, table, key, keys[start : start + chunk])
+        marks = _marks(dialect, len(part) * len(key)).split(", ")
+        if len(key) == 1:
+            where = f"{quote(key[0])} IN ({', '.join(marks)})"
+        else:
+            width = len(key)
+            rows = ", ".join(f"({', '.join(marks[i : i + width])})" for i in range(0, len(marks), width))
+            # SQLite compares row values with a VALUES list only; PostgreSQL types the values of a
+            # VALUES list as text, but those of a list of rows as the columns they meet.
+            listed = f"VALUES {rows}" if dialect.name == "sqlite" else rows
+            where = f"({', '.join(map(quote, key))}) IN ({listed})"
+        statement = f"SELECT {selected} FROM {quote(table.name)} WHERE {where}"
+        if for_update and dialect.name == "postgresql":
+            statement += " FOR UPDATE"
+        result = await conn.exec_driver_sql(statement, tuple(value for row in part for value in row))
+        # A processor may depend on the type the driver says it returns (PostgreSQL's numerics).
+        described = result.cursor.description if result.cursor is not None else None
+        codes = [d[1] for d in described] if described else [None] * len(types)
+        processors = [t._cached_result_processor(dialect, code) for t, code in zip(types, codes, strict=True)]
+        found.extend(_processed(result.all(), processors))
+    return found
+
+
+def _processed(rows: Sequence[Any], processors: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows with each column's result processing; repeated values (a day) processed once."""
+    if not rows or all(process is None for process in processors):
+        return [tuple(row) for row in rows]
+    values_by_column: list[Any] = list(zip(*rows, strict=True))
+    for index, process in enumerate(processors):
+        if process is not None:
+            values = values_by_column[index]
+            done = {value: process(value) for value in set(values)}
+            values_by_column[index] = list(map(done.__getitem__, values))
+    return list(zip(*values_by_column, strict=True))

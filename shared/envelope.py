@@ -93,3 +93,38 @@ _header_decoder = msgspec.json.Decoder(EnvelopeHeader)
 def read_header(raw: bytes) -> EnvelopeHeader:
     """The header of an envelope; msgspec.ValidationError or DecodeError if it is not one."""
     return _header_decoder.decode(raw)
+
+
+class FollowedEnvelope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An envelope as a stream follower reads it: every field of `EventEnvelope`, by the same
+    rules, read by msgspec in a fifth of the time (a ledger catching up reads a million), the
+    payload left raw until the follower handles its type. `to_json` gives the envelope back."""
+
+    event_id: UUID
+    type: Annotated[str, msgspec.Meta(min_length=1)]
+    schema_version: Annotated[int, msgspec.Meta(ge=1)]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    recorded_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    aggregate_type: Annotated[str, msgspec.Meta(min_length=1)]
+    aggregate_id: Annotated[str, msgspec.Meta(min_length=1)]
+    aggregate_version: Annotated[int, msgspec.Meta(ge=1)]
+    org_path: Annotated[tuple[_DivisionCode, ...], msgspec.Meta(min_length=1)]
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    actor: Annotated[str, msgspec.Meta(min_length=1)]
+    payload: msgspec.Raw
+
+    @property
+    def district_code(self) -> str:
+        return self.org_path[0]
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+
+_followed_decoder = msgspec.json.Decoder(FollowedEnvelope)
+
+
+def read_followed(raw: bytes) -> FollowedEnvelope:
+    """A whole envelope, read by msgspec; msgspec.ValidationError or DecodeError if it is not one."""
+    return _followed_decoder.decode(raw)

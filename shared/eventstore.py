@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -140,8 +140,7 @@ class EventStoreSchema:
         self.version_statement = select(func.max(events.c.aggregate_version)).where(this_aggregate)
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedEvent:
+class EncodedEvent(NamedTuple):
     """An event as the store keeps it: its envelope's JSON and the columns it is found by. What
     `encode` makes, for events recorded in bulk (the ledger's) without an `EventEnvelope` each."""
 
@@ -153,7 +152,7 @@ class EncodedEvent:
     aggregate_version: int
     occurred_at: datetime
     recorded_at: datetime
-    correlation_id: str
+    correlation_id: UUID | str
     subject: str
     body: bytes
 
@@ -186,7 +185,7 @@ def encode(
     if catalog.superseded(spec):
         raise ValueError(f"{spec.name} v{spec.version} is superseded: publish v{catalog.latest(spec.name).version}")
     event_id = str(uuid_utils.uuid7())
-    correlation = str(correlation_id or current_correlation_id() or event_id)
+    correlation = correlation_id or current_correlation_id() or event_id
     body = _encoder.encode(
         {
             "event_id": event_id,
@@ -199,7 +198,7 @@ def encode(
             "aggregate_version": aggregate_version,
             "org_path": org_path,
             "correlation_id": correlation,
-            "causation_id": None if causation_id is None else str(causation_id),
+            "causation_id": causation_id,
             "actor": actor,
             "payload": event.__dict__,
         }
@@ -358,7 +357,7 @@ class Transaction:
         return EncodedEvent(
             str(envelope.event_id), envelope.type, envelope.schema_version, envelope.aggregate_type,
             envelope.aggregate_id, envelope.aggregate_version, envelope.occurred_at, envelope.recorded_at,
-            str(envelope.correlation_id), self._store.catalog.subject_of(envelope), envelope.to_json(),
+            envelope.correlation_id, self._store.catalog.subject_of(envelope), envelope.to_json(),
         )  # fmt: skip
 
     async def claim(self, consumer: str, event_id: UUID) -> bool:

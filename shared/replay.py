@@ -10,6 +10,7 @@ keeps serving, then swaps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -40,7 +41,7 @@ from shared.bus import dead_letter, stream_name
 from shared.catalog import Event, EventCatalog, EventRejected
 from shared.catalog import catalog as default_catalog
 from shared.db import make_engine, reading, upsert, writing
-from shared.envelope import EnvelopeHeader, EventEnvelope
+from shared.envelope import EnvelopeHeader, FollowedEnvelope
 from shared.eventstore import EventStore, Transaction
 from shared.logs import correlated, correlation_from
 from shared.tracing import batch_span
@@ -375,6 +376,11 @@ class Projection(Protocol):
 
 
 class Folded(Protocol):
+    async def fold(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
+        """More events into the same changes (a rebuild folds a transaction's events as they
+        arrive), reading through the connection the first were folded with."""
+        ...
+
     async def write(self, conn: AsyncConnection) -> None: ...
 
 
@@ -414,7 +420,7 @@ class Projector:
         engine: AsyncEngine,
         catalog: EventCatalog = default_catalog,
         batch_size: int = 1000,
-        rebuild_chunk: int = 10_000,
+        rebuild_chunk: int = 100_000,
         rebuild_processes: int = 1,
         nats_connect: dict[str, Any] | None = None,
     ) -> None:
@@ -632,35 +638,69 @@ class Projector:
         self.worker_peak_rss_mb = [peak for _, peak in results]
 
     async def _rebuild_stream(self, nc: Client, generation: int, stream: str, progress: Progress | None) -> None:
-        """Fold the whole stream into `generation`, `rebuild_chunk` events per transaction (the
-        projection's writes grow with its keys, not its events), each chunk committing while
-        the next is read and decoded."""
+        """Fold the whole stream into `generation`, `rebuild_chunk` events per transaction.
+
+        A transaction's events are folded as they arrive and only their changes are held, not
+        the events (a counter that a thousand events add to is one row to write); each
+        transaction commits while the next events are read and decoded, and they are folded
+        once it has committed (the fold reads the rows it wrote)."""
         js = nc.jetstream()
         stop = await last_sequence(js, stream)
-        chunk: list[_Decoded] = []
-        applying: asyncio.Future[bool] | None = None
+        held: list[_Decoded] = []  # read while a transaction commits, not folded yet
+        window = _Window(self, generation)
+        committing: asyncio.Future[None] | None = None
+        last = 0
 
-        async def commit(last: int, events: list[_Decoded]) -> None:
-            nonlocal applying
-            if applying is not None:
-                await applying
-            work = partial(self._apply, generation, stream, last, events, live=False)
-            applying = asyncio.ensure_future(_until_done(work, f"{self.consumer_name} rebuilding"))
+        async def commit() -> None:
+            nonlocal window, committing
+            folded, count = await window.close()
+            work = partial(self._store_rebuilt, generation, stream, last, folded, count)
+            committing = asyncio.ensure_future(_until_done(work, f"{self.consumer_name} rebuilding"))
+            window = _Window(self, generation)
 
         try:
             async for batch in read_stream(nc, stream, start=1, stop=stop, batch_size=self.batch_size):
-                chunk += await _decode(js, batch, self._read, self.consumer_name)
+                held += await _decode(js, batch, self._read, self.consumer_name)
                 last = stream_sequence(batch[-1])
-                if len(chunk) >= self.rebuild_chunk or last >= stop:
-                    await commit(last, chunk)
-                    chunk = []
                 if progress:
                     progress(stream, last, stop)
-            if applying is not None:
-                await applying
+                if committing is not None:
+                    if not committing.done() and len(held) < _HELD_WHILE_COMMITTING and last < stop:
+                        continue
+                    await committing
+                    committing = None
+                await window.fold(held)
+                held = []
+                if window.count >= self.rebuild_chunk or last >= stop:
+                    await commit()
+            if held or window.count:  # the stream ended short of `stop`
+                if committing is not None:
+                    await committing
+                await window.fold(held)
+                await commit()
+            if committing is not None:
+                await committing
         finally:
-            if applying is not None and not applying.done():
-                applying.cancel()
+            await window.close()
+            if committing is not None and not committing.done():
+                committing.cancel()
+
+    async def _store_rebuilt(
+        self, generation: int, stream: str, sequence: int, folded: Folded | None, count: int
+    ) -> None:
+        """A rebuild's transaction: what its events changed, and how far the stream is applied."""
+        async with writing(self.engine) as conn:
+            if folded is not None:
+                await folded.write(conn)
+            statement = upsert(conn, self.checkpoints).values(
+                projection=self.projection.name, generation=generation, stream=stream, sequence=sequence
+            )
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["projection", "generation", "stream"], set_={"sequence": sequence}
+                )
+            )
+        self.applied_total += count
 
     async def _drop(self, generation: int) -> None:
         tables = self.projection.tables(generation)
@@ -728,6 +768,35 @@ class Projector:
         return True
 
 
+_HELD_WHILE_COMMITTING = 10_000  # decoded events a rebuild holds while a transaction commits
+
+
+class _Window:
+    """The events of one rebuild transaction, folded as they arrive: the fold's changes, and the
+    connection it reads through, open until the transaction is written."""
+
+    def __init__(self, projector: Projector, generation: int) -> None:
+        self.projector, self.generation = projector, generation
+        self.folded: Folded | None = None
+        self.count = 0
+        self._reading = contextlib.AsyncExitStack()
+
+    async def fold(self, decoded: list[_Decoded]) -> None:
+        events = [(header, event) for _, header, event in decoded]
+        if self.folded is None:
+            conn = await self._reading.enter_async_context(reading(self.projector.engine))
+            self.folded = await self.projector.projection.fold(conn, self.generation, events)
+        elif events:
+            await self.folded.fold(events)
+        self.count += len(events)
+
+    async def close(self) -> tuple[Folded | None, int]:
+        """The changes folded, the reads done (the changes are written through another
+        connection, which takes the write lock)."""
+        await self._reading.aclose()
+        return self.folded, self.count
+
+
 class _Moved(Exception):
     """A stream's checkpoint moved between a fold and its write (another replica's follower
     committed the batch first): the batch is folded again from the new checkpoint."""
@@ -777,7 +846,7 @@ async def _rebuild_part_here(part: _RebuildPart) -> tuple[int, float]:
         await engine.dispose()
 
 
-Apply = Callable[[Transaction, list[tuple[EventEnvelope, Event]]], Awaitable[None]]
+Apply = Callable[[Transaction, list[tuple[FollowedEnvelope, Event]]], Awaitable[None]]
 
 
 class StreamFollower:
@@ -813,11 +882,11 @@ class StreamFollower:
         self.applied_total = 0
         self.checkpoints = store.schema.checkpoints  # created with the store's own tables
 
-    def _read(self, raw: bytes) -> tuple[EventEnvelope, Event] | None:
-        envelope = self.catalog.parse_envelope(raw)
+    def _read(self, raw: bytes) -> tuple[FollowedEnvelope, Event] | None:
+        envelope = self.catalog.parse_followed(raw)
         if not self.handles(envelope.type):
             return None
-        return envelope, self.catalog.payload_of(envelope)
+        return envelope, self.catalog.payload_under(envelope)
 
     async def checkpoint(self, stream: str) -> int:
         async with reading(self.store.engine) as conn:
@@ -905,7 +974,9 @@ class StreamFollower:
             return False
 
     async def _commit(self, stream: str, sequence: int, decoded: list[_Decoded]) -> None:
-        async with self.store.transaction() as tx:
+        # In one trip: on SQLite the batch's writes go with the COMMIT, while the loop decodes
+        # the next batch (`apply` must not need a write's row count).
+        async with self.store.transaction(one_trip=True) as tx:
             await _hold_checkpoint(tx.conn, f"{self.name}:{stream}")
             done = await self._checkpoint(tx.conn, stream)
             if sequence <= done:

@@ -8,13 +8,13 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import bindparam, func, select, tuple_
+from sqlalchemy import bindparam, func, select
 
 from services.points import store
 from services.points.ledger import Account, Record
 from services.points.rules import DEFAULT_STAR_THRESHOLDS, RuleBook
 from shared.catalog import Event
-from shared.db import update_rows, write_rows
+from shared.db import fetch_in, update_rows, write_rows
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 from shared.events.points import (
@@ -45,12 +45,22 @@ def movements(event: Event, account_district: str) -> list[Movement]:
         case ServiceCredited():
             return [
                 (f"issuance:{event.service_district}", f"volunteer:{event.volunteer_number}", POINTS, event.points),
-                (f"time-issuance:{CITY}", f"volunteer-time:{event.volunteer_number}", MINUTES, event.time_credit_minutes),
+                (
+                    f"time-issuance:{CITY}",
+                    f"volunteer-time:{event.volunteer_number}",
+                    MINUTES,
+                    event.time_credit_minutes,
+                ),
             ]
         case ServiceDebited():
             return [
                 (f"volunteer:{event.volunteer_number}", f"issuance:{event.service_district}", POINTS, event.points),
-                (f"volunteer-time:{event.volunteer_number}", f"time-issuance:{CITY}", MINUTES, event.time_credit_minutes),
+                (
+                    f"volunteer-time:{event.volunteer_number}",
+                    f"time-issuance:{CITY}",
+                    MINUTES,
+                    event.time_credit_minutes,
+                ),
             ]
         case PointsExpired():
             return [(f"volunteer:{event.volunteer_number}", f"expiry:{account_district}", POINTS, event.points)]
@@ -61,7 +71,14 @@ def movements(event: Event, account_district: str) -> list[Movement]:
         case RedemptionCancelled():
             return [(f"shop-held:{event.site_id}", f"volunteer:{event.volunteer_number}", POINTS, event.points)]
         case TimeCreditsTransferred():
-            return [(f"volunteer-time:{event.volunteer_number}", f"volunteer-time:{event.member_number}", MINUTES, event.minutes)]
+            return [
+                (
+                    f"volunteer-time:{event.volunteer_number}",
+                    f"volunteer-time:{event.member_number}",
+                    MINUTES,
+                    event.minutes,
+                )
+            ]
         case TimeCreditsReserved():
             return [(f"volunteer-time:{event.volunteer_number}", f"time-held:{CITY}", MINUTES, event.minutes)]
         case TimeCreditsSpent():
@@ -71,8 +88,7 @@ def movements(event: Event, account_district: str) -> list[Movement]:
     return []
 
 
-def _own(account: str) -> bool:
-    return account.startswith(("volunteer:", "volunteer-time:"))
+_OWN = ("volunteer:", "volunteer-time:")  # a volunteer's own accounts: their balances are in `accounts`
 
 
 class Books:
@@ -97,30 +113,19 @@ class Books:
         wanted = sorted(set(numbers) - set(self.accounts))
         if not wanted:
             return
-        conn = self.tx.conn
-        for chunk in _chunks(wanted, 500):
-            # FOR UPDATE on PostgreSQL (SQLite leaves it out: its one writer already queues).
-            query = select(store.accounts).where(store.accounts.c.volunteer_number.in_(chunk)).with_for_update()
-            for row in (await conn.execute(query)).mappings():
-                number = row["volunteer_number"]
-                self.accounts[number] = Account(
-                    number,
-                    row["district_code"],
-                    {},
-                    row["debt"],
-                    Decimal(row["hours"]),
-                    row["time_minutes"],
-                    row["time_debt"],
-                    row["star_level"],
-                )
-                self.versions[number] = row["version"]
-                self.org_paths[number] = tuple(row["org_path"].split("/"))
-            lots = await conn.execute(select(store.point_lots).where(store.point_lots.c.volunteer_number.in_(chunk)))
-            for number, expires, points in lots:
-                self.accounts[number].lots[None if expires == store.NEVER else expires] = points
-            for number in chunk:
-                if number in self.accounts:
-                    self._stored_lots[number] = dict(self.accounts[number].lots)
+        conn, keys = self.tx.conn, [(number,) for number in wanted]
+        # FOR UPDATE on PostgreSQL (SQLite leaves it out: its one writer already queues).
+        rows = await fetch_in(conn, store.accounts, _ACCOUNT, ("volunteer_number",), keys, for_update=True)
+        for number, district, org_path, version, debt, hours, minutes, time_debt, stars in rows:
+            self.accounts[number] = Account(number, district, {}, debt, hours, minutes, time_debt, stars)
+            self.versions[number] = version
+            self.org_paths[number] = tuple(org_path.split("/"))
+        lots = await fetch_in(conn, store.point_lots, _LOT, ("volunteer_number",), keys)
+        for number, expires, points in lots:
+            self.accounts[number].lots[None if expires == store.NEVER else expires] = points
+        for number in wanted:
+            if number in self.accounts:
+                self._stored_lots[number] = dict(self.accounts[number].lots)
 
     async def account(self, number: str) -> Account:
         await self.load([number])
@@ -186,13 +191,15 @@ class Books:
         return recorded
 
     def _post(self, event_id: str, event: Event, district: str) -> None:
+        balances = self._balances
         for source, target, unit, amount in movements(event, district):
             if not amount:
                 continue
             self._journal.append((event_id, source, target, unit, amount))
-            for name, delta in ((source, -amount), (target, amount)):
-                if not _own(name):
-                    self._balances[(name, unit)] += delta
+            if not source.startswith(_OWN):
+                balances[(source, unit)] -= amount
+            if not target.startswith(_OWN):
+                balances[(target, unit)] += amount
 
     async def flush(self) -> None:
         conn = self.tx.conn
@@ -208,7 +215,7 @@ class Books:
         await self._write_lots(sorted(self._changed))
         await write_rows(conn, store.journal, _JOURNAL, self._journal)
         balances = [(a, u, b) for (a, u), b in sorted(self._balances.items())]
-        await write_rows(conn, store.ledger_accounts, ("account", "unit", "balance"), balances, on_conflict=("account", "unit"), add=("balance",))
+        await write_rows(conn, store.ledger_accounts, _BALANCE, balances, on_conflict=_BALANCE[:2], add=_BALANCE[2:])
         self._changed.clear()
         self._events.clear()
         self._journal.clear()
@@ -258,30 +265,20 @@ class Books:
         } | dict(zip(_STATE, self._state(number), strict=True))
 
 
+_ACCOUNT = (
+    "volunteer_number", "district_code", "org_path", "version", "debt", "hours", "time_minutes", "time_debt",
+    "star_level",
+)  # fmt: skip
+_LOT = ("volunteer_number", "expires_on", "points")
 _STATE = ("version", "balance", "debt", "hours", "time_minutes", "time_debt", "star_level")
+_BALANCE = ("account", "unit", "balance")
 _JOURNAL = ("event_id", "from_account", "to_account", "unit", "amount")
 
 
 async def load_records(tx: Transaction, record_ids: Iterable[str]) -> dict[str, Record]:
-    records: dict[str, Record] = {}
-    for chunk in _chunks(sorted(set(record_ids)), 500):
-        rows = await tx.conn.execute(select(store.service_records).where(store.service_records.c.record_id.in_(chunk)))
-        for row in rows.mappings():
-            records[row["record_id"]] = Record(
-                row["record_id"],
-                row["volunteer_number"],
-                row["service_district"],
-                row["service_date"],
-                row["field"],
-                row["group_served"],
-                row["source"],
-                row["rule_version"],
-                row["version"],
-                Decimal(row["hours"]),
-                row["points"],
-                row["minutes"],
-            )
-    return records
+    keys = [(record_id,) for record_id in sorted(set(record_ids))]
+    rows = await fetch_in(tx.conn, store.service_records, _RECORD, ("record_id",), keys)
+    return {row[0]: Record(*row) for row in rows}
 
 
 async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
@@ -298,6 +295,7 @@ async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
     )  # fmt: skip
 
 
+_DAY = ("volunteer_number", "service_date", "points")
 _RECORD = (
     "record_id", "volunteer_number", "service_district", "service_date", "field", "group_served", "source",
     "rule_version", "version", "hours", "points", "minutes",
@@ -306,20 +304,13 @@ _RECORD = (
 
 async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
     """Points each volunteer earned for service on each day (for the daily cap)."""
-    found: dict[tuple[str, date], int] = {}
-    c = store.day_points.c
-    for chunk in _chunks(sorted(set(keys)), 400):
-        rows = await tx.conn.execute(
-            select(c.volunteer_number, c.service_date, c.points).where(tuple_(c.volunteer_number, c.service_date).in_(chunk))
-        )
-        for number, day, points in rows:
-            found[(number, day)] = points
-    return found
+    rows = await fetch_in(tx.conn, store.day_points, _DAY, _DAY[:2], sorted(set(keys)), chunk=400)
+    return {(number, day): points for number, day, points in rows}
 
 
 async def save_day_points(tx: Transaction, totals: dict[tuple[str, date], int]) -> None:
     await write_rows(
-        tx.conn, store.day_points, ("volunteer_number", "service_date", "points"),
+        tx.conn, store.day_points, _DAY,
         [(n, d, p) for (n, d), p in sorted(totals.items())],
         on_conflict=("volunteer_number", "service_date"), replace=("points",),
     )  # fmt: skip
@@ -341,7 +332,9 @@ class RuleCache:
         if self._stamp != (count, thresholds_version):
             book = RuleBook()
             rows = await conn.execute(
-                select(store.points_rules.c.rule).order_by(store.points_rules.c.district_code, store.points_rules.c.version)
+                select(store.points_rules.c.rule).order_by(
+                    store.points_rules.c.district_code, store.points_rules.c.version
+                )
             )
             for (rule,) in rows:
                 book.add(PointsRuleSet.model_validate(rule))
@@ -350,8 +343,3 @@ class RuleCache:
             self.thresholds = tuple(Decimal(str(h)) for h in hours) if hours else DEFAULT_STAR_THRESHOLDS
             self._stamp = (count, thresholds_version)
         return self
-
-
-def _chunks(items: Sequence[object], size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -187,11 +187,7 @@ def post(
             rule_version,
         )
     record.version = version
-    change = {
-        ServiceHoursConfirmed: ServiceChange.confirmed,
-        ServiceHoursAdjusted: ServiceChange.adjusted,
-        ServiceHoursRevoked: ServiceChange.revoked,
-    }[type(event)]
+    change = _CHANGES[type(event)]
     new_hours = ZERO if change is ServiceChange.revoked else event.hours
     rule = rules_book.version(record.service_district, record.rule_version)
     capped_from: int | None = None
@@ -206,44 +202,49 @@ def post(
     points_delta = new_points - record.points
     minutes_delta = minutes_of(new_hours) - record.minutes
     posting = Posting([], points_delta)
-    common = dict(
-        volunteer_number=account.volunteer_number,
-        record_id=record.record_id,
-        change=change,
-        service_date=record.service_date,
-        service_district=record.service_district,
-        rule_version=record.rule_version,
-    )
-    if hours_delta > 0 or points_delta > 0:
-        expires = rules.expires_on(rule.expiry, credited_on) if points_delta > 0 else None
-        repaid = account.credit(points_delta, expires) if points_delta > 0 else 0
-        account.credit_time(minutes_delta)
-        account.hours += hours_delta
-        posting.events.append(
-            ServiceCredited(
-                **common,
-                hours=hours_delta,
-                points=points_delta,
-                time_credit_minutes=minutes_delta,
-                total_hours=account.hours,
-                expires_on=expires,
-                capped_from=capped_from if points_delta > 0 else None,
-                debt_repaid=repaid,
-            )
-        )
-    elif hours_delta < 0 or points_delta < 0:
-        _, debt = account.take(-points_delta, into_debt=True)
-        time_debt = account.take_time(-minutes_delta, into_debt=True)
-        account.hours += hours_delta
+    common = {
+        "volunteer_number": account.volunteer_number,
+        "record_id": record.record_id,
+        "change": change,
+        "service_date": record.service_date,
+        "service_district": record.service_district,
+        "rule_version": record.rule_version,
+    }
+    # An adjustment can move hours and points in opposite directions (lower hours whose points
+    # rise because another record freed the day's cap, or the reverse): what went down is
+    # debited, then what went up is credited, so each event's amounts stay non-negative.
+    taken_hours, taken_points, taken_minutes = max(-hours_delta, ZERO), max(-points_delta, 0), max(-minutes_delta, 0)
+    given_hours, given_points, given_minutes = max(hours_delta, ZERO), max(points_delta, 0), max(minutes_delta, 0)
+    if taken_hours or taken_points or taken_minutes:
+        _, debt = account.take(taken_points, into_debt=True)
+        time_debt = account.take_time(taken_minutes, into_debt=True)
+        account.hours -= taken_hours
         posting.events.append(
             ServiceDebited(
                 **common,
-                hours=-hours_delta,
-                points=-points_delta,
-                time_credit_minutes=-minutes_delta,
+                hours=taken_hours,
+                points=taken_points,
+                time_credit_minutes=taken_minutes,
                 total_hours=account.hours,
                 debt_incurred=debt,
                 time_debt_incurred=time_debt,
+            )
+        )
+    if given_hours or given_points or given_minutes:
+        expires = rules.expires_on(rule.expiry, credited_on) if given_points else None
+        repaid = account.credit(given_points, expires) if given_points else 0
+        account.credit_time(given_minutes)
+        account.hours += given_hours
+        posting.events.append(
+            ServiceCredited(
+                **common,
+                hours=given_hours,
+                points=given_points,
+                time_credit_minutes=given_minutes,
+                total_hours=account.hours,
+                expires_on=expires,
+                capped_from=capped_from if given_points else None,
+                debt_repaid=repaid,
             )
         )
     record.hours, record.points, record.minutes = new_hours, new_points, minutes_of(new_hours)
@@ -251,13 +252,34 @@ def post(
     return record, posting
 
 
+_CHANGES = {
+    ServiceHoursConfirmed: ServiceChange.confirmed,
+    ServiceHoursAdjusted: ServiceChange.adjusted,
+    ServiceHoursRevoked: ServiceChange.revoked,
+}
+
+
 def restar(account: Account, thresholds: tuple[Decimal, ...]) -> list[StarLevelAwarded | StarLevelLowered]:
     level = rules.star_level(account.hours, thresholds)
     previous, account.star_level = account.star_level, level
     if level > previous:
-        return [StarLevelAwarded(volunteer_number=account.volunteer_number, star_level=level, previous_star_level=previous, total_hours=account.hours)]
+        return [
+            StarLevelAwarded(
+                volunteer_number=account.volunteer_number,
+                star_level=level,
+                previous_star_level=previous,
+                total_hours=account.hours,
+            )
+        ]
     if level < previous:
-        return [StarLevelLowered(volunteer_number=account.volunteer_number, star_level=level, previous_star_level=previous, total_hours=account.hours)]
+        return [
+            StarLevelLowered(
+                volunteer_number=account.volunteer_number,
+                star_level=level,
+                previous_star_level=previous,
+                total_hours=account.hours,
+            )
+        ]
     return []
 
 

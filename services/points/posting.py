@@ -9,6 +9,7 @@ volunteer's or record's queue and is applied, in order, once it can.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import cast
 
 from sqlalchemy import delete, select
@@ -30,7 +31,9 @@ async def post_service(
     tx: Transaction, items: Sequence[tuple[EventEnvelope, Event]], rule_cache: RuleCache, books: Books | None = None
 ) -> None:
     """Apply dispatch's hour-bearing events, in the order given, in this transaction."""
-    items = [(envelope, cast(ledger.ServiceEvent, event)) for envelope, event in items if isinstance(event, SERVICE_EVENTS)]
+    items = [
+        (envelope, cast(ledger.ServiceEvent, event)) for envelope, event in items if isinstance(event, SERVICE_EVENTS)
+    ]
     if not items:
         return
     rules = await rule_cache.fresh(tx)
@@ -43,6 +46,7 @@ async def post_service(
     changed: dict[str, ledger.Record] = {}
     day_changes: dict = {}
     parked: list[dict[str, object]] = []
+    city_days: dict[datetime, date] = {}  # the events of a batch share a few instants
     for envelope, event in items:
         number = event.volunteer_number
         record = records.get(event.record_id)
@@ -57,6 +61,8 @@ async def post_service(
             reason = f"record {event.record_id} has earlier events waiting"
         if reason is None:
             day = (number, event.service_date)
+            at = getattr(event, "at", None) or envelope.occurred_at
+            credited_on = city_days.get(at) or city_days.setdefault(at, city_date(at))
             try:
                 record, posting = ledger.post(
                     books.accounts[number],
@@ -64,7 +70,7 @@ async def post_service(
                     event,
                     envelope.aggregate_version,
                     district_of_service=envelope.district_code,
-                    credited_on=city_date(getattr(event, "at", None) or envelope.occurred_at),
+                    credited_on=credited_on,
                     rules_book=rules.book,
                     day_points=days.get(day, 0),
                     thresholds=rules.thresholds,

@@ -74,6 +74,11 @@ def _hours_change(event: Event) -> int:
     raise TypeError(event)
 
 
+# SQLite stores a table keyed by text as a B-tree of rowids plus an index of the key: without
+# the rowid, one B-tree, and a rebuild's millions of counter upserts do half the work.
+_KEYED = {"sqlite_with_rowid": False}
+
+
 class FigureTables:
     def __init__(self, metadata: MetaData, generation: int) -> None:
         g = generation
@@ -94,6 +99,7 @@ class FigureTables:
             Column("figure", String(80), primary_key=True),
             Column("day", Date, primary_key=True),
             Column("value", BigInteger, nullable=False),
+            **_KEYED,
         )
         # What a later event about a volunteer, site or team needs of an earlier one.
         self.members = Table(
@@ -106,6 +112,7 @@ class FigureTables:
             Column("gender", String(10), nullable=False),
             Column("active", Integer, nullable=False),
             Column("reported_in", Integer, nullable=False, default=0),
+            **_KEYED,
         )
         # Confirmed hours per volunteer and year (× 100), for the party members' 25 hours a year.
         self.member_hours = Table(
@@ -114,6 +121,7 @@ class FigureTables:
             Column("volunteer_number", String(20), primary_key=True),
             Column("year", Integer, primary_key=True),
             Column("centihours", BigInteger, nullable=False),
+            **_KEYED,
         )
         # Each order's times: for the time to dispatch and to accept (medians need the values), and
         # for the orders overdue at any moment (not accepted when the window opens, not completed
@@ -131,6 +139,7 @@ class FigureTables:
             Column("accepted_at", UtcDateTime),
             Column("completed_at", UtcDateTime),
             Column("cancelled_at", UtcDateTime),
+            **_KEYED,
         )
         self.sites = Table(
             f"sites_g{g}",

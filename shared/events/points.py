@@ -171,7 +171,9 @@ class ServiceCredited(_Posting):
     `time-issuance:city` to their time credits. A debt left by a revocation is repaid first
     (`debt_repaid` of the points). Hours entered by an administrator earn no points (0) but
     count as hours and time credits. `capped_from` is set when the daily cap cut the points.
-    Exactly one per dispatch event (the causation id): a redelivery credits nothing twice."""
+    At most one per dispatch event (the causation id): a redelivery credits nothing twice. An
+    adjustment that lowers hours but raises points (the day's cap freed by another record), or
+    the reverse, gives a `ServiceDebited` and then a `ServiceCredited`, each with its own part."""
 
     expires_on: date | None = Field(default=None, description="When these points expire; None: never.")
     capped_from: Points | None = None

@@ -135,6 +135,35 @@ async def test_adjustments_restate_and_a_revocation_leaves_a_debt_later_credits_
     assert credited[-1]["debt_repaid"] == 25
 
 
+async def test_lower_hours_whose_points_rise_as_the_days_cap_frees_are_a_debit_then_a_credit(points: EventStore) -> None:
+    # Default rule: 10 points an hour, at most 100 a day. A 9-hour day fills 90 of it; a second
+    # record of 1.5 h is capped to 10. Taking the first back frees the cap: the second, adjusted
+    # down to 1.25 h, loses a quarter hour but earns 12 points, 2 more than it had.
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    long_day = dispatch.confirm(number, Decimal(9), NOW)
+    await post(points, rules, long_day)
+    short = dispatch.confirm(number, Decimal("1.5"), NOW)
+    await post(points, rules, short)
+    await post(points, rules, dispatch.revoke(long_day[1].record_id, NOW))
+    assert (await account(points, number))["balance"] == 10
+
+    adjustment = dispatch.adjust(short[1].record_id, Decimal("1.25"), NOW)
+    await post(points, rules, adjustment)
+
+    row = await account(points, number)
+    assert (row["balance"], Decimal(row["hours"]), row["time_minutes"]) == (12, Decimal("1.25"), 75)
+    books = await read_books(points)
+    answers = [e for e in books.events if e.causation_id == adjustment[0].event_id]
+    assert [(e.type, e.payload["hours"], e.payload["points"], e.payload["time_credit_minutes"]) for e in answers] == [
+        ("ServiceDebited", "0.25", 0, 15),
+        ("ServiceCredited", "0", 2, 0),
+    ]
+    assert answers[-1].payload["total_hours"] == "1.25"
+    rebuilt, _ = rebuild(books.events)
+    assert rebuilt == books.accounts
+
+
 async def test_points_expire_by_a_daily_job_once(points: EventStore) -> None:
     rules, dispatch = RuleCache(), DispatchRecords()
     number = await open_account(points, rules, 1)

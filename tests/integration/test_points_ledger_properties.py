@@ -138,8 +138,9 @@ class LedgerMachine(RuleBasedStateMachine):
             # Negative only through a debt, and a debt only once every lot is spent.
             assert account.debt >= 0 and all(p > 0 for p in account.lots.values())
             assert account.debt == 0 or not account.lots
-        # Each dispatch event was posted at most once.
-        causes = Counter(e.causation_id for e in books.events if e.type in ("ServiceCredited", "ServiceDebited"))
+        # Each dispatch event was posted at most once: a credit, a debit, or (an adjustment whose
+        # hours and points move apart) one of each.
+        causes = Counter((e.causation_id, e.type) for e in books.events if e.type in ("ServiceCredited", "ServiceDebited"))
         assert all(count == 1 for count in causes.values())
         # The hours are dispatch's, and the stored ledger is what points' events fold to.
         for number, account in books.accounts.items():

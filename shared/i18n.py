@@ -416,6 +416,9 @@ MESSAGES_ZH = {
     "{code} is a {level}, not a community": "{code} 是{level}，不是社区",
     "registration needs the volunteer's consent to the use of their data": "注册须经志愿者同意使用其个人信息",
     "this ID number is already registered as volunteer {number}": "该身份证号码已注册为志愿者 {number}",
+    "this ID number is already registered: its volunteer can sign in, or their community's staff can look it up": (
+        "该身份证号码已注册：本人可直接登录，或请其所在社区的工作人员查询"
+    ),
     "volunteer {number} is {status}: cannot {doing}": "志愿者 {number} {status}，无法{doing}",
     "only party members report in to their community": "只有党员需要到社区报到",
     "the volunteer already belongs to that community": "该志愿者已属于这个社区",

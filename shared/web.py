@@ -344,13 +344,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> JSONResponse:
         language = language_of(request.headers)
-        status = next((code for kind, code in _STATUS_OF if isinstance(error, kind)), 400)
+        # Titled by its kind (a subclass, such as registry's AlreadyRegistered, is a Conflict).
+        kind, status = next(((kind, code) for kind, code in _STATUS_OF if isinstance(error, kind)), (type(error), 400))
         extra: dict[str, Any] = jsonable_encoder(error.details)  # times, decimals: as JSON says them
         if error.field:
             extra["errors"] = [{"field": error.field, "reason": i18n.translate(error.message, language)}]
         for reserved in ("type", "title", "status", "detail"):  # RFC 9457's own members win
             extra.pop(reserved, None)
-        answer = problem(status, type(error).__name__, error.message, language, **extra)
+        answer = problem(status, kind.__name__, error.message, language, **extra)
         if isinstance(error, NotAuthenticated):
             answer.headers["WWW-Authenticate"] = 'Bearer realm="beacon"'
         if isinstance(error, TooManyAttempts):

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from services.registry.handlers import Registry
 from services.registry.handlers import volunteers as handlers
 from shared.auth import Actor
-from shared.errors import Conflict, Invalid, Refused
+from services.registry.domain.volunteers import AlreadyRegistered
+from shared.errors import Invalid, Refused
 from shared.events.common import PoliticalStatus
 
 BATCH_SIZE = 500
@@ -370,10 +371,10 @@ class ProblemWriter:
 
 
 def _already_registered(refusal: Refused) -> str | None:
-    if isinstance(refusal, Conflict):
+    """How a skipped row is reported: the holder's number, when the importer reaches them."""
+    if isinstance(refusal, AlreadyRegistered):
         holder = refusal.details.get("volunteer_number")
-        if isinstance(holder, str):
-            return holder
+        return f"already registered as {holder}" if holder else "already registered, outside your part of the city"
     return None
 
 
@@ -412,9 +413,9 @@ async def import_volunteers(
             outcome = row.refusal or next(registered)
             if isinstance(outcome, str):
                 report.imported += 1
-            elif (holder := _already_registered(outcome)) is not None:
+            elif (skipped := _already_registered(outcome)) is not None:
                 report.skipped += 1
-                problems.append(Problem(row.line, "skipped", f"already registered as {holder}", "id_number"))
+                problems.append(Problem(row.line, "skipped", skipped, "id_number"))
             else:
                 report.refused += 1
                 problems.append(Problem(row.line, "refused", outcome.message, outcome.field))

@@ -7,6 +7,7 @@ never in events.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -172,8 +173,15 @@ async def find_site(conn: AsyncConnection, site_id: str) -> Site | None:
     return Site(row["site_id"], row["org_unit_code"], SiteLevel(row["level"]), tuple(row["path"].split("/")), row["closed_on"] is not None)
 
 
-async def holder_of_id_index(conn: AsyncConnection, id_index: str) -> str | None:
-    return await conn.scalar(select(volunteers.c.volunteer_number).where(volunteers.c.id_index == id_index))
+class IdHolder(NamedTuple):
+    """The volunteer an ID number is registered to, and where (to tell whom the number may be shown)."""
+
+    volunteer_number: str
+    org_path: tuple[str, ...]
+
+
+async def holder_of_id_index(conn: AsyncConnection, id_index: str) -> IdHolder | None:
+    return (await holders_of_id_indexes(conn, [id_index])).get(id_index)
 
 
 # Sign-in accounts. The row holds what events must not: the username (a keyed hash to find it by,
@@ -293,8 +301,8 @@ async def find_org_units(conn: AsyncConnection, codes: Iterable[str]) -> dict[st
     }
 
 
-async def holders_of_id_indexes(conn: AsyncConnection, id_indexes: Iterable[str]) -> dict[str, str]:
-    """Volunteer numbers already holding any of these ID-number hashes, in one query."""
+async def holders_of_id_indexes(conn: AsyncConnection, id_indexes: Iterable[str]) -> dict[str, IdHolder]:
+    """The volunteers already holding any of these ID-number hashes, in one query."""
     wanted = sorted(set(id_indexes))
     if not wanted:
         return {}
@@ -305,6 +313,8 @@ async def holders_of_id_indexes(conn: AsyncConnection, id_indexes: Iterable[str]
     literal = conn.dialect.name == "postgresql"
     wanted_here = bindparam("id_indexes", wanted, expanding=True, literal_execute=literal)
     rows = await conn.execute(
-        select(volunteers.c.id_index, volunteers.c.volunteer_number).where(volunteers.c.id_index.in_(wanted_here))
+        select(volunteers.c.id_index, volunteers.c.volunteer_number, volunteers.c.org_path).where(
+            volunteers.c.id_index.in_(wanted_here)
+        )
     )
-    return {row.id_index: row.volunteer_number for row in rows}
+    return {row.id_index: IdHolder(row.volunteer_number, tuple(row.org_path.split("/"))) for row in rows}

@@ -160,6 +160,21 @@ async def test_importing_the_same_file_again_imports_nothing_and_reports_the_row
     assert await scalar(registry, select(store.counters.c.value).where(store.counters.c.name == "V")) == 2
 
 
+async def test_an_importer_is_told_who_holds_an_id_number_only_within_their_reach(registry: Registry) -> None:
+    header = "序号,姓名,性别,身份证号,手机号,所属社区代码,政治面貌,技能,同意授权\n"
+    first = header + f"1,王小明,男,{GOOD_1},13912340001,370303001001,群众,,是\n2,周敏,女,{GOOD_5},13912340008,370303001002,群众,,是\n"
+    await import_volunteers(registry, STAFF, [first.encode()], today=TODAY)  # V00000001 in …001, V00000002 in …002
+    again = header + f"1,王小明,男,{GOOD_1},13912340001,370303001001,群众,,是\n2,周敏,女,{GOOD_5},13912340008,370303001001,群众,,是\n"
+
+    station = await import_volunteers(registry, STAFF, [again.encode()], today=TODAY, reaches=lambda path: "370303001001" in path)
+
+    assert (station.imported, station.skipped) == (0, 2)
+    assert [(p.line, p.reason) for p in station.problems] == [
+        (2, "already registered as V00000001"),
+        (3, "already registered, outside your part of the city"),
+    ]
+
+
 async def test_a_gb18030_file_imports_as_its_utf8_twin(registry: Registry) -> None:
     report = await import_volunteers(registry, STAFF, chunks(EXPORT.encode("gb18030")), today=TODAY)
 

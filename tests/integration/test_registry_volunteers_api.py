@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
-from tests.infra.auth import ADMIN, staff
+from shared.auth import Role
+from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.auth import volunteer as volunteer_self
 from tests.infra.waiting import eventually
 
@@ -120,6 +121,26 @@ async def test_personal_data_is_sealed_masked_for_most_and_clear_for_staff(regis
     dump = await stored_text(app, "volunteers", "volunteer_keys", "events", "outbox")
     for secret in ("王小明", volunteer(1)["id_number"], "13912340001"):
         assert secret not in dump
+
+
+async def test_an_id_number_already_registered_names_its_volunteer_only_to_whoever_reaches_them(registry) -> None:
+    # The volunteer number is what their events carry: tying it to an ID number for anyone who
+    # knows that number would undo the events' pseudonyms.
+    client, _ = registry
+    number = (await client.post("/volunteers", json=volunteer(1))).json()["volunteer_number"]
+    askers = {
+        "nobody signed in": {"Authorization": ""},
+        "another district's staff": bearer(Role.district_admin, "370305"),
+        "another volunteer": volunteer_self("V99999999"),
+    }
+    for who, headers in askers.items():
+        again = await client.post("/volunteers", json=volunteer(1, phone="13800000000"), headers=headers)
+        assert again.status_code == 409, who
+        assert "volunteer_number" not in again.json() and number not in again.text, who
+        assert again.json()["title"] == "Conflict" and again.json()["errors"][0]["field"] == "id_number", who
+    for who, headers in {"the district's staff": bearer(Role.district_admin, "370303"), "the volunteer": volunteer_self(number)}.items():
+        again = await client.post("/volunteers", json=volunteer(1, phone="13800000000"), headers=headers)
+        assert again.status_code == 409 and again.json()["volunteer_number"] == number, who
 
 
 async def test_the_same_id_number_twice_is_a_409_naming_the_volunteer_and_bad_fields_are_422(registry) -> None:

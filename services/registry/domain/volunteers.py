@@ -129,6 +129,11 @@ def normalise_tags(tags: Iterable[str], name: str = "") -> list[str]:
     return cleaned
 
 
+class AlreadyRegistered(Conflict):
+    """The ID number is a registered volunteer's (409); `volunteer_number` in the details only for
+    whoever reaches that volunteer."""
+
+
 def register(
     number: str,
     resident: ResidentId,
@@ -140,16 +145,26 @@ def register(
     holder_of_same_id: str | None,
     tags: Iterable[str] = (),
     name: str = "",
+    *,
+    holder_shown: bool = True,
 ) -> VolunteerRegistered:
+    """A volunteer's registration. `holder_shown`: whether a refusal for an ID number already
+    registered may name its holder (to whoever reaches them; to anyone else the number would tie
+    a person's ID number to the volunteer number their events carry)."""
     if community.level is not OrgLevel.community:
         raise Invalid(f"{community.code} is a {community.level}, not a community", field="community_code")
     if consented_at is None:
         raise Invalid("registration needs the volunteer's consent to the use of their data", field="consent")
-    if holder_of_same_id is not None:
-        raise Conflict(
+    if holder_of_same_id is not None and holder_shown:
+        raise AlreadyRegistered(
             f"this ID number is already registered as volunteer {holder_of_same_id}",
             field="id_number",
             volunteer_number=holder_of_same_id,
+        )
+    if holder_of_same_id is not None:
+        raise AlreadyRegistered(
+            "this ID number is already registered: its volunteer can sign in, or their community's staff can look it up",
+            field="id_number",
         )
     return VolunteerRegistered(
         volunteer_number=number,

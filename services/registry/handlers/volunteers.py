@@ -66,9 +66,11 @@ async def _register(
     if community is None:
         raise NotFound(f"unknown community {community_code}", field="community_code")
     number = await store.next_number(tx.conn, "V")
+    holder = await store.holder_of_id_index(tx.conn, id_index)
     event = volunteers.register(
         number, resident, community, political_status, skills, consented_at, today,
-        await store.holder_of_id_index(tx.conn, id_index), tags, name,
+        holder and holder.volunteer_number, tags, name,
+        holder_shown=holder is not None and (actor.reaches(holder.org_path) or actor.is_volunteer(holder.volunteer_number)),
     )
     key, sealed_key = registry.vault.new_key(number)
     seal = registry.vault.seal
@@ -323,14 +325,17 @@ async def _register_checked(
             if not reaches(community.path):
                 raise NotFound("the community is outside your part of the org tree", field="community_code")
             number = numbers[len(decided)]
+            holder = holders.get(c.id_index)
             event = volunteers.register(
                 number, c.resident, community, c.row.political_status, c.row.skills,
-                now if c.row.consent else None, today, holders.get(c.id_index), c.row.tags, c.row.name,
+                now if c.row.consent else None, today, holder and holder.volunteer_number, c.row.tags, c.row.name,
+                holder_shown=holder is not None and reaches(holder.org_path),
             )
         except Refused as refusal:
             outcomes.append((c.position, refusal))
             continue
-        holders[c.id_index] = number  # a second row with the same ID number later in this batch
+        # A second row with the same ID number later in this batch.
+        holders[c.id_index] = store.IdHolder(number, community.path)
         decided.append(_Decided(c, event, community))
         outcomes.append((c.position, number))
     await store.give_back_numbers(conn, "V", len(numbers) - len(decided))

@@ -18,9 +18,12 @@ from services.dispatch.app import create_app as dispatch_app
 from services.points.app import create_app as points_app
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
+from shared.auth import Role
 from shared.envelope import utcnow
 from shared.settings import ServiceSettings
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY
+from tests.infra.auth import bearer
+from tests.infra.auth import volunteer as volunteer_token
 from tests.infra.city import COMMUNITY, STAFF, TREE, ok, running, verified_volunteer
 from tests.infra.postgres import database
 from tests.infra.waiting import eventually
@@ -130,6 +133,12 @@ async def test_time_credits_pay_for_a_family_members_order_spent_when_served_ret
     # A released reservation pays for nothing more.
     again = await dispatch.post("/orders", json=an_order(time_credit_reservation=second["reservation_id"]), headers=STAFF)
     assert again.status_code == 409 and again.json()["state"] in ("taken", "released")
+    # Nobody else learns of it, or could have spent it: to another volunteer, or staff of another
+    # district, a reservation that is not theirs is as unknown as one that does not exist.
+    for outsider in (volunteer_token("V99999999"), bearer(Role.district_admin, "370302")):
+        refused = await dispatch.post("/orders", json=an_order(time_credit_reservation=second["reservation_id"]), headers=outsider)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "time_credit_reservation"
+        assert "order" not in refused.json()["errors"][0]["reason"]
     unknown = await dispatch.post("/orders", json=an_order(time_credit_reservation="TR09999999"), headers=STAFF)
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "time_credit_reservation"
 

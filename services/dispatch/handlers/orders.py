@@ -25,7 +25,7 @@ from services.dispatch import activities, orders, store
 from services.dispatch import suggestions as ranking
 from services.dispatch.domain import aware
 from services.dispatch.orders import Order
-from shared.auth import Actor
+from shared.auth import Actor, Role
 from shared.catalog import Event
 from shared.db import reading, upsert
 from shared.envelope import EventEnvelope
@@ -98,7 +98,7 @@ async def place_order(
         # A refusal below rolls the counter back with everything else: no number is lost.
         order_id = await store.next_number(tx.conn, "O")
         if time_credit_reservation:
-            await _take_reservation(tx, time_credit_reservation, order_id, now)
+            await _take_reservation(tx, actor, time_credit_reservation, order_id, now)
         decided = orders.place(
             order_id,
             kind=kind,
@@ -147,9 +147,11 @@ async def place_order(
     return order_id
 
 
-async def _take_reservation(tx: Transaction, reservation_id: str, order_id: str, now: datetime) -> None:
+async def _take_reservation(tx: Transaction, actor: Actor, reservation_id: str, order_id: str, now: datetime) -> None:
     table = store.time_credit_reservations
     row = (await tx.conn.execute(select(table).where(table.c.reservation_id == reservation_id))).mappings().first()
+    if row is not None and not await _may_spend(tx, actor, (row["volunteer_number"], row["beneficiary_number"])):
+        row = None  # someone else's credits: as unknown as a reservation that does not exist
     if row is None:
         raise Invalid(
             f"unknown reservation {reservation_id} (one just made reaches dispatch within moments: retry)",
@@ -162,6 +164,16 @@ async def _take_reservation(tx: Transaction, reservation_id: str, order_id: str,
     await tx.conn.execute(
         update(table).where(table.c.reservation_id == reservation_id).values(state="taken", order_id=order_id)
     )
+
+
+async def _may_spend(tx: Transaction, actor: Actor, holders: tuple[str, str]) -> bool:
+    """Credits set aside pay for an order placed by the volunteer who set them aside or the
+    family member they are for, or by staff who reach either of them."""
+    if actor.role is Role.volunteer:
+        return any(actor.is_volunteer(number) for number in holders)
+    known = store.volunteers.c
+    paths = (await tx.conn.execute(select(known.org_path).where(known.volunteer_number.in_(holders)))).scalars()
+    return any(actor.reaches(tuple(path.split("/"))) for path in paths)
 
 
 async def _load(tx: Transaction, order_id: str) -> tuple[Order, History]:

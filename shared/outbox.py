@@ -6,18 +6,23 @@ so that its consumers continue that trace (shared.subscriber).
 A row is marked published only after JetStream acknowledged it (a duplicate ack means it was
 already stored). A crash between publish and mark publishes the row again on restart with the
 same `Nats-Msg-Id`, and JetStream drops it as a duplicate within the stream's window.
+
+Replicas of a service share one outbox (PostgreSQL): a batch is published by one relay at a
+time, the one that takes the outbox's transaction-level advisory lock, so that rows go out once
+and in order; the others find the lock taken and leave the batch to it (their rows are in it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 
 from shared.db import reading, writing
 from shared.envelope import utcnow
@@ -96,7 +101,23 @@ class OutboxRelay:
         self._wake.clear()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows; return how many were stored in the stream."""
+        """Publish one batch of unpublished rows; return how many were stored in the stream
+        (0 also when another replica's relay is publishing a batch)."""
+        async with self._turn() as ours:
+            return await self._publish_batch() if ours else 0
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[bool]:
+        """Whether this relay may publish the next batch: on PostgreSQL, while it holds the
+        outbox's lock (released with the transaction, or the connection if the process dies)."""
+        engine = self._store.engine
+        if engine.dialect.name != "postgresql":
+            yield True
+            return
+        async with engine.connect() as conn, conn.begin():
+            yield bool(await conn.scalar(_TRY_LOCK, {"key": f"outbox:{self._stream}"}))
+
+    async def _publish_batch(self) -> int:
         rows = await self._unpublished(self._settings.batch_size)
         if not rows:
             return 0
@@ -160,6 +181,9 @@ class OutboxRelay:
             await conn.execute(
                 statement, [{"row_position": row.position, "sequence": ack.seq} for row, ack in stored]
             )
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 def _headers(row: OutboxRow) -> dict[str, str]:

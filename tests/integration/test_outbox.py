@@ -54,6 +54,24 @@ async def test_relay_publishes_in_outbox_order_with_the_event_id_as_message_id(s
     assert sequences == list(range(1, 26))
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
+async def test_two_replicas_relays_on_one_outbox_publish_each_row_once_and_in_order(store, js) -> None:
+    await ensure_stream(js, context_stream("registry", StreamSettings()))
+    ids = await append(store, 60)
+    relays = [OutboxRelay(store, js, "REGISTRY", RelaySettings(batch_size=7)) for _ in range(2)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await store.outbox_depth():
+            await relay.publish_pending()
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(drain(relay) for relay in relays))
+
+    # Each row went out once (JetStream would drop a second copy: the relays' counts would not).
+    assert sum(relay.published_total for relay in relays) == 60
+    assert [m.headers["Nats-Msg-Id"] for m in await stream_messages(js)] == ids
+
+
 async def test_a_crash_between_publish_and_mark_publishes_nothing_twice(store, js) -> None:
     await ensure_stream(js, context_stream("registry", StreamSettings()))
     ids = await append(store, 10)

@@ -4,9 +4,11 @@ Starts its own nats-server; each replica is a process of its own running the ser
 (`--replica` is that process's mode), every replica of a service on one throwaway PostgreSQL
 database (made and dropped through the server at --admin-url). For each replica count:
 - points: --volunteers registrations (its registry reactor: a durable consumer the replicas
-  share), then --records confirmed hours (its ledger: an in-order follower, one replica leads it);
-- reporting: a city of --events events in the three streams, folded by the projection's
-  followers (one per stream, the streams shared out among the replicas).
+  share), then --records confirmed hours (its ledger: in-order followers, a partition of the
+  volunteers each, shared out among the replicas), encoded before the clock starts;
+- reporting: a city of --events events in the three streams and 8 districts (bench/city_events.py),
+  folded by the projection's partitions (shares of the districts of dispatch and points, registry
+  whole; shared out among the replicas). The messages are encoded before the clock starts.
 The clock runs from the first publish until the service has applied the last event. Prints the
 events/s of each, the ratio of 2 replicas to 1, and what each replica did, as one JSON line last.
 """
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import sys
 import uuid
@@ -29,19 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 from nats.js import JetStreamContext
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import MetaData, func, select, text
 from sqlalchemy.engine import make_url
 
 from bench._common import Stopwatch, jetstream, local_nats_server, main_of, progress, rate, ratio
-from bench.city_events import publish_city
+from bench.city_events import city_messages, publish_messages
 from services.points import store as points_store
 from shared.bus import CONTEXTS, StreamSettings, context_stream, dead_letter_stream, ensure_stream
 from shared.catalog import catalog
 from shared.db import make_engine, reading
 from shared.events.dispatch import ServiceHoursConfirmed
 from shared.events.registry import VolunteerRegistered
-from shared.replay import last_sequence, projector_tables
+from shared.replay import checkpoint_key, district_counts, last_sequence, projector_tables
 from shared.settings import ServiceSettings
 
 NAME = "replicas"
@@ -88,9 +92,15 @@ async def serve_replica(service: str, database_url: str, nats_url: str) -> None:
         did: dict[str, Any] = {"leading": sorted(state.followers.leading)}
         if service == "points":
             did["registrations"] = sum(s.reactor.handled for s in subscriptions(state.runtime.broker))
-            did["ledger_events"] = state.ledger.applied_total
+            did["ledger_events"] = sum(ledger.applied_total for ledger in state.ledgers)
+            did["ledger_partitions"] = {ledger.name: ledger.applied_total for ledger in state.ledgers}
+            # Each replica's relay publishes the outbox rows it finds unpublished: the sum over the
+            # replicas beyond the events stored is rows published twice (JetStream drops them).
+            did["relay_published"] = state.runtime.relay.published_total
         else:
             did["folded"] = state.projector.applied_total
+            usage = resource.getrusage(resource.RUSAGE_SELF)  # this replica's CPU, start-up included
+            did["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
     print(json.dumps(did), flush=True)
 
 
@@ -159,13 +169,18 @@ async def until(probe: Callable[[], Awaitable[bool]], what: str, stall_seconds: 
         await asyncio.sleep(0.1)
 
 
-async def publish_all(js: JetStreamContext, envelopes: Any, stream: str) -> None:
+def encoded(envelopes: Any) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Subject, body and headers of each, as an outbox row holds them: built before the clock."""
+    return [
+        (catalog.subject_of(envelope), envelope.to_json(), {"Nats-Msg-Id": str(envelope.event_id)})
+        for envelope in envelopes
+    ]
+
+
+async def publish_all(js: JetStreamContext, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> None:
     pending: list[asyncio.Future[Any]] = []
-    for envelope in envelopes:
-        headers = {"Nats-Msg-Id": str(envelope.event_id)}
-        pending.append(
-            await js.publish_async(catalog.subject_of(envelope), envelope.to_json(), headers=headers, stream=stream)
-        )
+    for subject, body, headers in messages:
+        pending.append(await js.publish_async(subject, body, headers=headers, stream=stream))
         if len(pending) >= 4000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -205,25 +220,34 @@ async def count_rows(engine: Any, statement: Any) -> int:
 
 
 async def run_points(args: argparse.Namespace, count: int, nats_url: str, js: JetStreamContext) -> dict[str, Any]:
-    """Registrations, then confirmations (a volunteer's hours wait for the account otherwise)."""
-    figures: dict[str, Any] = {}
+    """Registrations, then confirmations (a volunteer's hours wait for the account otherwise).
+    The ledger's partitions (by volunteer, BEACON_LEDGER_PARTITIONS) are shared out among the
+    replicas, with the orders follower: its stream is empty here."""
+    from services.points.app import PointsSettings
+
+    partitions = PointsSettings().ledger_partitions
+    figures: dict[str, Any] = {"ledger_partitions": partitions}
     async with throwaway_database(args.admin_url) as url:
         replicas = Replicas("points", count, url, nats_url)
         engine = make_engine(url)
         try:
             await replicas.start()
+            await _followers_shared_out(engine, partitions + 1, count)
             accounts = select(func.count()).select_from(points_store.accounts)
             credited = (
                 select(func.count())
                 .select_from(points_store.schema.events)
                 .where(points_store.schema.events.c.event_type == "ServiceCredited")
             )
+            # Encoded before the clock starts, as reporting's (the bench's envelopes are not points' work).
+            registered = encoded(registrations(args.volunteers))
+            confirmed = encoded(confirmations(args.records, args.volunteers))
             watch = Stopwatch()
-            await publish_all(js, registrations(args.volunteers), "REGISTRY")
+            await publish_all(js, registered, "REGISTRY")
             await until(lambda: _reached(engine, accounts, args.volunteers), "points opening accounts")
             figures["registrations_per_s"] = rate(args.volunteers, watch.seconds)
             watch = Stopwatch()
-            await publish_all(js, confirmations(args.records, args.volunteers), "DISPATCH")
+            await publish_all(js, confirmed, "DISPATCH")
             await until(lambda: _reached(engine, credited, args.records), "points posting hours")
             figures["postings_per_s"] = rate(args.records, watch.seconds)
             figures["replicas_did"] = await replicas.stop()
@@ -237,33 +261,74 @@ async def _reached(engine: Any, statement: Any, target: int) -> bool:
     return await count_rows(engine, statement) >= target
 
 
+async def _followers_shared_out(engine: Any, followers: int, replicas: int) -> None:
+    """Until the replicas lead their shares of the followers (shared.leadership: a replica starting
+    alone leads them all and hands them over a tick at a time), by their advisory locks: each
+    holds one for its membership and one for each follower it leads. Goes on after 20 s anyway."""
+    held = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) GROUP BY pid"
+    )
+    share = -(-followers // replicas)
+    watch = Stopwatch()
+    while watch.seconds < 20:
+        async with reading(engine) as conn:
+            counts = (await conn.execute(held)).scalars().all()
+        if sum(counts) == followers + replicas and max(counts, default=0) <= share + 1:
+            return
+        await asyncio.sleep(0.2)
+    progress(f"  the followers are not shared out as expected: {counts} locks by replica")
+
+
 async def run_reporting(args: argparse.Namespace, count: int, nats_url: str, js: JetStreamContext) -> dict[str, Any]:
     figures: dict[str, Any] = {}
+    # Encoded before the clock starts: the services' outboxes publish stored JSON, and a bench
+    # that builds envelopes while it publishes measures its own publishing.
+    messages = list(city_messages(args.events))
     async with throwaway_database(args.admin_url) as url:
         replicas = Replicas("reporting", count, url, nats_url)
         engine = make_engine(url)
         _, checkpoints = projector_tables(MetaData())
+        publisher = await nats.connect(nats_url)
         try:
             await replicas.start()
             watch = Stopwatch()
-            published = sum((await publish_city(js, args.events)).values())
-            last = {context.upper(): await last_sequence(js, context.upper()) for context in CONTEXTS}
+            published = sum((await publish_messages(publisher, messages)).values())
+            published_seconds = watch.seconds
+            targets = await _reporting_targets(js)
 
             async def folded() -> bool:
                 async with reading(engine) as conn:
-                    rows = await conn.execute(
-                        select(checkpoints.c.stream, func.max(checkpoints.c.sequence)).group_by(checkpoints.c.stream)
-                    )
-                    done = dict(rows.all())
-                return all(done.get(stream, 0) >= sequence for stream, sequence in last.items())
+                    done = dict((await conn.execute(select(checkpoints.c.stream, checkpoints.c.sequence))).all())
+                return all(done.get(key, 0) >= sequence for key, sequence in targets.items())
 
             await until(folded, "reporting folding the city")
             figures["events_per_s"] = rate(published, watch.seconds)
+            figures["publish_events_per_s"] = rate(published, published_seconds)
             figures["replicas_did"] = await replicas.stop()
         finally:
             await replicas.kill()
             await engine.dispose()
+            await publisher.close()
     return figures
+
+
+async def _reporting_targets(js: JetStreamContext) -> dict[str, int]:
+    """The checkpoint each of reporting's followers reaches once every event is applied: the
+    stream's last sequence for registry (followed whole), each district's last message for the
+    streams split by district (see services/reporting/projection.py)."""
+    from services.reporting.projection import Figures
+
+    targets: dict[str, int] = {}
+    for context in Figures.contexts:
+        stream = context.upper()
+        if context not in Figures.partitioned:
+            targets[checkpoint_key(stream)] = await last_sequence(js, stream)
+            continue
+        for district in await district_counts(js, stream):
+            last = await js.get_last_msg(stream, f"{context}.{district}.>")
+            targets[checkpoint_key(stream, district)] = last.seq
+    return targets
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

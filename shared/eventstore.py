@@ -229,6 +229,11 @@ _EVENT_COLUMNS = (
 _OUTBOX_COLUMNS = ("event_id", "subject", "body", "created_at", "traceparent")
 
 
+_LOCK_ONE = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+# unnest yields the keys in the array's order, and the locks are taken row by row as they come.
+_LOCK_MANY = text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(CAST(:keys AS text[])) AS k")
+
+
 class Transaction:
     """One database transaction of a service: its events, outbox rows, inbox claims and views."""
 
@@ -255,13 +260,19 @@ class Transaction:
         entries = [(e.org_path, self._store.catalog.payload_of(e)) for e in envelopes]
         return History(entries, len(envelopes), envelopes[-1].org_path)
 
-    async def lock(self, aggregate_type: str, aggregate_id: str) -> None:
-        """Hold the aggregate until this transaction ends, for a hot one (a shift many sign up for
+    async def lock(self, aggregate_type: str, *aggregate_ids: str) -> None:
+        """Hold the aggregates until this transaction ends, for a hot one (a shift many sign up for
         at once): concurrent commands then queue instead of failing their appends and retrying.
-        PostgreSQL takes a transaction-scoped advisory lock; SQLite's one writer already queues."""
-        if self.conn.dialect.name == "postgresql":
-            key = f"{aggregate_type}:{aggregate_id}"
-            await self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+        PostgreSQL takes a transaction-scoped advisory lock each; SQLite's one writer already queues.
+        Several are taken in one statement, in sorted order: two transactions that lock
+        overlapping sets this way never deadlock (lock all of a transaction's at once)."""
+        if self.conn.dialect.name != "postgresql" or not aggregate_ids:
+            return
+        keys = sorted({f"{aggregate_type}:{aggregate_id}" for aggregate_id in aggregate_ids})
+        if len(keys) == 1:
+            await self.conn.execute(_LOCK_ONE, {"key": keys[0]})
+        else:
+            await self.conn.execute(_LOCK_MANY, {"keys": keys})
 
     async def version_of(self, aggregate_type: str, aggregate_id: str) -> int:
         version = await self.conn.scalar(

@@ -1,13 +1,16 @@
 """Which replica runs each of a service's in-order followers: one at a time, shared out evenly.
 
-A stream follower or a projection (shared.replay) reads a whole stream in order, so two replicas
-cannot split one stream's work; both following it would read and fold every batch twice for one
-commit (the checkpoint lock in shared.replay keeps that correct, not cheap). So on PostgreSQL
-each such worker runs in one replica only, the one holding its session-level advisory lock, and
-the replicas share the workers out: each takes up to its share (workers / replicas, rounded up;
-the replicas are counted by a shared lock each holds) and gives back what it holds beyond it. A
-replica that dies or loses its database connection loses its locks with it, and another takes its
-workers within a tick. On SQLite (one process owns the file) every worker simply runs.
+A worker is an in-order follower (shared.replay): a whole stream, or a partition of a stream's
+districts (reporting splits dispatch and points by district). Two replicas running the same
+worker would read and fold every batch twice for one commit (the checkpoint locks in
+shared.replay keep that correct, not cheap). So on PostgreSQL each worker runs in one replica
+only, the one holding its session-level advisory lock, and the replicas share the workers out:
+each takes up to its share (workers / replicas, rounded up; the replicas are counted by a shared
+lock each holds) and gives back what it holds beyond it. Shares are counted in workers, not in
+work: a service makes its workers of about equal weight (reporting's partitions) for replicas to
+split the work evenly. A replica that dies or loses its database connection loses its locks with
+it, and another takes its workers within a tick. On SQLite (one process owns the file) every
+worker simply runs.
 """
 
 from __future__ import annotations
@@ -125,8 +128,12 @@ class Leadership:
 
     async def _stop(self, name: str) -> None:
         task = self.running.pop(name)
-        task.cancel()
-        # Its commit in flight finishes or rolls back before another replica may begin.
+        # Its commit in flight finishes or rolls back before another replica may begin. Cancelled
+        # again while it goes on: in Python 3.11 `asyncio.wait_for` (a stream reader waits with
+        # it) loses a cancellation that comes as what it waits for arrives.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
         await asyncio.gather(task, return_exceptions=True)
 
     async def _stop_all(self) -> None:

@@ -2,9 +2,9 @@
 
 The fast reader is a pipelined pull on an ephemeral consumer: bounded memory, re-created at the
 right sequence after any gap, about four times faster than a pull subscription's `fetch`. A
-projection keeps, per generation, a checkpoint per stream in the same transaction as its
-tables: it resumes where it stopped, and a rebuild fills a new generation while the active one
-keeps serving, then swaps.
+projection keeps, per generation, a checkpoint per stream (or per stream and district, for the
+streams it splits by district) in the same transaction as its tables: it resumes where it
+stopped, and a rebuild fills a new generation while the active one keeps serving, then swaps.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import multiprocessing
 import resource
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -75,6 +76,39 @@ def stream_sequence(msg: Msg) -> int:
     return sequences(msg)[0]
 
 
+def _pending_after(msg: Msg) -> int:
+    """How many messages the consumer's filter still matched in the stream when this one was
+    delivered (the reply subject's last number but one)."""
+    tokens = (msg.reply or "").split(".")
+    return int(tokens[8 if len(tokens) == 9 else 10])
+
+
+def district_of(subject: str) -> str:
+    """The district code an event's subject carries: `<context>.<district>.<aggregate>.<event>`."""
+    return subject.split(".", 2)[1]
+
+
+def partition_of(district: str, partitions: int) -> int:
+    """Which of `partitions` shares a district falls to, for good: its code modulo the count (a
+    city's district codes run in sequence, so its districts go round the shares), or a code's
+    CRC-32 if it is not a number."""
+    number = int(district) if district.isdigit() else zlib.crc32(district.encode())
+    return number % partitions
+
+
+async def district_counts(js: JetStreamContext, stream: str) -> dict[str, int]:
+    """How many messages the stream holds per district code (from its subjects' counts)."""
+    try:
+        info = await js.stream_info(stream, subjects_filter=f"{stream.lower()}.*.>")
+    except NotFoundError:
+        return {}
+    counts: dict[str, int] = {}
+    for subject, count in (info.state.subjects or {}).items():
+        district = district_of(subject)
+        counts[district] = counts.get(district, 0) + count
+    return counts
+
+
 class _PipelinedPull:
     """An ephemeral pull consumer read through a core subscription, with pull requests kept in
     flight ahead of the reader (JETSTREAM.md measures ~90k msg/s, four times `fetch`).
@@ -85,11 +119,13 @@ class _PipelinedPull:
     at the next sequence it needs.
     """
 
-    def __init__(self, nc: Client, stream: str, subject: str, batch_size: int, expires_seconds: float) -> None:
+    def __init__(
+        self, nc: Client, stream: str, subjects: Sequence[str], batch_size: int, expires_seconds: float
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.stream = stream
-        self.subject = subject
+        self.subjects = list(subjects)
         self.batch_size = batch_size
         self.expires_seconds = expires_seconds
         self.ready: deque[Msg] = deque()
@@ -99,6 +135,7 @@ class _PipelinedPull:
         self.consumer = ""
         self.delivered = 0  # consumer sequence of the last delivery
         self.broken: str | None = None
+        self.matching = 0  # messages the filter matched from the start sequence, as created
         self._sub: Any = None
         self._request_subject = ""
         self._inbox = ""
@@ -116,7 +153,8 @@ class _PipelinedPull:
             # while a deny keeps other services' durables out of reach (deploy/nats/users.conf).
             name=f"reader-{uuid.uuid4().hex}",
             ack_policy=AckPolicy.NONE,
-            filter_subject=None if self.subject == ">" else self.subject,
+            filter_subject=None if self.subjects == [">"] or len(self.subjects) > 1 else self.subjects[0],
+            filter_subjects=self.subjects if len(self.subjects) > 1 else None,  # NATS 2.10 and later
             inactive_threshold=60.0,
             mem_storage=True,
             num_replicas=1,
@@ -124,6 +162,7 @@ class _PipelinedPull:
         )
         info = await self.js.add_consumer(self.stream, config)
         self.consumer = info.name
+        self.matching = info.num_pending or 0
         self._request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
         self.last_response = time.monotonic()
         await self.top_up()
@@ -181,21 +220,27 @@ async def read_stream(
     start: int = 1,
     since: datetime | None = None,
     stop: int | None = None,
-    subject: str = ">",
+    subject: str | Sequence[str] = ">",
     batch_size: int = 1000,
     max_wait_seconds: float = 0.05,
 ) -> AsyncIterator[list[Msg]]:
     """Yield the stream's messages from sequence `start` in order, in batches; with `since`,
-    from the first one the stream stored at or after that time.
+    from the first one the stream stored at or after that time; with `subject` (one filter or
+    several), only the messages it matches.
 
-    With `stop`, ends after the message at that sequence (or at once if the stream is shorter);
-    without it, follows the stream live until cancelled.
+    With `stop`, ends after the message at that sequence, or after the last one the filter
+    matches up to it (or at once if there is none); without it, follows the stream live until
+    cancelled.
     """
     if stop is not None and (stop < start or await last_sequence(nc.jetstream(), stream) < start):
         return
-    reader = _PipelinedPull(nc, stream, subject, batch_size, expires_seconds=1.0)
+    subjects = [subject] if isinstance(subject, str) else list(subject)
+    reader = _PipelinedPull(nc, stream, subjects, batch_size, expires_seconds=1.0)
     next_sequence = start
     await reader.start(next_sequence, since)
+    if stop is not None and not reader.matching:
+        await reader.stop()
+        return
     try:
         while True:
             batch: list[Msg] = []
@@ -203,8 +248,8 @@ async def read_stream(
             while len(batch) < batch_size:
                 while reader.ready and len(batch) < batch_size:
                     batch.append(reader.ready.popleft())
-                if batch and stream_sequence(batch[-1]) == stop:
-                    break
+                if batch and stop is not None and (stream_sequence(batch[-1]) >= stop or not _pending_after(batch[-1])):
+                    break  # at `stop`, or past the last message the filter matched
                 if reader.broken or time.monotonic() - reader.last_response > reader.expires_seconds + 5:
                     break
                 await reader.top_up()
@@ -223,12 +268,15 @@ async def read_stream(
                         break
             if batch:
                 last = stream_sequence(batch[-1])
+                ended = stop is not None and (last >= stop or not _pending_after(batch[-1]))
                 if stream_sequence(batch[0]) < next_sequence:  # in order: only a resumed reader repeats
                     batch = [m for m in batch if stream_sequence(m) >= next_sequence]
+                if stop is not None and last > stop:  # a filtered reader steps over `stop`
+                    batch = [m for m in batch if stream_sequence(m) <= stop]
                 if batch:
                     next_sequence = last + 1
                     yield batch
-                if stop is not None and last >= stop:
+                if ended:
                     return
             silent = time.monotonic() - reader.last_response > reader.expires_seconds + 5
             if reader.broken or silent:
@@ -359,7 +407,9 @@ class Projection(Protocol):
     """A read model built only from events; tables are named per generation.
 
     It is given each event's `EnvelopeHeader` (what, when, where) rather than the whole
-    envelope: a rebuild reads millions of them."""
+    envelope: a rebuild reads millions of them. It may also name `partitioned`: the contexts
+    whose fold any split by district adds up the same (no state read across districts), which
+    a projector then follows and rebuilds in shares of districts."""
 
     name: str
     contexts: tuple[str, ...]
@@ -387,12 +437,29 @@ class Folded(Protocol):
 Progress = Callable[[str, int, int], None]
 _Decoded = tuple[int, Any, Event]  # stream sequence, header or envelope, payload
 Read = Callable[[bytes], tuple[Any, Event] | None]
+Share = tuple[int, int]  # (partition, partitions): the districts with partition_of(code, partitions) == partition
+# What one reader of a rebuild folds: a stream, its districts (None: the whole stream), up to which sequence.
+_Part = tuple[str, tuple[str, ...] | None, int]
+
+
+def checkpoint_key(stream: str, district: str | None = None) -> str:
+    """The `stream` column of a checkpoint: the stream's, or for a split stream one district's
+    (`DISPATCH.370303`: every event of that district up to the sequence is applied)."""
+    return stream if district is None else f"{stream}.{district}"
+
+
+# A stream followed whole before it was split keeps where it had got to as `<stream>.*`, the
+# position of every district without a checkpoint of its own yet; its own checkpoint is set
+# past any sequence, so that a follower of the whole stream left running (a replica of the
+# version before, during a rollout) finds every batch applied and folds nothing more.
+_WHOLE = "*"
+_RETIRED = 2**62
 
 
 def projector_tables(metadata: MetaData) -> tuple[Table, Table]:
     """A projector's bookkeeping in its service's store (migrated with it, unlike the generations'
     tables): each projection's generations, which one is active, and how far each has applied
-    each stream."""
+    each stream (or each district of a split stream, see `checkpoint_key`)."""
     generations = Table(
         "projection_generations",
         metadata,
@@ -423,10 +490,13 @@ class Projector:
         rebuild_chunk: int = 100_000,
         rebuild_processes: int = 1,
         nats_connect: dict[str, Any] | None = None,
+        discovery_seconds: float = 2.0,
     ) -> None:
         """`rebuild_processes` above 1 rebuilds in worker processes, which build the projection
         by its class with no arguments, read the default catalog, and connect to NATS with
-        `nats_connect` (nats-py's `connect` arguments; by default the server `rebuild` is given)."""
+        `nats_connect` (nats-py's `connect` arguments; by default the server `rebuild` is given).
+        A follower of a split stream looks for districts new to it at least every
+        `discovery_seconds` (every 0.1 s at first, then less and less often)."""
         self.projection = projection
         self.engine = engine
         self.catalog = catalog
@@ -434,6 +504,8 @@ class Projector:
         self.rebuild_chunk = rebuild_chunk
         self.rebuild_processes = rebuild_processes
         self.nats_connect = nats_connect
+        self.discovery_seconds = discovery_seconds
+        self.split = {stream_name(context) for context in getattr(projection, "partitioned", ())}
         self.worker_peak_rss_mb: list[float] = []
         self.stale = False
         self._rebuilding_stale = asyncio.Lock()
@@ -494,24 +566,83 @@ class Projector:
         await conn.run_sync(lambda sync: tables[0].metadata.create_all(sync, tables=list(tables)))
 
     async def checkpoint(self, generation: int, stream: str) -> int:
+        """The sequence up to which every event of the stream is applied, as the checkpoints
+        show it: for a split stream the lowest of its districts' (a district's checkpoint moves
+        with that district's events only, so this can trail the stream's end; `caught_up` asks
+        the stream)."""
+        c = self.checkpoints.c
         async with reading(self.engine) as conn:
-            return await self._checkpoint(conn, generation, stream)
+            rows = await conn.execute(
+                select(c.stream, c.sequence).where(
+                    c.projection == self.projection.name,
+                    c.generation == generation,
+                    (c.stream == stream) | c.stream.like(f"{stream}.%"),
+                )
+            )
+            found = dict(rows.all())
+        whole = found.pop(stream, 0)
+        before_split = found.pop(checkpoint_key(stream, _WHOLE), None)
+        if found:
+            return min(found.values())
+        return before_split if before_split is not None else whole
 
-    async def _checkpoint(self, conn: AsyncConnection, generation: int, stream: str) -> int:
-        value = await conn.scalar(
-            select(self.checkpoints.c.sequence).where(
-                self.checkpoints.c.projection == self.projection.name,
-                self.checkpoints.c.generation == generation,
-                self.checkpoints.c.stream == stream,
+    async def caught_up(self, js: JetStreamContext, generation: int, stream: str) -> bool:
+        """Whether every message the stream holds now is applied: for a split stream, whether
+        each district's last message is at or before that district's checkpoint."""
+        if stream not in self.split:
+            return await self.checkpoint(generation, stream) >= await last_sequence(js, stream)
+        districts = sorted(await district_counts(js, stream))
+        async with reading(self.engine) as conn:
+            done = await self._positions(conn, generation, stream, districts)
+        for district in districts:
+            last = await js.get_last_msg(stream, f"{stream.lower()}.{district}.>")
+            if last.seq > done[checkpoint_key(stream, district)]:
+                return False
+        return True
+
+    async def _positions(
+        self, conn: AsyncConnection, generation: int, stream: str, districts: Sequence[str] | None
+    ) -> dict[str, int]:
+        """The checkpoints by key: the stream's, or (`districts`) each district's. A district
+        without one yet takes the stream's, if any (a generation followed whole before its
+        stream was split has applied every district up to it)."""
+        c = self.checkpoints.c
+        keys = [checkpoint_key(stream, d) for d in districts or ()]
+        before_split = checkpoint_key(stream, _WHOLE)
+        rows = await conn.execute(
+            select(c.stream, c.sequence).where(
+                c.projection == self.projection.name,
+                c.generation == generation,
+                c.stream.in_([stream, before_split, *keys]),
             )
         )
-        return value or 0
+        found = dict(rows.all())
+        whole = found.get(stream, 0)
+        if districts is None:
+            return {stream: whole}
+        whole = found.get(before_split, whole)
+        return {key: found.get(key, whole) for key in keys}
+
+    async def _retire_whole(self, generation: int, stream: str) -> None:
+        """Before a split stream's districts are followed: keep where the stream was followed
+        whole to (see `_RETIRED`), under its checkpoint's lock, once."""
+        async with writing(self.engine) as conn:
+            await _hold_checkpoint(conn, f"{self.consumer_name}:{generation}:{checkpoint_key(stream)}")
+            whole = (await self._positions(conn, generation, stream, None))[stream]
+            if 0 < whole < _RETIRED:
+                await self._store_checkpoints(
+                    conn, generation, {checkpoint_key(stream, _WHOLE): whole, checkpoint_key(stream): _RETIRED}
+                )
 
     # -- live ---------------------------------------------------------------------------------
 
-    async def follow(self, nc: Client, context: str) -> None:
+    async def follow(self, nc: Client, context: str, share: Share | None = None) -> None:
         """Apply the stream of `context` to the active generation, live, until cancelled; a
-        stale generation (see `setup`) is rebuilt first, by whichever follower comes first."""
+        stale generation (see `setup`) is rebuilt first, by whichever follower comes first.
+
+        A split stream is followed district by district with a checkpoint each, through one
+        reader filtered on the districts of `share` (all of them without it); a district that
+        appears later joins within `discovery_seconds`."""
         stream = stream_name(context)
         backoff = _Backoff()
         while True:
@@ -521,6 +652,9 @@ class Projector:
                         await self.rebuild(nc)
                         self.stale = False
                 generation = await self.active_generation()
+                if stream in self.split:
+                    await self._follow_districts(nc, generation, stream, share, backoff)
+                    continue
                 start = await self.checkpoint(generation, stream) + 1
                 async for batch in read_stream(nc, stream, start=start, batch_size=self.batch_size):
                     backoff.reset()
@@ -531,6 +665,80 @@ class Projector:
                 raise
             except Exception as error:  # NATS or the store is away: resume from the checkpoint
                 await backoff.wait(f"{self.consumer_name} on {stream}", error)
+
+    async def _districts(self, js: JetStreamContext, stream: str, share: Share | None) -> list[str]:
+        found = sorted(await district_counts(js, stream))
+        return found if share is None else [d for d in found if partition_of(d, share[1]) == share[0]]
+
+    async def _follow_districts(
+        self, nc: Client, generation: int, stream: str, share: Share | None, backoff: _Backoff
+    ) -> None:
+        """Follow the share's districts of a split stream until a district joins the share or
+        the generation changes (then returns, to be called again)."""
+        js = nc.jetstream()
+        districts = await self._districts(js, stream, share)
+        if not districts:  # nothing to follow yet (a new city): look again soon
+            await asyncio.sleep(min(self.discovery_seconds, 0.1))
+            return
+        await self._retire_whole(generation, stream)
+        async with reading(self.engine) as conn:
+            done = await self._positions(conn, generation, stream, districts)
+
+        swapped = asyncio.Event()  # a rebuild made another generation the active one
+
+        async def commit(batch: list[Msg], events: list[_Decoded], last: int) -> bool:
+            applied = await self._apply_decoded(
+                generation, stream, batch, events, live=True, districts=districts, last=last
+            )
+            if not applied:
+                swapped.set()
+            return applied
+
+        async def apply_live() -> None:
+            subjects = [f"{stream.lower()}.{district}.>" for district in districts]
+            applying: asyncio.Future[bool] | None = None
+            try:
+                async for batch in read_stream(
+                    nc, stream, start=min(done.values()) + 1, subject=subjects, batch_size=self.batch_size
+                ):
+                    backoff.reset()
+                    # A district that joined is read from its own checkpoint: the others' events
+                    # before theirs are skipped unread (their checkpoints only rise meanwhile).
+                    key = partial(checkpoint_key, stream)
+                    fresh = [m for m in batch if stream_sequence(m) > done[key(district_of(m.subject))]]
+                    if not fresh:
+                        continue
+                    with _collecting_less():
+                        events = await _decode(js, fresh, self._read, self.consumer_name)
+                    # One commit at a time, in order, while the next batch is read and decoded; a
+                    # commit under way ends even if the follower is cancelled meanwhile.
+                    if applying is not None and not await asyncio.shield(applying):
+                        return  # the generation changed
+                    applying = asyncio.ensure_future(commit(fresh, events, stream_sequence(batch[-1])))
+            finally:
+                # Never two commits at once: the next round starts from what this one stored.
+                if applying is not None and not applying.done():
+                    await asyncio.wait([applying])
+
+        async def new_district() -> None:
+            # Soon after a change (a city's first events come district by district) more may
+            # follow: look again after 0.1 s, then less often, up to `discovery_seconds`.
+            delay = min(0.1, self.discovery_seconds)
+            while set(await self._districts(js, stream, share)) <= set(districts):
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.discovery_seconds)
+
+        following, watching = asyncio.ensure_future(apply_live()), asyncio.ensure_future(new_district())
+        swapping = asyncio.ensure_future(swapped.wait())
+        try:
+            await asyncio.wait([following, watching, swapping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancelled(following, watching, swapping)
+        if swapped.is_set():
+            log.info("%s: generation changed, following the new one", self.consumer_name)
+        for task in (following, watching):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     # -- rebuild ------------------------------------------------------------------------------
 
@@ -545,9 +753,10 @@ class Projector:
 
         The active generation keeps serving meanwhile; the swap is one transaction. Followers
         notice the swap at their next batch and continue the new generation from its checkpoints.
-        With `rebuild_processes` above 1, the streams are shared out among that many processes
-        (each stream's fold is independent of the others', so any sharing gives the same
-        figures); a generation that fails is dropped.
+        With `rebuild_processes` above 1, the streams, and the districts of a split stream, are
+        shared out among that many processes (each stream's fold is independent of the
+        others', and a split stream's district's of the other districts', so any sharing gives
+        the same figures); a generation that fails is dropped.
         """
         async with writing(self.engine) as conn:
             newest = await conn.scalar(
@@ -563,12 +772,12 @@ class Projector:
         streams = [stream_name(context) for context in stream_order or self.projection.contexts]
         self.rebuilding = generation
         try:
-            if self.rebuild_processes > 1 and len(streams) > 1:
+            if self.rebuild_processes > 1:
                 await self._rebuild_in_processes(nc, generation, streams, progress)
             else:
                 with _collecting_less():
-                    for stream in streams:
-                        await self._rebuild_stream(nc, generation, stream, progress)
+                    for part in await self._parts(nc.jetstream(), streams):
+                        await self._rebuild_part(nc, generation, part, progress)
         except Exception:
             await self._drop(generation)
             raise
@@ -585,36 +794,79 @@ class Projector:
             await self._drop(previous)
         return generation
 
+    async def _units(self, js: JetStreamContext, streams: Sequence[str]) -> list[tuple[int, _Part]]:
+        """The smallest parts a rebuild can be split into, with their sizes, largest first: each
+        stream followed whole, and each district of a split stream (its size from the stream's
+        subject counts). Each stream's end is taken before its districts are counted, so that no
+        district with events up to it is missed."""
+        units: list[tuple[int, _Part]] = []
+        for stream in streams:
+            stop = await last_sequence(js, stream)
+            if stream not in self.split:
+                units.append((stop, (stream, None, stop)))
+                continue
+            for district, count in (await district_counts(js, stream)).items():
+                units.append((count, (stream, (district,), stop)))
+        return sorted(units, key=lambda unit: (-unit[0], unit[1][0], unit[1][1] or ()))
+
+    async def _parts(self, js: JetStreamContext, streams: Sequence[str]) -> list[_Part]:
+        """What one process reads to rebuild everything: each stream once, in `streams`' order
+        (a split stream filtered on every district it holds)."""
+        districts: dict[str, list[str]] = {}
+        stops: dict[str, int] = {}
+        for _size, (stream, some, stop) in await self._units(js, streams):
+            districts.setdefault(stream, []).extend(some or ())
+            stops[stream] = stop
+        return [
+            (stream, tuple(sorted(districts[stream])) if stream in self.split else None, stops[stream])
+            for stream in streams
+            if stream in stops
+        ]
+
     async def _rebuild_in_processes(
         self, nc: Client, generation: int, streams: list[str], progress: Progress | None
     ) -> None:
-        """Fold one share of the streams here and the others in worker processes (a rebuild is
-        CPU-bound: a process uses one core), reporting the workers' progress from the
-        checkpoints they commit."""
-        lengths = {stream: await last_sequence(nc.jetstream(), stream) for stream in streams}
-        shares: list[list[str]] = [[] for _ in range(min(self.rebuild_processes, len(streams)))]
-        for stream in sorted(streams, key=lambda s: -lengths[s]):  # longest first, to the least loaded
-            min(shares, key=lambda share: sum(lengths[s] for s in share)).append(stream)
-        here, elsewhere = shares[0], [share for share in shares[1:] if share]
+        """Fold the streams and districts here and in worker processes (a rebuild is CPU-bound: a
+        process uses one core), reporting the workers' progress from the checkpoints they commit.
+
+        The parts go largest first, one to each process and then each to the next process that
+        is free: a worker process starts a second or so after this one (a new interpreter and
+        its imports), and the shares even out whatever the parts' sizes."""
+        todo = deque(part for _size, part in await self._units(nc.jetstream(), streams))
         connect = self.nats_connect or {"servers": [nc.connected_url.geturl()]}
-        parts = [
-            _RebuildPart(
-                type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
-                generation, tuple(share), self.batch_size, self.rebuild_chunk,
-            )
-            for share in elsewhere
-        ]  # fmt: skip
+        workers = min(self.rebuild_processes - 1, max(len(todo) - 1, 0))
+        firsts = [todo.popleft() for _ in range(min(len(todo), workers + 1))]
+        here_first, elsewhere_firsts = firsts[:1], firsts[1:]
+        in_flight: dict[int, _Part] = {}  # what each worker process is folding now
+        peaks: dict[int, float] = {}
 
         async def fold_here() -> None:
-            for stream in here:
-                await self._rebuild_stream(nc, generation, stream, progress)
+            with _collecting_less():
+                for part in here_first:
+                    await self._rebuild_part(nc, generation, part, progress)
+                while todo:
+                    await self._rebuild_part(nc, generation, todo.popleft(), progress)
 
-        if not parts:  # every stream fell to this process's share (the others are empty)
+        if not workers:
             await fold_here()
             return
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = [asyncio.ensure_future(loop.run_in_executor(pool, _rebuild_part, part)) for part in parts]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+            async def fold_elsewhere(slot: int, part: _Part | None) -> None:
+                while part is not None:
+                    in_flight[slot] = part
+                    job = _RebuildPart(
+                        type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
+                        generation, (part,), self.batch_size, self.rebuild_chunk,
+                    )  # fmt: skip
+                    applied, peak = await loop.run_in_executor(pool, _rebuild_part, job)
+                    self.applied_total += applied
+                    peaks[slot] = max(peaks.get(slot, 0.0), peak)
+                    del in_flight[slot]
+                    part = todo.popleft() if todo else None
+
+            jobs = [asyncio.ensure_future(fold_elsewhere(slot, part)) for slot, part in enumerate(elsewhere_firsts)]
             everything = [asyncio.ensure_future(fold_here()), *jobs]
             waiting = set(everything)
             while waiting:
@@ -623,61 +875,69 @@ class Projector:
                 if failures:
                     for process in list(getattr(pool, "_processes", {}).values()):
                         process.terminate()  # the generation is dropped: no use finishing the rest
-                    everything[0].cancel()
+                    todo.clear()
+                    for job in everything:
+                        job.cancel()
                     await asyncio.wait(everything)
                     for job in everything:
                         if not job.cancelled():
                             job.exception()  # the terminated ones' BrokenProcessPool: known, not news
                     raise failures[0]
                 if progress:
-                    for share in elsewhere:
-                        for stream in share:
-                            progress(stream, await self.checkpoint(generation, stream), lengths[stream])
-        results = [job.result() for job in jobs]
-        self.applied_total += sum(applied for applied, _ in results)
-        self.worker_peak_rss_mb = [peak for _, peak in results]
+                    for stream, districts, stop in list(in_flight.values()):
+                        async with reading(self.engine) as conn:
+                            done = await self._positions(conn, generation, stream, districts)
+                        progress(_part_name(stream, districts), min(done.values()), stop)
+        self.worker_peak_rss_mb = [peaks[slot] for slot in sorted(peaks)]
 
-    async def _rebuild_stream(self, nc: Client, generation: int, stream: str, progress: Progress | None) -> None:
-        """Fold the whole stream into `generation`, `rebuild_chunk` events per transaction.
+    async def _rebuild_part(self, nc: Client, generation: int, part: _Part, progress: Progress | None) -> None:
+        """Fold a stream, or some districts of a split stream, up to its `stop` into
+        `generation`, `rebuild_chunk` events per transaction.
 
         A transaction's events are folded as they arrive and only their changes are held, not
         the events (a counter that a thousand events add to is one row to write); each
         transaction commits while the next events are read and decoded, and they are folded
         once it has committed (the fold reads the rows it wrote)."""
+        stream, districts, stop = part
         js = nc.jetstream()
-        stop = await last_sequence(js, stream)
+        keys = [checkpoint_key(stream)] if districts is None else [checkpoint_key(stream, d) for d in districts]
+        subjects: str | list[str] = ">" if districts is None else [f"{stream.lower()}.{d}.>" for d in districts]
+        name = _part_name(stream, districts)
         held: list[_Decoded] = []  # read while a transaction commits, not folded yet
         window = _Window(self, generation)
         committing: asyncio.Future[None] | None = None
         last = 0
 
-        async def commit() -> None:
+        async def commit(through: int) -> None:
             nonlocal window, committing
             folded, count = await window.close()
-            work = partial(self._store_rebuilt, generation, stream, last, folded, count)
+            work = partial(self._store_rebuilt, generation, keys, through, folded, count)
             committing = asyncio.ensure_future(_until_done(work, f"{self.consumer_name} rebuilding"))
             window = _Window(self, generation)
 
         try:
-            async for batch in read_stream(nc, stream, start=1, stop=stop, batch_size=self.batch_size):
+            async for batch in read_stream(
+                nc, stream, start=1, stop=stop, subject=subjects, batch_size=self.batch_size
+            ):
                 held += await _decode(js, batch, self._read, self.consumer_name)
                 last = stream_sequence(batch[-1])
                 if progress:
-                    progress(stream, last, stop)
+                    progress(name, last, stop)
                 if committing is not None:
-                    if not committing.done() and len(held) < _HELD_WHILE_COMMITTING and last < stop:
+                    if not committing.done() and len(held) < _HELD_WHILE_COMMITTING:
                         continue
                     await committing
                     committing = None
                 await window.fold(held)
                 held = []
-                if window.count >= self.rebuild_chunk or last >= stop:
-                    await commit()
-            if held or window.count:  # the stream ended short of `stop`
-                if committing is not None:
-                    await committing
-                await window.fold(held)
-                await commit()
+                if window.count >= self.rebuild_chunk:
+                    await commit(last)
+            # The reader ended at `stop`, or after the last event of these districts before it:
+            # every one of their events up to `stop` is in.
+            if committing is not None:
+                await committing
+            await window.fold(held)
+            await commit(stop)
             if committing is not None:
                 await committing
         finally:
@@ -686,21 +946,27 @@ class Projector:
                 committing.cancel()
 
     async def _store_rebuilt(
-        self, generation: int, stream: str, sequence: int, folded: Folded | None, count: int
+        self, generation: int, keys: Sequence[str], sequence: int, folded: Folded | None, count: int
     ) -> None:
-        """A rebuild's transaction: what its events changed, and how far the stream is applied."""
+        """A rebuild's transaction: what its events changed, and how far the stream (or each
+        of its districts read) is applied."""
         async with writing(self.engine) as conn:
             if folded is not None:
                 await folded.write(conn)
-            statement = upsert(conn, self.checkpoints).values(
-                projection=self.projection.name, generation=generation, stream=stream, sequence=sequence
-            )
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["projection", "generation", "stream"], set_={"sequence": sequence}
-                )
-            )
+            await self._store_checkpoints(conn, generation, {key: sequence for key in keys})
         self.applied_total += count
+
+    async def _store_checkpoints(self, conn: AsyncConnection, generation: int, positions: dict[str, int]) -> None:
+        statement = upsert(conn, self.checkpoints)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["projection", "generation", "stream"], set_={"sequence": statement.excluded.sequence}
+            ),
+            [
+                {"projection": self.projection.name, "generation": generation, "stream": key, "sequence": sequence}
+                for key, sequence in sorted(positions.items())
+            ],
+        )
 
     async def _drop(self, generation: int) -> None:
         tables = self.projection.tables(generation)
@@ -722,10 +988,34 @@ class Projector:
     # -- applying -----------------------------------------------------------------------------
 
     async def _apply_with_retry(
-        self, nc: Client, generation: int, stream: str, batch: list[Msg], *, live: bool
+        self,
+        nc: Client,
+        generation: int,
+        stream: str,
+        batch: list[Msg],
+        *,
+        live: bool,
+        districts: Sequence[str] | None = None,
+        last: int | None = None,
     ) -> bool:
+        """Apply a batch up to `last` (its last message's sequence by default): to the stream's
+        checkpoint, or with `districts` to each of theirs (the batch then holds no other)."""
         events = await _decode(nc.jetstream(), batch, self._read, self.consumer_name)
-        last = stream_sequence(batch[-1])
+        return await self._apply_decoded(generation, stream, batch, events, live=live, districts=districts, last=last)
+
+    async def _apply_decoded(
+        self,
+        generation: int,
+        stream: str,
+        batch: list[Msg],
+        events: list[_Decoded],
+        *,
+        live: bool,
+        districts: Sequence[str] | None = None,
+        last: int | None = None,
+    ) -> bool:
+        last = last or stream_sequence(batch[-1])
+        of_district = None if districts is None else {stream_sequence(m): district_of(m.subject) for m in batch}
         with batch_span(
             f"{self.consumer_name} {stream}",
             _applied_headers(batch, events),
@@ -733,39 +1023,52 @@ class Projector:
         ):
             # The store is away: hold the batch, keep the order.
             return await _until_done(
-                lambda: self._apply(generation, stream, last, events, live), f"{self.consumer_name} applying"
+                lambda: self._apply(generation, stream, last, events, live, districts, of_district),
+                f"{self.consumer_name} applying",
             )
 
-    async def _apply(self, generation: int, stream: str, sequence: int, decoded: list[_Decoded], live: bool) -> bool:
+    async def _apply(
+        self,
+        generation: int,
+        stream: str,
+        sequence: int,
+        decoded: list[_Decoded],
+        live: bool,
+        districts: Sequence[str] | None = None,
+        of_district: dict[int, str] | None = None,
+    ) -> bool:
         # The fold reads through its own connection and the write lock is taken for the writes
         # alone: the rebuild processes of other streams, and the followers, write meanwhile.
+        def key_of(seq: int) -> str:
+            return checkpoint_key(stream, None if of_district is None else of_district[seq])
+
         async with reading(self.engine) as conn:
             if live and await self._active(conn) != generation:
                 return False  # a rebuild swapped generations (and may drop this one)
-            done = await self._checkpoint(conn, generation, stream)
-            if sequence <= done:
+            done = await self._positions(conn, generation, stream, districts)
+            if sequence <= min(done.values()):
                 return True
             # A re-created reader may deliver part of a batch again: skip what is applied.
-            events = [(envelope, event) for seq, envelope, event in decoded if seq > done]
+            events = [(envelope, event) for seq, envelope, event in decoded if seq > done[key_of(seq)]]
             folded = await self.projection.fold(conn, generation, events) if events else None
         async with writing(self.engine) as conn:
-            await _hold_checkpoint(conn, f"{self.consumer_name}:{generation}:{stream}")
+            for key in sorted(done):  # in one order: two followers sharing a district never deadlock
+                await _hold_checkpoint(conn, f"{self.consumer_name}:{generation}:{key}")
             if live and await self._active(conn) != generation:
                 return False
-            if await self._checkpoint(conn, generation, stream) != done:
+            if await self._positions(conn, generation, stream, districts) != done:
                 raise _Moved(f"{stream} of generation {generation} moved past {done} meanwhile: folding again")
             if folded is not None:
                 await folded.write(conn)
-            statement = upsert(conn, self.checkpoints).values(
-                projection=self.projection.name, generation=generation, stream=stream, sequence=sequence
-            )
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["projection", "generation", "stream"], set_={"sequence": sequence}
-                )
+            await self._store_checkpoints(
+                conn, generation, {key: max(sequence, position) for key, position in done.items()}
             )
         self.applied_total += len(events)
         return True
+
+
+def _part_name(stream: str, districts: Sequence[str] | None) -> str:
+    return stream if districts is None else f"{stream} {','.join(districts)}"
 
 
 _HELD_WHILE_COMMITTING = 10_000  # decoded events a rebuild holds while a transaction commits
@@ -797,6 +1100,19 @@ class _Window:
         return self.folded, self.count
 
 
+async def _cancelled(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel the tasks and wait until they have ended, cancelling again any that goes on: in
+    Python 3.11 `asyncio.wait_for` (the reader waits with it) loses a cancellation that comes as
+    what it waits for arrives, and a reader left running would never see a district join."""
+    while running := [task for task in tasks if not task.done()]:
+        for task in running:
+            task.cancel()
+        await asyncio.wait(running, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller raises it if it matters
+
+
 class _Moved(Exception):
     """A stream's checkpoint moved between a fold and its write (another replica's follower
     committed the batch first): the batch is folded again from the new checkpoint."""
@@ -816,13 +1132,13 @@ async def _hold_checkpoint(conn: AsyncConnection, consumer: str) -> None:
 
 @dataclass(frozen=True)
 class _RebuildPart:
-    """What a worker process needs to fold its share of the streams into a generation."""
+    """What a worker process needs to fold its share of the streams (and districts) into a generation."""
 
     projection: Callable[[], Projection]
     database_url: str
     nats_connect: dict[str, Any]
     generation: int
-    streams: tuple[str, ...]
+    parts: tuple[_Part, ...]
     batch_size: int
     rebuild_chunk: int
 
@@ -838,8 +1154,8 @@ async def _rebuild_part_here(part: _RebuildPart) -> tuple[int, float]:
     try:
         projector = Projector(part.projection(), engine, batch_size=part.batch_size, rebuild_chunk=part.rebuild_chunk)
         with _collecting_less():
-            for stream in part.streams:
-                await projector._rebuild_stream(nc, part.generation, stream, None)
+            for stream_part in part.parts:
+                await projector._rebuild_part(nc, part.generation, stream_part, None)
         return projector.applied_total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
         await nc.close()
@@ -857,6 +1173,11 @@ class StreamFollower:
     ledger: a million credits, each after the confirmation it depends on). A batch that fails is
     retried event by event; an event that fails `max_attempts` times while the store answers is
     dead-lettered with the reason and the stream goes on. While the store is away, it waits.
+
+    `wants` makes it one partition of the stream (the ledger's by volunteer): of the events it
+    handles, it applies those `wants` takes, judged from the envelope before the payload is
+    validated (None: an envelope that cannot be read, which one partition must dead-letter); it
+    still reads every message, so a skipped one costs its delivery and envelope.
     """
 
     def __init__(
@@ -870,12 +1191,14 @@ class StreamFollower:
         catalog: EventCatalog = default_catalog,
         batch_size: int = 1000,
         max_attempts: int = 5,
+        wants: Callable[[FollowedEnvelope | None], bool] | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.apply = apply
         self.subject = subject
         self.handles = handles
+        self.wants = wants
         self.catalog = catalog
         self.batch_size = batch_size
         self.max_attempts = max_attempts
@@ -883,8 +1206,13 @@ class StreamFollower:
         self.checkpoints = store.schema.checkpoints  # created with the store's own tables
 
     def _read(self, raw: bytes) -> tuple[FollowedEnvelope, Event] | None:
-        envelope = self.catalog.parse_followed(raw)
-        if not self.handles(envelope.type):
+        try:
+            envelope = self.catalog.parse_followed(raw)
+        except EventRejected:
+            if self.wants is not None and not self.wants(None):
+                return None  # another partition dead-letters it
+            raise
+        if not self.handles(envelope.type) or (self.wants is not None and not self.wants(envelope)):
             return None
         return envelope, self.catalog.payload_under(envelope)
 

@@ -76,12 +76,13 @@ class ServiceRuntime:
         owns_stream: bool = True,
         consumes: tuple[str, ...] = (),
         relay_settings: RelaySettings = RelaySettings(),
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
         # Also where a service runs without `serve` (in a test, under another ASGI server).
         install_personal_data_mask()
         self.settings = settings
         self.name = settings.service
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, **(engine_options or {}))  # e.g. a bigger pool
         self.store = EventStore(self.engine, schema)
         self.stream_settings = StreamSettings(settings.stream_replicas, settings.duplicate_window_seconds)
         self.owns_stream = owns_stream

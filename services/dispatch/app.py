@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 import shared.events  # noqa: F401  (registers the catalog)
 from services.dispatch import store, subscribers
@@ -21,6 +23,7 @@ from services.dispatch.attendance import ShiftCodes
 from services.dispatch.handlers import attendance as attendance_handlers
 from services.dispatch.handlers import orders as order_handlers
 from shared.audit import audit_router
+from shared.db import async_url
 from shared.devkeys import beside_sqlite, load_or_make
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # How often the clock jobs look for orders past their deadline and shifts past their end.
 CLOCK_EVERY_SECONDS = 30.0
+SQLITE_CONNECTIONS = 32  # kept open: see engine_options
 
 
 class DispatchSettings(ServiceSettings):
@@ -53,10 +57,24 @@ def shift_code_secret(settings: DispatchSettings) -> bytes:
     return base64.b64decode(stored["shift_codes"])
 
 
+def engine_options(settings: ServiceSettings) -> dict[str, Any]:
+    """On SQLite, connections enough for a rush of scans (each reads on one of its own, and the
+    store's default of 5 kept, beyond them, opening and closing a connection and its thread for
+    every few scans: ~30 a second at the check-in rush); connections to a file are cheap."""
+    if make_url(async_url(settings.database_url)).get_backend_name() == "sqlite":
+        return {"pool_size": SQLITE_CONNECTIONS, "max_overflow": SQLITE_CONNECTIONS}
+    return {}
+
+
 def create_app(settings: ServiceSettings | None = None, *, clock_every: float = CLOCK_EVERY_SECONDS) -> FastAPI:
     base = (settings or DispatchSettings()).for_service("dispatch")
     dispatch_settings = base if isinstance(base, DispatchSettings) else DispatchSettings(**base.model_dump())
-    runtime = ServiceRuntime(dispatch_settings, store.schema, consumes=("registry", "points"))
+    runtime = ServiceRuntime(
+        dispatch_settings,
+        store.schema,
+        consumes=("registry", "points"),
+        engine_options=engine_options(dispatch_settings),
+    )
     events = runtime.store
     for reactor, context in (
         (subscribers.reactor(events), "registry"),
@@ -65,7 +83,9 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
     ):
         subscribe(runtime.broker, reactor, context)
         runtime.reads(f"{reactor.name}-{context}", context, reactor.handlers.__contains__)
-    runtime.add_worker(clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every))
+    runtime.add_worker(
+        clock_job("timed out orders", lambda: order_handlers.time_out_due(events, utcnow()), clock_every)
+    )
     runtime.add_worker(
         clock_job("closed shifts", lambda: attendance_handlers.close_ended_shifts(events, utcnow()), clock_every)
     )
@@ -82,7 +102,9 @@ def create_app(settings: ServiceSettings | None = None, *, clock_every: float = 
         title="Beacon dispatch",
         description="Orders, activities and shifts, QR attendance, service records.",
     )
-    app.state.shift_codes = ShiftCodes(shift_code_secret(dispatch_settings), dispatch_settings.shift_code_period_seconds)
+    app.state.shift_codes = ShiftCodes(
+        shift_code_secret(dispatch_settings), dispatch_settings.shift_code_period_seconds
+    )
     app.state.public_url = dispatch_settings.public_url
     app.state.service_urls = {"registry": dispatch_settings.registry_url, "points": dispatch_settings.points_url}
     app.state.clock = utcnow

@@ -14,7 +14,7 @@ from services.points import store
 from services.points.ledger import Account, Record
 from services.points.rules import DEFAULT_STAR_THRESHOLDS, RuleBook
 from shared.catalog import Event
-from shared.db import fetch_in, update_rows, write_rows
+from shared.db import fetch_in, is_sqlite, update_rows, write_rows
 from shared.envelope import EventEnvelope, utcnow
 from shared.errors import NotFound
 from shared.events.points import (
@@ -94,7 +94,14 @@ _OWN = ("volunteer:", "volunteer-time:")  # a volunteer's own accounts: their ba
 class Books:
     """One transaction's view of the ledger. Accounts are read once (locked on PostgreSQL, so a
     concurrent redemption and a credit queue instead of overwriting each other), changed in
-    memory, and written back by `flush` with the events and journal rows that explain them."""
+    memory, and written back by `flush` with the events and journal rows that explain them.
+
+    A row lock cannot hold an account that does not exist yet, so an account found missing is
+    held by its advisory lock (`lock`) and read again, as registry's event opening it takes the
+    same lock first: under READ COMMITTED the ledger parking hours for lack of the account and
+    the opening that releases what is parked would otherwise miss each other's writes, and the
+    hours would wait for good. Only missing ones: advisory locks fill PostgreSQL's shared lock
+    table (64 a connection by default), which a thousand-event batch's accounts would not fit."""
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
@@ -103,6 +110,7 @@ class Books:
         self.org_paths: dict[str, tuple[str, ...]] = {}
         self._changed: set[str] = set()
         self._opened: set[str] = set()
+        self._locked: set[str] = set()  # accounts this transaction holds by their advisory lock
         self._stored_lots: dict[str, dict[date | None, int]] = {}  # as loaded: flush writes the difference
         self._events: list[EncodedEvent] = []
         self._journal: list[tuple[str, str, str, str, int]] = []
@@ -116,6 +124,13 @@ class Books:
         conn, keys = self.tx.conn, [(number,) for number in wanted]
         # FOR UPDATE on PostgreSQL (SQLite leaves it out: its one writer already queues).
         rows = await fetch_in(conn, store.accounts, _ACCOUNT, ("volunteer_number",), keys, for_update=True)
+        if len(rows) < len(wanted) and not is_sqlite(conn):
+            found = {row[0] for row in rows}
+            missing = [number for number in wanted if number not in found and number not in self._locked]
+            if missing:
+                await self.lock(missing)
+                again = [(number,) for number in missing]
+                rows += await fetch_in(conn, store.accounts, _ACCOUNT, ("volunteer_number",), again, for_update=True)
         for number, district, org_path, version, debt, hours, minutes, time_debt, stars in rows:
             self.accounts[number] = Account(number, district, {}, debt, hours, minutes, time_debt, stars)
             self.versions[number] = version
@@ -126,6 +141,13 @@ class Books:
         for number in wanted:
             if number in self.accounts:
                 self._stored_lots[number] = dict(self.accounts[number].lots)
+
+    async def lock(self, numbers: Iterable[str]) -> None:
+        """Hold these volunteers' accounts, open or not yet, until the transaction ends (on
+        PostgreSQL; SQLite's one writer already queues). Before reading them, all at once."""
+        new = set(numbers) - self._locked
+        await self.tx.lock("account", *new)
+        self._locked |= new
 
     async def account(self, number: str) -> Account:
         await self.load([number])

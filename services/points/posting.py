@@ -98,10 +98,12 @@ async def post_service(
     await save_day_points(tx, day_changes)
     if parked:
         await tx.conn.execute(upsert(tx.conn, store.waiting).on_conflict_do_nothing(), parked)
-    await books.flush()
     unblocked = set(changed) & blocked_records
     if unblocked:
-        await release_waiting(tx, rule_cache, record_ids=unblocked)
+        await release_waiting(tx, rule_cache, record_ids=unblocked, books=books)
+    # Once a transaction: flush writes the shared balances (issuance, time) in sorted order, and
+    # a second flush after them could take them out of order against a concurrent partition's.
+    await books.flush()
 
 
 async def _waiting(tx: Transaction, numbers: set[str], record_ids: set[str]) -> tuple[set[str], set[str]]:
@@ -124,10 +126,16 @@ async def _waiting(tx: Transaction, numbers: set[str], record_ids: set[str]) -> 
 
 
 async def release_waiting(
-    tx: Transaction, rule_cache: RuleCache, *, volunteer: str | None = None, record_ids: set[str] | None = None
+    tx: Transaction,
+    rule_cache: RuleCache,
+    *,
+    volunteer: str | None = None,
+    record_ids: set[str] | None = None,
+    books: Books | None = None,
 ) -> None:
     """Take a volunteer's (or records') waiting events out of the queue and post them again, in
-    the order they came; what still cannot be applied waits again."""
+    the order they came; what still cannot be applied waits again. Into the caller's `books`
+    if given (their state is ahead of the tables'; the caller flushes them)."""
     c = store.waiting.c
     condition = c.volunteer_number == volunteer if volunteer else c.record_id.in_(sorted(record_ids or ()))
     rows = (await tx.conn.execute(select(c.position, c.envelope).where(condition).order_by(c.position))).all()
@@ -139,4 +147,4 @@ async def release_waiting(
     for _, body in rows:
         envelope = catalog.parse_envelope(body)
         items.append((envelope, catalog.payload_of(envelope)))
-    await post_service(tx, items, rule_cache)
+    await post_service(tx, items, rule_cache, books)

@@ -19,10 +19,12 @@ def rebuild(argv: list[str]) -> None:
     from shared.migrations import migrations_of
     from shared.settings import ServiceSettings
 
-    parser = argparse.ArgumentParser(prog="python -m services.reporting rebuild", description="Rebuild every figure from the streams.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.reporting rebuild", description="Rebuild every figure from the streams."
+    )
     parser.add_argument("--database-url")
     parser.add_argument("--nats-url")
-    parser.add_argument("--processes", type=int, help="worker processes (default: one per core, at most one per stream)")
+    parser.add_argument("--processes", type=int, help="worker processes (default: one per core)")
     args = parser.parse_args(argv)
     processes = args.processes
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "processes"}
@@ -37,8 +39,11 @@ def rebuild(argv: list[str]) -> None:
         nc = await connect(**settings.nats_connect_options())
         started = time.monotonic()
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[rate]} events/s"),
+            TimeRemainingColumn(),
         ) as bar:
             tasks: dict[str, int] = {}
 

@@ -6,6 +6,13 @@ it, so the figures as they stood then (a later correction counts on its own day)
 commute, and the little state kept per volunteer, site and team follows one stream each, so
 the same events in any interleaving across streams give the same figures.
 
+Dispatch's and points' folds may also be split by district (`partitioned`, see shared.replay):
+what they keep besides counters is an order's times (an order's events all carry its community's
+district) and each volunteer's hours a year (added to, so in any order and from any district).
+Registry's fold is not split: a transfer moves a volunteer's counts out of the district the
+`members` row records, written by the fold of another district's events, so it must come after
+them; the registry stream is a small part of a city's events and is followed whole.
+
 Figures (stocks rise and fall; flows only count what happened on the day):
 - volunteers.registered (stock; .political_status.*, .age_band.*, .gender.*), volunteers.new,
   .verified, .deregistered, .transferred_in, .transferred_out (flows); party_members.reported_in (stock)
@@ -181,6 +188,7 @@ def _path(text: str) -> tuple[str, ...]:
 class Figures:
     name = "figures"
     contexts = ("registry", "dispatch", "points")
+    partitioned = ("dispatch", "points")  # folds that any split by district adds up the same (see above)
     _handled = {model.spec.name for model in _HANDLED}
 
     def __init__(self) -> None:

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 
 from services.points.subscribers import ORDER_SUBJECT, SERVICE_RECORD_SUBJECT
 from shared.bus import CONTEXTS, stream_name
-from shared.replay import last_sequence, read_stream, stream_sequence
+from shared.replay import checkpoint_key, district_counts, last_sequence, read_stream, stream_sequence
 
 STREAMS = tuple(stream_name(context) for context in CONTEXTS)
 # Points' stream followers: their checkpoints in points' store, their filter on dispatch's stream.
@@ -109,6 +109,13 @@ async def lagging(js: JetStreamContext, data: Path, followers: dict[str, tuple[s
             behind.append(f"{name} at {done} of {stream}'s {last}")
     projected = projection_checkpoints(data / "reporting.db")
     for stream in STREAMS:
+        if any(key.startswith(f"{stream}.") for key in projected):  # folded district by district
+            for district in await district_counts(js, stream):
+                key = checkpoint_key(stream, district)
+                last = await last_of(js, stream, f"{stream.lower()}.{district}.>")
+                if projected.get(key, 0) < last:
+                    behind.append(f"reporting at {projected.get(key, 0)} of {key}'s {last}")
+            continue
         last = await last_sequence(js, stream)
         if projected.get(stream, 0) < last:
             behind.append(f"reporting at {projected.get(stream, 0)} of {stream}'s {last}")

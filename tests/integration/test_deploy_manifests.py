@@ -33,7 +33,6 @@ from deploy.k8s import nats_users
 from deploy.nats_keys import new_user_seed, public_key, write_service_keys
 from services.dispatch.app import DispatchSettings
 from services.registry.app import RegistrySettings
-from services.reporting.projection import Figures
 from shared.bus import StreamSettings, context_stream, ensure_stream, inbox_prefix
 from shared.natsserver import LocalNatsServer, free_port, nats_server_binary
 from shared.settings import DEFAULT_PORTS, ServiceSettings
@@ -350,15 +349,16 @@ def test_only_registry_holds_the_token_signing_key() -> None:
     )
 
 
-def test_reporting_runs_replicas_that_share_the_streams_out_without_a_gap() -> None:
+def test_reporting_runs_replicas_that_share_the_partitions_out_without_a_gap() -> None:
     # Replicas are safe (shared/leadership.py, the checkpoint lock in shared/replay.py): at least
-    # two, so that a stream's follower moves when one goes; no more than one per stream, the
-    # projection's unit of work; and a rollout that never leaves fewer running.
+    # two, so that a partition's follower moves when one goes; no more than one per partition,
+    # the projection's unit of work; and a rollout that never leaves fewer running.
     deployment = find(applied(), "Deployment", "reporting")
     autoscaler = find(applied(), "HorizontalPodAutoscaler", "reporting")
+    partitions = int(environment(applied(), examples(), "reporting")[0]["BEACON_REPORTING_PARTITIONS"])
 
     assert deployment["spec"]["replicas"] == autoscaler["spec"]["minReplicas"] == 2
-    assert autoscaler["spec"]["maxReplicas"] == len(Figures.contexts)
+    assert autoscaler["spec"]["maxReplicas"] == partitions == 4
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from services.points import handlers, store
 from services.points.books import RuleCache
+from services.points.subscribers import ledger_follower, start_from_whole_ledger
 from shared.events.dispatch import RecordSource
 from shared.events.points import Campaign, Expiry, RateOverride
 from shared.eventstore import EventStore
@@ -249,3 +250,29 @@ async def test_the_stored_ledger_is_what_its_events_fold_to(points: EventStore) 
     accounts, balances = rebuild(books.events)
     assert accounts[number] == books.accounts[number]
     assert balances == {k: v for k, v in books.journal_balances.items() if v}
+
+
+@pytest.mark.parametrize(
+    ("stored", "partitions", "starts_after"),
+    [
+        ({}, 2, 0),  # a new ledger: from the stream's start
+        ({"points-ledger": 120}, 2, 120),  # partitioned at last: where the one follower was
+        ({"points-ledger-1of2": 90, "points-ledger-2of2": 70}, 4, 70),  # every volunteer's events to 70
+        ({"points-ledger": 40, "points-ledger-1of2": 90, "points-ledger-2of2": 70}, 4, 70),
+        ({"points-ledger": 40, "points-ledger-1of4": 90}, 2, 40),  # four partitions, one of which never ran
+        ({"points-ledger-1of2": 90, "points-ledger-2of2": 70, "points-ledger-1of4": 95}, 4, 70),
+    ],
+)
+async def test_a_new_ledger_partition_starts_where_every_volunteers_events_are_applied(
+    points: EventStore, stored: dict[str, int], partitions: int, starts_after: int
+) -> None:
+    checkpoints = points.schema.checkpoints
+    async with points.transaction() as tx:
+        for name, sequence in stored.items():
+            await tx.conn.execute(checkpoints.insert().values(consumer=name, stream="DISPATCH", sequence=sequence))
+            await tx.conn.execute(checkpoints.insert().values(consumer=name, stream="OTHER", sequence=1000))
+    follower = ledger_follower(points, RuleCache(), partition=partitions - 1, partitions=partitions)
+    await start_from_whole_ledger(follower, "DISPATCH")
+    assert await follower.checkpoint("DISPATCH") == starts_after
+    await start_from_whole_ledger(follower, "DISPATCH")  # once started, its own checkpoint stays
+    assert await follower.checkpoint("DISPATCH") == starts_after

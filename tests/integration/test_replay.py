@@ -44,16 +44,24 @@ async def projector(database_url: str):
 
 async def publish_city(js, volunteers: int, first: int = 1) -> None:
     district = catalog.envelope(
-        OrgUnitCreated(code=DISTRICT, parent_code="370300", level="district", name="张店区", population=1000, party_members=100),
-        aggregate_id=DISTRICT, aggregate_version=1, org_path=(DISTRICT,), actor="t",
+        OrgUnitCreated(
+            code=DISTRICT, parent_code="370300", level="district", name="张店区", population=1000, party_members=100
+        ),
+        aggregate_id=DISTRICT,
+        aggregate_version=1,
+        org_path=(DISTRICT,),
+        actor="t",
     )
     await js.publish("registry.370303.orgunit.created", district.to_json(), stream="REGISTRY")
     for n in range(first, first + volunteers):
         envelope = registered_envelope(n, party=n % 3 == 0)
         await js.publish("registry.370303.volunteer.registered", envelope.to_json(), stream="REGISTRY")
         opened = catalog.envelope(
-            PointsAccountOpened(volunteer_number=f"V{n:08d}"), aggregate_id=f"V{n:08d}", aggregate_version=1,
-            org_path=PATH, actor="system:points",
+            PointsAccountOpened(volunteer_number=f"V{n:08d}"),
+            aggregate_id=f"V{n:08d}",
+            aggregate_version=1,
+            org_path=PATH,
+            actor="system:points",
         )
         await js.publish("points.370303.account.opened", opened.to_json(), stream="POINTS")
 
@@ -71,7 +79,11 @@ async def figures(projector: Projector, generation: int | None = None) -> dict[t
 
 
 def caught_up(figures: dict[tuple[str, str], int], volunteers: int) -> bool:
-    return figures.get((DISTRICT, "points.accounts_opened")) == figures.get((DISTRICT, "volunteers.registered")) == volunteers
+    return (
+        figures.get((DISTRICT, "points.accounts_opened"))
+        == figures.get((DISTRICT, "volunteers.registered"))
+        == volunteers
+    )
 
 
 async def test_read_stream_yields_every_message_in_order_and_stops_at_the_end(nc, streams) -> None:
@@ -113,7 +125,9 @@ async def test_a_rebuild_from_zero_gives_the_live_figures_in_any_stream_order(nc
         await publish_city(streams, 1, first=21)
         after = await eventually(
             lambda: figures(projector),
-            lambda f: f.get((DISTRICT, "points.accounts_opened")) == 21 and f.get((DISTRICT, "volunteers.registered")) == 21,
+            lambda f: (
+                f.get((DISTRICT, "points.accounts_opened")) == 21 and f.get((DISTRICT, "volunteers.registered")) == 21
+            ),
         )
         assert after[(DISTRICT, "volunteers.registered")] == after[(DISTRICT, "points.accounts_opened")] == 21
     finally:
@@ -139,7 +153,7 @@ async def test_an_event_the_projection_cannot_read_is_parked_and_the_rebuild_goe
 
 async def test_a_long_stream_is_read_whole_without_a_gap(nc, streams) -> None:
     body = registered_envelope(1).to_json()
-    for chunk in range(0, 30_000, 2_000):
+    for _chunk in range(0, 30_000, 2_000):
         futures = [
             await streams.publish_async("registry.370303.volunteer.registered", body, stream="REGISTRY")
             for _ in range(2_000)
@@ -155,7 +169,9 @@ async def test_a_long_stream_is_read_whole_without_a_gap(nc, streams) -> None:
 
 async def test_a_follower_resumes_in_order_when_its_consumer_disappears(nc, streams) -> None:
     for n in range(1, 11):
-        await streams.publish("registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY")
+        await streams.publish(
+            "registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY"
+        )
     seen: list[int] = []
 
     async def follow() -> None:
@@ -168,7 +184,9 @@ async def test_a_follower_resumes_in_order_when_its_consumer_disappears(nc, stre
         for name in await streams.consumers_info("REGISTRY"):
             await streams.delete_consumer("REGISTRY", name.name)
         for n in range(11, 21):
-            await streams.publish("registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY")
+            await streams.publish(
+                "registry.370303.volunteer.registered", registered_envelope(n).to_json(), stream="REGISTRY"
+            )
         await eventually(lambda: asyncio.sleep(0, len(seen)), lambda n: n >= 20, timeout=20)
         assert seen == list(range(1, 21))
     finally:
@@ -179,30 +197,47 @@ async def test_a_follower_resumes_in_order_when_its_consumer_disappears(nc, stre
 async def test_sequences_are_read_off_the_reply_subject_as_nats_py_reads_them(nc, streams) -> None:
     await publish_city(streams, 2)
     async for batch in read_stream(nc, "REGISTRY", start=2, stop=3):
-        assert [sequences(m) for m in batch] == [
-            (m.metadata.sequence.stream, m.metadata.sequence.consumer) for m in batch
-        ] == [(2, 1), (3, 2)]
+        assert (
+            [sequences(m) for m in batch]
+            == [(m.metadata.sequence.stream, m.metadata.sequence.consumer) for m in batch]
+            == [(2, 1), (3, 2)]
+        )
     domain = Msg(nc, subject="x", reply="$JS.ACK.hub.ACCHASH.REGISTRY.c1.1.523.17.1700000000000000000.12.r7")
     assert sequences(domain) == (domain.metadata.sequence.stream, domain.metadata.sequence.consumer) == (523, 17)
     with pytest.raises(NotJSMessageError):
         sequences(Msg(nc, subject="x", reply="_INBOX.abc"))
 
 
+async def publish_accounts_elsewhere(js, district: str, volunteers: int) -> None:
+    """Points accounts opened in another district: points' stream then holds two districts."""
+    for n in range(1, volunteers + 1):
+        opened = catalog.envelope(
+            PointsAccountOpened(volunteer_number=f"V9{n:07d}"), aggregate_id=f"V9{n:07d}", aggregate_version=1,
+            org_path=(district,), actor="system:points",
+        )  # fmt: skip
+        await js.publish(f"points.{district}.account.opened", opened.to_json(), stream="POINTS")
+
+
 async def test_a_rebuild_shared_out_among_processes_gives_the_same_figures(nc, streams, projector) -> None:
     await publish_city(streams, 12)
+    await publish_accounts_elsewhere(streams, "370304", 5)
     followers = [asyncio.create_task(projector.follow(nc, c)) for c in ("registry", "points")]
     try:
-        live = await eventually(lambda: figures(projector), lambda f: caught_up(f, 12))
+        live = await eventually(
+            lambda: figures(projector),
+            lambda f: caught_up(f, 12) and f.get(("370304", "points.accounts_opened")) == 5,
+        )
     finally:
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
-    projector.rebuild_processes = 3  # a stream here, and one in each of two worker processes
+    # Registry's stream, and points' two districts: one here, one in each of two worker processes.
+    projector.rebuild_processes = 3
     before = projector.applied_total
     generation = await projector.rebuild(nc)
     assert await projector.active_generation() == generation
     assert await figures(projector, generation) == live
-    assert projector.applied_total - before == 1 + 12 * 2  # every event, once, in one process or another
+    assert projector.applied_total - before == 1 + 12 * 2 + 5  # every event, once, in one process or another
     assert len(projector.worker_peak_rss_mb) == 2 and all(peak > 0 for peak in projector.worker_peak_rss_mb)
 
 
@@ -211,7 +246,11 @@ async def test_a_rebuild_whose_worker_fails_is_dropped_and_the_figures_keep_serv
     serving = await projector.rebuild(nc)
     kept = await figures(projector, serving)
     projector.rebuild_processes = 2
-    projector.nats_connect = {"servers": ["nats://127.0.0.1:1"], "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
+    projector.nats_connect = {
+        "servers": ["nats://127.0.0.1:1"],
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.1,
+    }
     with pytest.raises(NoServersError):
         await projector.rebuild(nc)
     assert await projector.active_generation() == serving
@@ -232,7 +271,9 @@ async def test_figures_at_a_moment_replay_that_day_up_to_the_moment(nc, streams,
         (2, datetime(2026, 11, 20, 9, 0, tzinfo=city)),
         (3, datetime(2026, 11, 20, 15, 0, tzinfo=city)),
     ):
-        envelope = catalog.envelope(registered(n), aggregate_id=f"V{n:08d}", aggregate_version=1, org_path=PATH, actor="t", occurred_at=at)
+        envelope = catalog.envelope(
+            registered(n), aggregate_id=f"V{n:08d}", aggregate_version=1, org_path=PATH, actor="t", occurred_at=at
+        )
         await streams.publish("registry.370303.volunteer.registered", envelope.to_json(), stream="REGISTRY")
     generation = await projector.rebuild(nc)
 
@@ -283,3 +324,48 @@ async def test_a_generation_built_by_an_earlier_version_is_rebuilt_before_follow
     assert "note" in {c["name"] for c in columns}
     again = Projector(FiguresWithANote(), projector.engine)
     assert await again.setup() == rebuilt and not again.stale
+
+
+class FiguresFollowedWhole(Figures):
+    """Figures as the version before the split followed them: every stream whole."""
+
+    partitioned = ()
+
+
+async def test_a_stream_followed_whole_before_it_was_split_goes_on_from_there_and_the_whole_follower_stops(
+    nc, streams, projector
+) -> None:
+    await publish_city(streams, 5)
+    before = Projector(FiguresFollowedWhole(), projector.engine, batch_size=7)
+    follower = asyncio.create_task(before.follow(nc, "points"))
+    try:
+        await eventually(lambda: figures(projector), lambda f: f.get((DISTRICT, "points.accounts_opened")) == 5)
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    generation = await projector.active_generation()
+    assert await projector.checkpoint(generation, "POINTS") == 5
+
+    split = Projector(Figures(), projector.engine, batch_size=7, discovery_seconds=0.1)
+    follower = asyncio.create_task(split.follow(nc, "points"))
+    try:
+        await publish_city(streams, 3, first=6)
+        await publish_accounts_elsewhere(streams, "370304", 2)
+        after = await eventually(
+            lambda: figures(projector),
+            lambda f: (
+                f.get((DISTRICT, "points.accounts_opened")) == 8 and f.get(("370304", "points.accounts_opened")) == 2
+            ),
+        )
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    assert split.applied_total == 3 + 2  # the five before the split were not folded again
+    assert await split.caught_up(streams, generation, "POINTS")
+    # A follower of the whole stream still running (a replica of the earlier version during a
+    # rollout) finds its next batch applied already.
+    last = await streams.stream_info("POINTS")
+    batch = [m async for b in read_stream(nc, "POINTS", start=1, stop=last.state.last_seq) for m in b]
+    assert await before._apply_with_retry(nc, generation, "POINTS", batch, live=True)
+    assert before.applied_total == 5
+    assert await figures(projector) == after

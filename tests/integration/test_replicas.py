@@ -2,9 +2,10 @@
 over a real NATS, apply no event twice and share the work.
 
 A reactor's durable consumer splits its messages between the replicas; the in-order followers
-(points' ledger and orders, reporting's projection of each stream) each run in one replica at a
-time (shared.leadership), and their checkpoint is locked in every transaction (shared.replay), so
-that even two followers of one stream, both folding every batch, add each batch once.
+(points' ledger and orders, reporting's partitions: shares of the districts of dispatch and points,
+registry whole) each run in one replica at a time (shared.leadership), and their checkpoints are
+locked in every transaction (shared.replay), so that even two followers of one stream or district,
+both folding every batch, add each batch once.
 """
 
 from __future__ import annotations
@@ -37,18 +38,33 @@ from shared.envelope import EventEnvelope
 from shared.events import dispatch as d
 from shared.events import registry as r
 from shared.eventstore import EventStore
-from shared.replay import Projector, last_sequence
+from shared.replay import Projector
 from shared.settings import ServiceSettings
 from shared.subscriber import subscriptions
 from tests.factories import registered
 from tests.infra.auth import ADMIN
-from tests.infra.city_events import AT_HEPING, AT_XINGFU, CITY, DISTRICT, HEPING, NOV_2, STREET, XINGFU, Streams, on
+from tests.infra.city_events import (
+    AT_HEPING,
+    AT_XINGFU,
+    CITY,
+    DISTRICT,
+    DISTRICTS,
+    HEPING,
+    NOV_2,
+    STREET,
+    XINGFU,
+    Streams,
+    a_city_of_districts,
+    on,
+)
 from tests.infra.points import read_books
 from tests.infra.postgres import throwaway_database
 from tests.infra.waiting import eventually
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres]
 
+STREAMS = ("REGISTRY", "DISPATCH", "POINTS")
+PARTITIONS = {"partition-0-of-2", "partition-1-of-2"}
 VOLUNTEERS = 240
 RECORDS = 1200  # each volunteer's records fall on days of their own: no daily cap applies
 ORDERS = 120
@@ -187,29 +203,40 @@ async def publish(js: JetStreamContext, envelopes: list[EventEnvelope]) -> None:
     await asyncio.gather(*pending)
 
 
-def interleaved(city: City, *contexts: str) -> list[EventEnvelope]:
+def interleaved(city: City | Streams, *contexts: str) -> list[EventEnvelope]:
     """The contexts' events side by side, as their services publish them at once."""
-    queues = [[envelope for envelope, _ in city.streams.by_context[context]] for context in contexts]
+    streams = city.streams if isinstance(city, City) else city
+    queues = [[envelope for envelope, _ in streams.by_context[context]] for context in contexts]
     longest = max(len(queue) for queue in queues)
     return [queue[i] for i in range(longest) for queue in queues if i < len(queue)]
 
 
 async def figures_of(engine: AsyncEngine, generation: int) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of a generation; of the counters, those not at zero (a counter that batches
+    took up and back down again stays as a row at zero: where batches end is no figure)."""
+    tables = Figures().figure_tables(generation)
     async with engine.connect() as conn:
         return {
-            table.name.rsplit("_g", 1)[0]: sorted(tuple(row) for row in await conn.execute(select(table)))
-            for table in Figures().tables(generation)
+            table.name.rsplit("_g", 1)[0]: sorted(
+                tuple(row)
+                for row in await conn.execute(
+                    select(table).where(table.c.value != 0) if table is tables.counters else select(table)
+                )
+            )
+            for table in tables.all()
         }
 
 
-async def rebuilt_from_zero(admin_url: str, nats_url: str) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
-    """The figures a single projector folds from sequence 1 of every stream, in a database of its
-    own, and how many events it folded."""
+async def rebuilt_from_zero(
+    admin_url: str, nats_url: str, processes: int = 1
+) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
+    """The figures a single projector folds from sequence 1 of every stream (in `processes`
+    processes), in a database of its own, and how many events it folded."""
     async with throwaway_database(admin_url) as url:
         engine = make_engine(url)
         nc = await nats.connect(nats_url)
         try:
-            projector = Projector(Figures(), engine)
+            projector = Projector(Figures(), engine, rebuild_processes=processes)
             await projector.setup()
             generation = await projector.rebuild(nc)
             return await figures_of(engine, generation), projector.applied_total
@@ -249,12 +276,7 @@ async def test_two_projectors_following_the_same_streams_fold_each_event_once(
         for task in following:
             stack.callback(task.cancel)
         await publish(streams, interleaved(city, "registry", "dispatch"))
-        last = {stream: await last_sequence(streams, stream) for stream in ("REGISTRY", "DISPATCH")}
-
-        async def checkpoints() -> dict[str, int]:
-            return {stream: await projectors[0].checkpoint(1, stream) for stream in last}
-
-        await eventually(checkpoints, lambda done: done == last, timeout=120)
+        await eventually(lambda: caught_up(projectors[0], streams, ("REGISTRY", "DISPATCH")), bool, timeout=120)
         figures = await figures_of(engines[0], 1)
         for task in following:
             task.cancel()
@@ -310,6 +332,54 @@ async def test_two_ledger_followers_of_one_stream_post_each_record_once(
     assert all(follower.applied_total for follower in followers), "each follower committed some batches"
 
 
+async def test_ledger_partitions_led_by_two_replicas_post_each_record_once_and_the_books_balance(
+    streams: JetStreamContext, postgres_admin_url: str, nats_url: str
+) -> None:
+    """Four partitions by volunteer, two in each replica, commit side by side: each volunteer's
+    events in order in one of them, the shared balances (issuance, time) added to, not overwritten."""
+    city = City()
+    async with throwaway_database(postgres_admin_url) as url:
+        stores = [EventStore(make_engine(url), points_store.schema) for _ in range(2)]
+        await stores[0].create_tables()
+        registry = registry_reactor(stores[0], RuleCache())
+        for envelope, event in city.streams.by_context["registry"]:
+            handler = registry.handlers.get(envelope.type)
+            if handler is not None:
+                async with stores[0].transaction() as tx:
+                    await handler(tx, envelope, event)
+        followers = [
+            ledger_follower(stores[index // 2], RuleCache(), batch_size=25, partition=index, partitions=4)
+            for index in range(4)
+        ]
+        clients = [await nats.connect(nats_url) for _ in followers]
+        following = [asyncio.ensure_future(f.follow(nc, "dispatch")) for f, nc in zip(followers, clients, strict=True)]
+        try:
+            await publish(streams, interleaved(city, "dispatch"))
+            posted = await eventually(
+                lambda: ledger_changes(stores[0]), lambda changes: sum(changes.values()) >= city.changes, timeout=120
+            )
+            last = (await streams.stream_info("DISPATCH")).state.last_seq
+            for follower in followers:
+                await eventually(lambda f=follower: f.checkpoint("DISPATCH"), lambda done: done == last, timeout=60)
+            books = await read_books(stores[0])
+        finally:
+            for task in following:
+                task.cancel()
+            await asyncio.gather(*following, return_exceptions=True)
+            for nc in clients:
+                await nc.close()
+            for store in stores:
+                await store.engine.dispose()
+
+    assert sum(posted.values()) == city.changes and max(posted.values()) == 1, "one posting per dispatch event"
+    expected = city.expected_points()
+    assert {number: account.balance for number, account in books.accounts.items() if account.balance} == expected
+    assert books.balances[(f"issuance:{DISTRICT}", "points")] == -sum(expected.values())
+    assert {key: books.journal_balances[key] for key in books.balances} == books.balances, "balances = journal"
+    assert sum(follower.applied_total for follower in followers) == city.changes
+    assert all(follower.applied_total for follower in followers), "each partition posted its volunteers' events"
+
+
 async def ledger_changes(store: EventStore) -> Counter[tuple[str, str]]:
     """How many postings each (record, change) has: one each, or an event was posted twice."""
     events = store.schema.events
@@ -349,28 +419,25 @@ async def test_two_replicas_of_points_and_of_reporting_share_the_work_and_apply_
         ]
         # Each replica leads its share of the in-order followers before the events come.
         assert all(await eventually(lambda: leading(points + reporting), lambda sets: all(sets), timeout=30))
-        for apps, followers in ((points, {"points-ledger", "points-orders"}), (reporting, set(Figures.contexts))):
+        ledgers = {ledger.name for ledger in points[0].state.ledgers}  # partitions of the ledger
+        assert len(ledgers) > 1
+        for apps, followers in ((points, {*ledgers, "points-orders"}), (reporting, PARTITIONS)):
             first, second = await leading(apps)
             assert first.isdisjoint(second) and first | second == followers
 
-        # Registry's events first: points parks the hours of a volunteer whose account is not open
-        # yet, and a parking racing the opening can strand them (a points matter, not a replicas').
-        await publish(streams, interleaved(city, "registry"))
+        # Dispatch's events right after registry's, not once the accounts are open: points parks
+        # the hours of a volunteer whose account is not open yet, while the opening may be
+        # committing (both take the account's lock, so none is stranded).
         store = points[0].state.runtime.store
-        await eventually(lambda: accounts_opened(store), lambda opened: opened == VOLUNTEERS, timeout=60)
+        await publish(streams, interleaved(city, "registry"))
         await publish(streams, interleaved(city, "dispatch"))
+        await eventually(lambda: accounts_opened(store), lambda opened: opened == VOLUNTEERS, timeout=60)
         posted = await eventually(
             lambda: ledger_changes(store), lambda changes: sum(changes.values()) >= city.changes, timeout=180
         )
         await eventually(lambda: store.outbox_depth(), lambda depth: depth == 0, timeout=60)
-        last = {stream: await last_sequence(streams, stream) for stream in ("REGISTRY", "DISPATCH", "POINTS")}
         projector = reporting[0].state.projector
-
-        async def checkpoints() -> dict[str, int]:
-            generation = await projector.active_generation()
-            return {stream: await projector.checkpoint(generation, stream) for stream in last}
-
-        await eventually(checkpoints, lambda done: done == last, timeout=180)
+        await eventually(lambda: caught_up(projector, streams), bool, timeout=180)
         figures = await figures_of(projector.engine, await projector.active_generation())
         books = await read_books(store)
         async with httpx.AsyncClient(
@@ -379,7 +446,7 @@ async def test_two_replicas_of_points_and_of_reporting_share_the_work_and_apply_
             trial_balance = (await client.get("/ledger/trial-balance")).json()
 
         registry_handled = [next(iter(subscriptions(app.state.runtime.broker))).reactor.handled for app in points]
-        ledger_applied = [app.state.ledger.applied_total for app in points]
+        ledger_applied = [sum(ledger.applied_total for ledger in app.state.ledgers) for app in points]
         folded = [app.state.projector.applied_total for app in reporting]
 
     # Both replicas of each service did part of the work.
@@ -388,6 +455,7 @@ async def test_two_replicas_of_points_and_of_reporting_share_the_work_and_apply_
     # Points: one posting per dispatch event, the balances the rules give, the books balanced.
     assert sum(posted.values()) == city.changes and max(posted.values()) == 1
     assert sum(ledger_applied) == city.changes
+    assert all(ledger_applied), f"ledger events posted per points replica: {ledger_applied}"
     assert sum(registry_handled) == VOLUNTEERS + 1  # the registrations and the site (points follows no more)
     assert {
         number: account.balance for number, account in books.accounts.items() if account.balance
@@ -401,3 +469,45 @@ async def test_two_replicas_of_points_and_of_reporting_share_the_work_and_apply_
 
 async def leading(apps: list[Any]) -> list[set[str]]:
     return [app.state.followers.leading for app in apps]
+
+
+async def caught_up(projector: Projector, js: JetStreamContext, streams: tuple[str, ...] = STREAMS) -> bool:
+    generation = await projector.active_generation()
+    return all([await projector.caught_up(js, generation, stream) for stream in streams])
+
+
+async def test_two_replicas_of_reporting_each_fold_a_partition_of_the_districts_and_a_rebuild_agrees(
+    streams: JetStreamContext, nats_url: str, postgres_admin_url: str
+) -> None:
+    city = a_city_of_districts(volunteers=120, records=900, orders=120)
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(throwaway_database(postgres_admin_url))
+        reporting = [await stack.enter_async_context(replica(create_reporting, nats_url, url)) for _ in range(2)]
+        first, second = await eventually(lambda: leading(reporting), lambda sets: all(sets), timeout=30)
+        assert first.isdisjoint(second) and first | second == PARTITIONS
+        # The three services publish at once: registry's transfers and dispatch's hours of the
+        # same volunteers reach the two partitions in no particular order.
+        await publish(streams, interleaved(city, "registry", "dispatch", "points"))
+        projector = reporting[0].state.projector
+        await eventually(lambda: caught_up(projector, streams), bool, timeout=180)
+        generation = await projector.active_generation()
+        figures = await figures_of(projector.engine, generation)
+        async with projector.engine.connect() as conn:
+            c = projector.checkpoints.c
+            keys = {key for (key,) in await conn.execute(select(c.stream).where(c.generation == generation))}
+        folded = [app.state.projector.applied_total for app in reporting]
+        dispatch_events = {
+            district: sum(1 for envelope, _ in city.by_context["dispatch"] if envelope.org_path[0] == district)
+            for district in DISTRICTS
+        }
+
+    # Each district of dispatch and points has a checkpoint of its own; registry is followed whole.
+    assert keys == {"REGISTRY"} | {f"{stream}.{d}" for stream in ("DISPATCH", "POINTS") for d in DISTRICTS}
+    assert all(folded), f"events folded per reporting replica: {folded}"
+    assert min(folded) >= min(dispatch_events.values()), "each replica folded a share of dispatch's districts"
+    # The live figures are a single projector's from zero, and a rebuild split among processes agrees.
+    expected, folded_once = await rebuilt_from_zero(postgres_admin_url, nats_url)
+    assert figures == expected
+    assert sum(folded) == folded_once
+    split, folded_split = await rebuilt_from_zero(postgres_admin_url, nats_url, processes=2)
+    assert split == expected and folded_split == folded_once

@@ -38,6 +38,13 @@ CLOSING_ACTOR = Actor("system:dispatch")
 CHECKED_IN, CHECKED_OUT, UNCHANGED = "checked_in", "checked_out", "unchanged"
 
 
+class ScanPace:
+    """How many scans this process has begun: what follows the scans (the service records drawn
+    up from check-outs) waits while a rush of them is being answered (subscribers.RecordsReactor)."""
+
+    begun = 0
+
+
 @dataclass(frozen=True)
 class ScanResult:
     result: str  # checked_in, checked_out or unchanged
@@ -162,6 +169,7 @@ async def scan(
 ) -> ScanResult:
     """A volunteer scanned a shift's code: check in, check out, or nothing (a repeat). With
     `shift_id`, the code must be that shift's (the page the volunteer has open)."""
+    ScanPace.begun += 1
     if not isinstance(code, str) or "." not in code:
         raise Invalid("this is not a Beacon shift code", field="code", reason="malformed")
     codes.verify(code, shift_id or code.split(".", 1)[0], now)

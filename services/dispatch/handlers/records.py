@@ -102,31 +102,38 @@ def _view_values(record: ServiceRecord, now: datetime) -> dict[str, Any]:
 async def _create(
     tx: Transaction, actor: Actor, decided: list[Event], org_path: tuple[str, ...], content: str
 ) -> ServiceRecord:
+    record, row = await _recorded(tx, actor, decided, org_path, content)
+    await tx.conn.execute(store.service_records.insert().values(**row))
+    return record
+
+
+async def _recorded(
+    tx: Transaction, actor: Actor, decided: list[Event], org_path: tuple[str, ...], content: str
+) -> tuple[ServiceRecord, dict[str, Any]]:
+    """A new record's events appended; the record and its `service_records` row, to insert."""
     record = records.fold(decided)
     assert record is not None
     (envelope,) = await tx.record(record.record_id, 0, decided, org_path=org_path, actor=actor.id)
-    await tx.conn.execute(
-        store.service_records.insert().values(
-            record_id=record.record_id,
-            volunteer_number=record.volunteer_number,
-            activity_id=record.activity_id,
-            shift_id=record.shift_id,
-            site_id=record.site_id,
-            org_path="/".join(org_path),
-            field=record.field,
-            group_served=str(record.group_served),
-            source=str(record.source),
-            service_date=record.service_date,
-            started_at=record.started_at,
-            ended_at=record.ended_at,
-            recorded_minutes=record.recorded_minutes,
-            flag=record.flag,
-            content=content,
-            recorded_at=envelope.recorded_at,
-            **_view_values(record, envelope.recorded_at),
-        )
-    )
-    return record
+    row = {
+        "record_id": record.record_id,
+        "volunteer_number": record.volunteer_number,
+        "activity_id": record.activity_id,
+        "shift_id": record.shift_id,
+        "site_id": record.site_id,
+        "org_path": "/".join(org_path),
+        "field": record.field,
+        "group_served": str(record.group_served),
+        "source": str(record.source),
+        "service_date": record.service_date,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "recorded_minutes": record.recorded_minutes,
+        "flag": record.flag,
+        "content": content,
+        "recorded_at": envelope.recorded_at,
+        **_view_values(record, envelope.recorded_at),
+    }
+    return record, row
 
 
 async def _activity_row(conn: AsyncConnection, activity_id: str) -> Any:
@@ -162,26 +169,118 @@ async def draw_up_from_attendance(
     activity = await _activity_row(tx.conn, shift["activity_id"])
     if activity is None:
         raise NotFound(f"unknown activity {shift['activity_id']}")
-    org_path = tuple(shift["org_path"].split("/"))
-    schedule = await _schedule(tx, org_path[0])
-    record_id = await store.next_number(tx.conn, "R")
+    schedule = await _schedule(tx, shift["org_path"].split("/")[0])
+    check_out = CheckOut(shift_id, volunteer_number, checked_in_at, checked_out_at, minutes, flag)
+    (record_id,) = await store.numbers.reserve(tx.conn, "R", 1)
+    row = await draw_up_drafted(tx, actor, _draft(check_out, shift, activity, schedule), record_id)
+    await insert_records(tx, [row])
+    return record_id
+
+
+@dataclass(frozen=True)
+class CheckOut:
+    """A check-out as its service record needs it: when the volunteer came and went, and the
+    attendance's flag (a forgotten check-out closed at the shift's end)."""
+
+    shift_id: str
+    volunteer_number: str
+    checked_in_at: datetime
+    checked_out_at: datetime
+    minutes: int
+    flag: str | None
+
+
+@dataclass(frozen=True)
+class RecordDraft:
+    """A check-out's record as read from the views, all but its number (taken when written)."""
+
+    check_out: CheckOut
+    shift: Any  # the shift's view row
+    activity: Any  # its activity's view row
+    rule: records.RoundingRule  # the district's rounding in force at the check-in
+
+
+def _draft(check_out: CheckOut, shift: Any, activity: Any, schedule: RoundingSchedule) -> RecordDraft:
+    return RecordDraft(check_out, shift, activity, schedule.rule_at(check_out.checked_in_at))
+
+
+async def draw_up_drafted(tx: Transaction, actor: Actor, draft: RecordDraft, record_id: str) -> dict[str, Any]:
+    """Append a drafted record's event under its number (taken in `tx`); its view row, for
+    `insert_records` (a batch's rows go in one statement)."""
+    out, shift, activity = draft.check_out, draft.shift, draft.activity
     decided = records.draw_up(
         record_id,
-        volunteer_number=volunteer_number,
+        volunteer_number=out.volunteer_number,
         activity_id=shift["activity_id"],
-        shift_id=shift_id,
+        shift_id=out.shift_id,
         site_id=shift["site_id"],
         field=activity["field"],
         group_served=activity["group_served"],
         source=RecordSource.attendance,
-        started_at=checked_in_at,
-        ended_at=checked_out_at,
-        minutes=minutes,
-        rule=schedule.rule_at(checked_in_at),
-        flag=flag,
+        started_at=out.checked_in_at,
+        ended_at=out.checked_out_at,
+        minutes=out.minutes,
+        rule=draft.rule,
+        flag=out.flag,
     )
-    await _create(tx, actor, decided, org_path, content=activity["title"])
-    return record_id
+    _, row = await _recorded(tx, actor, decided, tuple(shift["org_path"].split("/")), content=activity["title"])
+    return row
+
+
+async def insert_records(tx: Transaction, rows: Sequence[dict[str, Any]]) -> None:
+    """New records' `service_records` rows (from `draw_up_drafted`)."""
+    if rows:
+        await tx.conn.execute(store.service_records.insert(), list(rows))
+
+
+async def draft_records(
+    events: EventStore, conn: AsyncConnection, check_outs: Sequence[CheckOut]
+) -> list[RecordDraft | None]:
+    """The records a batch of check-outs would draw up, read in a few queries on `conn` (a read
+    connection: no write lock held meanwhile); None for a check-out whose shift and volunteer
+    have a record already, or had one drawn up earlier in the batch. Raises NotFound as
+    `draw_up_from_attendance` does. Whoever writes the drafts must make a record drawn up
+    meanwhile fail the write (the one-record-per-attendance index does)."""
+    table = store.service_records
+    shift_ids = sorted({out.shift_id for out in check_outs})
+    numbers = sorted({out.volunteer_number for out in check_outs})
+    existing = {
+        (row.shift_id, row.volunteer_number)
+        for row in await conn.execute(
+            select(table.c.shift_id, table.c.volunteer_number).where(
+                table.c.shift_id.in_(shift_ids), table.c.volunteer_number.in_(numbers)
+            )
+        )
+    }
+    shifts = {
+        row["shift_id"]: row
+        for row in (await conn.execute(select(store.shifts).where(store.shifts.c.shift_id.in_(shift_ids)))).mappings()
+    }
+    activity_ids = sorted({row["activity_id"] for row in shifts.values()})
+    activities = {
+        row["activity_id"]: row
+        for row in (
+            await conn.execute(select(store.activities).where(store.activities.c.activity_id.in_(activity_ids)))
+        ).mappings()
+    }
+    tx, schedules = Transaction(conn, events), {}
+    drafts: list[RecordDraft | None] = []
+    for out in check_outs:
+        if (out.shift_id, out.volunteer_number) in existing:
+            drafts.append(None)
+            continue
+        shift = shifts.get(out.shift_id)
+        if shift is None:
+            raise NotFound(f"unknown shift {out.shift_id}")
+        activity = activities.get(shift["activity_id"])
+        if activity is None:
+            raise NotFound(f"unknown activity {shift['activity_id']}")
+        district = shift["org_path"].split("/")[0]
+        if district not in schedules:
+            schedules[district] = await _schedule(tx, district)
+        existing.add((out.shift_id, out.volunteer_number))
+        drafts.append(_draft(out, shift, activity, schedules[district]))
+    return drafts
 
 
 @dataclass(frozen=True)

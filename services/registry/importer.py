@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TextIO
 
+from services.registry.domain.volunteers import AlreadyRegistered
 from services.registry.handlers import Registry
 from services.registry.handlers import volunteers as handlers
 from shared.auth import Actor
-from services.registry.domain.volunteers import AlreadyRegistered
 from shared.errors import Invalid, Refused
 from shared.events.common import PoliticalStatus
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
-from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from shared.auth import Role
+from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.auth import volunteer as volunteer_self
 from tests.infra.waiting import eventually

@@ -15,7 +15,6 @@ from services.registry.domain.identity import ResidentId, age_band
 from services.registry.domain.org import OrgUnit
 from shared.catalog import Event
 from shared.errors import Conflict, Invalid
-from shared.logmask import mask_personal_data
 from shared.events.common import SKILLS, OrgLevel, PoliticalStatus, VolunteerStatus
 from shared.events.registry import (
     CertificationExpired,
@@ -30,6 +29,7 @@ from shared.events.registry import (
     VolunteerTransferred,
     VolunteerVerified,
 )
+from shared.logmask import mask_personal_data
 
 
 @dataclass(frozen=True)

@@ -328,8 +328,9 @@ async def test_two_ledger_followers_of_one_stream_post_each_record_once(
     assert {
         number: account.balance for number, account in books.accounts.items() if account.balance
     } == city.expected_points()
+    # Which follower commits a batch is a race the checkpoint lock decides (one may win them all);
+    # between them, each event is applied once.
     assert sum(follower.applied_total for follower in followers) == city.changes
-    assert all(follower.applied_total for follower in followers), "each follower committed some batches"
 
 
 async def test_ledger_partitions_led_by_two_replicas_post_each_record_once_and_the_books_balance(

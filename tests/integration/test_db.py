@@ -8,11 +8,24 @@ from collections.abc import AsyncIterator
 from datetime import date
 
 import pytest
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import add_to_counters, make_engine, reading, writing
+from shared.db import add_to_counters, fetch_in, make_engine, reading, writing
 
 metadata = MetaData()
 things = Table(
@@ -88,3 +101,31 @@ async def test_counters_are_added_to_and_new_ones_inserted_in_one_statement(engi
         assert [tuple(r) for r in rows] == [("370303", first, 3), ("370303", second, 7), ("370304", first, 1)]
         # Days were stored as the Date column stores them: a range query finds them.
         assert await conn.scalar(select(func.sum(tallies.c.value)).where(tallies.c.day >= second)) == 7
+
+
+async def test_rows_are_fetched_by_a_composite_key_through_its_index(engine: AsyncEngine) -> None:
+    days = [date(2026, 2, day) for day in range(1, 29)]
+    async with writing(engine) as conn:
+        rows = [(f"3703{n:02d}", day, n * 100 + day.day) for n in range(30) for day in days]
+        await add_to_counters(conn, tallies, ("node", "day"), "value", rows)
+    wanted = [("370301", days[0]), ("370307", days[13]), ("370329", days[27]), ("370399", days[0])]
+    statements: list[tuple[str, object]] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", remember)
+    async with reading(engine) as conn:
+        found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, chunk=3)
+    event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    assert sorted(found) == [("370301", days[0], 101), ("370307", days[13], 714), ("370329", days[27], 2928)]
+    assert len(statements) == 2  # three keys a statement
+    if engine.dialect.name == "sqlite":
+        # Looked up by the primary key, not by reading every row: the ledger's day totals grow
+        # to millions of rows, and each of its batches asks for a thousand of them.
+        async with reading(engine) as conn:
+            for statement, parameters in statements:
+                plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                steps = [row[-1] for row in plan]
+                assert not any(step.startswith("SCAN tallies") for step in steps), steps
+                assert any(step.startswith("SEARCH tallies USING INDEX") for step in steps), steps

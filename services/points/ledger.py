@@ -262,25 +262,17 @@ _CHANGES = {
 def restar(account: Account, thresholds: tuple[Decimal, ...]) -> list[StarLevelAwarded | StarLevelLowered]:
     level = rules.star_level(account.hours, thresholds)
     previous, account.star_level = account.star_level, level
-    if level > previous:
-        return [
-            StarLevelAwarded(
-                volunteer_number=account.volunteer_number,
-                star_level=level,
-                previous_star_level=previous,
-                total_hours=account.hours,
-            )
-        ]
-    if level < previous:
-        return [
-            StarLevelLowered(
-                volunteer_number=account.volunteer_number,
-                star_level=level,
-                previous_star_level=previous,
-                total_hours=account.hours,
-            )
-        ]
-    return []
+    if level == previous:
+        return []
+    change = StarLevelAwarded if level > previous else StarLevelLowered
+    return [
+        change(
+            volunteer_number=account.volunteer_number,
+            star_level=level,
+            previous_star_level=previous,
+            total_hours=account.hours,
+        )
+    ]
 
 
 def expire(account: Account, today: date) -> list[PointsExpired]:

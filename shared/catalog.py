@@ -92,6 +92,9 @@ class EventCatalog:
         self._specs: dict[tuple[str, int], EventSpec] = {}
         self._latest: dict[str, int] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        # By (name, version): the spec, its model's JSON validator, whether it is the current
+        # version (`payload_under` reads millions of payloads in a rebuild, a lookup each).
+        self._readers: dict[tuple[str, int], tuple[EventSpec, Callable[[bytes], Any], bool]] = {}
 
     def register(
         self, *, context: str, aggregate: str, action: str, version: int = 1, name: str | None = None
@@ -115,6 +118,7 @@ class EventCatalog:
             spec = EventSpec(event, version, context, aggregate, action, model)
             self._specs[key] = spec
             self._latest[event] = max(version, self._latest.get(event, 0))
+            self._readers.clear()
             model.spec = spec
             return model
 
@@ -250,12 +254,20 @@ class EventCatalog:
 
     def payload_under(self, header: EnvelopeHeader | FollowedEnvelope) -> Event:
         """The validated payload of a header read by `parse_header`, as the current version."""
-        spec = self.lookup(header.type, header.schema_version)
+        reader = self._readers.get((header.type, header.schema_version))
+        if reader is None:
+            spec = self.lookup(header.type, header.schema_version)
+            reader = self._readers[spec.name, spec.version] = (
+                spec,
+                spec.model.__pydantic_validator__.validate_json,
+                self._latest[spec.name] == spec.version,
+            )
+        spec, validate_json, current = reader
         try:
-            event = spec.model.model_validate_json(bytes(header.payload))
+            event = validate_json(bytes(header.payload))
         except ValidationError as error:
             raise InvalidEvent(f"invalid {spec.name} v{spec.version} payload: {_describe(error)}") from None
-        return event if self._latest[spec.name] == spec.version else self._to_current(spec, event)
+        return event if current else self._to_current(spec, event)
 
     def parse(self, raw: bytes | str) -> tuple[EventEnvelope, Event]:
         envelope = self.parse_envelope(raw)

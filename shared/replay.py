@@ -66,9 +66,15 @@ def sequences(msg: Msg) -> tuple[int, int]:
     time went there): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>...`,
     or with a domain and an account hash after `ACK`."""
     tokens = (msg.reply or "").split(".")
-    if tokens[:2] != ["$JS", "ACK"] or not (len(tokens) == 9 or len(tokens) >= 11):
+    count = len(tokens)  # read twice per message in a rebuild: no list built to compare
+    if count == 9:
+        at = 5
+    elif count >= 11:
+        at = 7
+    else:
         raise NotJSMessageError
-    at = 5 if len(tokens) == 9 else 7
+    if tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise NotJSMessageError
     return int(tokens[at]), int(tokens[at + 1])
 
 
@@ -775,9 +781,8 @@ class Projector:
             if self.rebuild_processes > 1:
                 await self._rebuild_in_processes(nc, generation, streams, progress)
             else:
-                with _collecting_less():
-                    for part in await self._parts(nc.jetstream(), streams):
-                        await self._rebuild_part(nc, generation, part, progress)
+                parts = iter(await self._parts(nc.jetstream(), streams))
+                await self._rebuild_parts(nc, generation, lambda: next(parts, None), progress)
         except Exception:
             await self._drop(generation)
             raise
@@ -829,53 +834,40 @@ class Projector:
         """Fold the streams and districts here and in worker processes (a rebuild is CPU-bound: a
         process uses one core), reporting the workers' progress from the checkpoints they commit.
 
-        The parts go largest first, one to each process and then each to the next process that
-        is free: a worker process starts a second or so after this one (a new interpreter and
-        its imports), and the shares even out whatever the parts' sizes."""
-        todo = deque(part for _size, part in await self._units(nc.jetstream(), streams))
+        Every process takes the parts in turn, largest first, through one shared counter, until
+        none is left: a worker process starts a second or so after this one (a new interpreter
+        and its imports), and the shares even out whatever the parts' sizes. A worker folds all
+        it takes with one connection to NATS and one engine, as this process does."""
+        parts = tuple(part for _size, part in await self._units(nc.jetstream(), streams))
         connect = self.nats_connect or {"servers": [nc.connected_url.geturl()]}
-        workers = min(self.rebuild_processes - 1, max(len(todo) - 1, 0))
-        firsts = [todo.popleft() for _ in range(min(len(todo), workers + 1))]
-        here_first, elsewhere_firsts = firsts[:1], firsts[1:]
-        in_flight: dict[int, _Part] = {}  # what each worker process is folding now
-        peaks: dict[int, float] = {}
-
-        async def fold_here() -> None:
-            with _collecting_less():
-                for part in here_first:
-                    await self._rebuild_part(nc, generation, part, progress)
-                while todo:
-                    await self._rebuild_part(nc, generation, todo.popleft(), progress)
-
+        workers = min(self.rebuild_processes - 1, max(len(parts) - 1, 0))
         if not workers:
-            await fold_here()
+            taking = iter(parts)
+            await self._rebuild_parts(nc, generation, lambda: next(taking, None), progress)
             return
+        context = multiprocessing.get_context("spawn")
+        taken = context.Value("i", 0)
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-
-            async def fold_elsewhere(slot: int, part: _Part | None) -> None:
-                while part is not None:
-                    in_flight[slot] = part
-                    job = _RebuildPart(
-                        type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
-                        generation, (part,), self.batch_size, self.rebuild_chunk,
-                    )  # fmt: skip
-                    applied, peak = await loop.run_in_executor(pool, _rebuild_part, job)
-                    self.applied_total += applied
-                    peaks[slot] = max(peaks.get(slot, 0.0), peak)
-                    del in_flight[slot]
-                    part = todo.popleft() if todo else None
-
-            jobs = [asyncio.ensure_future(fold_elsewhere(slot, part)) for slot, part in enumerate(elsewhere_firsts)]
-            everything = [asyncio.ensure_future(fold_here()), *jobs]
-            waiting = set(everything)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_share_parts, initargs=(taken,)) as pool:
+            job = _RebuildPart(
+                type(self.projection), self.engine.url.render_as_string(hide_password=False), connect,
+                generation, parts, self.batch_size, self.rebuild_chunk,
+            )  # fmt: skip
+            elsewhere = [loop.run_in_executor(pool, _rebuild_parts, job) for _ in range(workers)]
+            here = asyncio.ensure_future(
+                self._rebuild_parts(nc, generation, partial(_next_part, parts, taken), progress)
+            )
+            everything = [here, *elsewhere]
+            waiting: set[asyncio.Future[Any]] = set(everything)
+            reported: dict[str, int] = {}
             while waiting:
                 _done, waiting = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
                 failures = [job.exception() for job in everything if job.done() and job.exception()]
                 if failures:
+                    with taken.get_lock():
+                        taken.value = len(parts)  # nothing more is taken: the generation is dropped
                     for process in list(getattr(pool, "_processes", {}).values()):
-                        process.terminate()  # the generation is dropped: no use finishing the rest
-                    todo.clear()
+                        process.terminate()  # no use finishing the rest
                     for job in everything:
                         job.cancel()
                     await asyncio.wait(everything)
@@ -884,15 +876,55 @@ class Projector:
                             job.exception()  # the terminated ones' BrokenProcessPool: known, not news
                     raise failures[0]
                 if progress:
-                    for stream, districts, stop in list(in_flight.values()):
-                        async with reading(self.engine) as conn:
-                            done = await self._positions(conn, generation, stream, districts)
-                        progress(_part_name(stream, districts), min(done.values()), stop)
-        self.worker_peak_rss_mb = [peaks[slot] for slot in sorted(peaks)]
+                    await self._report_progress(generation, parts, reported, progress)
+        self.applied_total += sum(applied for applied, _peak in (job.result() for job in elsewhere))
+        self.worker_peak_rss_mb = [peak for _applied, peak in (job.result() for job in elsewhere)]
 
-    async def _rebuild_part(self, nc: Client, generation: int, part: _Part, progress: Progress | None) -> None:
+    async def _report_progress(
+        self, generation: int, parts: Sequence[_Part], reported: dict[str, int], progress: Progress
+    ) -> None:
+        """Report each part whose checkpoints moved since `reported` (by part name) says."""
+        c = self.checkpoints.c
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(
+                select(c.stream, c.sequence).where(c.projection == self.projection.name, c.generation == generation)
+            )
+            done = dict(rows.all())
+        for stream, districts, stop in parts:
+            keys = [checkpoint_key(stream)] if districts is None else [checkpoint_key(stream, d) for d in districts]
+            position = min(done.get(key, 0) for key in keys)
+            name = _part_name(stream, districts)
+            if position > reported.get(name, 0):
+                reported[name] = position
+                progress(name, position, stop)
+
+    async def _rebuild_parts(
+        self, nc: Client, generation: int, take: Callable[[], _Part | None], progress: Progress | None
+    ) -> None:
+        """Fold the parts `take` gives until it gives None, each part's last transaction
+        committing while the next part is read (parts write different checkpoints and rows)."""
+        committing: asyncio.Future[None] | None = None
+        with _collecting_less():
+            try:
+                while (part := take()) is not None:
+                    committing = await self._rebuild_part(nc, generation, part, progress, committing)
+                if committing is not None:
+                    await committing
+            finally:
+                if committing is not None and not committing.done():
+                    committing.cancel()
+
+    async def _rebuild_part(
+        self,
+        nc: Client,
+        generation: int,
+        part: _Part,
+        progress: Progress | None,
+        committing: asyncio.Future[None] | None = None,
+    ) -> asyncio.Future[None] | None:
         """Fold a stream, or some districts of a split stream, up to its `stop` into
-        `generation`, `rebuild_chunk` events per transaction.
+        `generation`, `rebuild_chunk` events per transaction; return its last transaction,
+        still committing (`committing` is the one before, perhaps another part's).
 
         A transaction's events are folded as they arrive and only their changes are held, not
         the events (a counter that a thousand events add to is one row to write); each
@@ -905,7 +937,6 @@ class Projector:
         name = _part_name(stream, districts)
         held: list[_Decoded] = []  # read while a transaction commits, not folded yet
         window = _Window(self, generation)
-        committing: asyncio.Future[None] | None = None
         last = 0
 
         async def commit(through: int) -> None:
@@ -938,12 +969,13 @@ class Projector:
                 await committing
             await window.fold(held)
             await commit(stop)
-            if committing is not None:
-                await committing
-        finally:
-            await window.close()
+            return committing
+        except BaseException:
             if committing is not None and not committing.done():
                 committing.cancel()
+            raise
+        finally:
+            await window.close()
 
     async def _store_rebuilt(
         self, generation: int, keys: Sequence[str], sequence: int, folded: Folded | None, count: int
@@ -1132,7 +1164,8 @@ async def _hold_checkpoint(conn: AsyncConnection, consumer: str) -> None:
 
 @dataclass(frozen=True)
 class _RebuildPart:
-    """What a worker process needs to fold its share of the streams (and districts) into a generation."""
+    """What a worker process needs to fold its share of the streams (and districts) into a
+    generation: the parts, which every process takes in turn (see `_next_part`)."""
 
     projection: Callable[[], Projection]
     database_url: str
@@ -1143,19 +1176,34 @@ class _RebuildPart:
     rebuild_chunk: int
 
 
-def _rebuild_part(part: _RebuildPart) -> tuple[int, float]:
+_taken: Any = None  # in a worker process: how many of the parts are taken (a shared counter)
+
+
+def _share_parts(taken: Any) -> None:
+    """A worker process's start: the counter it takes parts by (only inherited, never pickled)."""
+    global _taken
+    _taken = taken
+
+
+def _next_part(parts: Sequence[_Part], taken: Any) -> _Part | None:
+    """The next part no process has taken yet, or None when every one is."""
+    with taken.get_lock():
+        index = taken.value
+        taken.value = index + 1
+    return parts[index] if index < len(parts) else None
+
+
+def _rebuild_parts(part: _RebuildPart) -> tuple[int, float]:
     """A worker process's share of a rebuild: (events applied, its peak RSS in MB)."""
-    return asyncio.run(_rebuild_part_here(part))
+    return asyncio.run(_rebuild_parts_here(part))
 
 
-async def _rebuild_part_here(part: _RebuildPart) -> tuple[int, float]:
+async def _rebuild_parts_here(part: _RebuildPart) -> tuple[int, float]:
     engine = make_engine(part.database_url)
     nc = await nats.connect(**part.nats_connect)
     try:
         projector = Projector(part.projection(), engine, batch_size=part.batch_size, rebuild_chunk=part.rebuild_chunk)
-        with _collecting_less():
-            for stream_part in part.parts:
-                await projector._rebuild_part(nc, part.generation, stream_part, None)
+        await projector._rebuild_parts(nc, part.generation, partial(_next_part, part.parts, _taken), None)
         return projector.applied_total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
         await nc.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, select, update
@@ -44,6 +45,9 @@ from shared.events import points as points_events
 from shared.events import registry as registry_events
 
 Delta = dict[tuple[str, str, date], int]  # a plain dict: Counter's __missing__ is a Python call per new key
+# A fold's changes by figure and day, then by node: an event adds to each node of its path, and
+# a path's nodes then share one small dict (a third of the work of a key per node, figure and day).
+_Changes = dict[tuple[str, date], dict[str, int]]
 
 _HANDLED = (
     registry_events.OrgUnitCreated, registry_events.SiteOpened, registry_events.SiteClosed,
@@ -240,8 +244,24 @@ class Tally:
         self.conn = conn
         self.again = rows_as_of_now
         self.counters = tables.counters
-        self.delta: Delta = {}
+        self.changes: _Changes = {}
         self.pending = _Pending(conn, tables)
+        self._days: dict[datetime, date] = {}  # city days by time: a rebuild's events share few times
+
+    def _day(self, at: datetime) -> date:
+        day = self._days.get(at)
+        if day is None:
+            day = self._days[at] = city_date(at)
+        return day
+
+    @property
+    def delta(self) -> Delta:
+        """The counters' changes by node, figure and day."""
+        return {
+            (node, figure, day): change
+            for (figure, day), nodes in self.changes.items()
+            for node, change in nodes.items()
+        }
 
     async def fold(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
         await self.pending.prefetch(events)
@@ -252,23 +272,39 @@ class Tally:
         """Store what was folded, through `conn` (a write transaction: the fold may have read
         through another, so that it took no write lock meanwhile)."""
         await self.pending.write(conn)
-        rows = [(n, f, d, v) for (n, f, d), v in self.delta.items() if v]
-        if conn.dialect.name == "postgresql":
-            rows.sort()  # the followers of three streams then take row locks in one order (no deadlock)
+        # In key order: on PostgreSQL the followers of three streams then take row locks in one
+        # order (no deadlock); on SQLite each node's rows go into the B-tree together, which
+        # takes half the time of a rebuild's counters inserted as they were folded.
+        rows = self._rows_in_key_order()
         await add_to_counters(conn, self.counters, ("node_code", "figure", "day"), "value", rows)
 
+    def _rows_in_key_order(self) -> list[tuple[str, str, date, int]]:
+        """The counters' changes as (node, figure, day, change) rows sorted by key, without
+        sorting every row: by the few (figure, day) keys, then gathered by node."""
+        by_node: dict[str, list[tuple[str, str, date, int]]] = {}
+        for (figure, day), nodes in sorted(self.changes.items(), key=itemgetter(0)):
+            for node, change in nodes.items():
+                if change:
+                    rows = by_node.get(node)
+                    if rows is None:
+                        rows = by_node[node] = []
+                    rows.append((node, figure, day, change))
+        return [row for node in sorted(by_node) for row in by_node[node]]
+
     async def _fold(self, header: EnvelopeHeader, event: Event) -> None:
-        day = city_date(header.occurred_at)
+        day = self._day(header.occurred_at)
         path = header.org_path
-        delta, pending, again = self.delta, self.pending, self.again
+        changes, pending, again = self.changes, self.pending, self.again
 
         def add(figure: str, amount: int = 1, at: tuple[str, ...] = path) -> None:
+            nodes = changes.get((figure, day))
+            if nodes is None:
+                nodes = changes[figure, day] = {}
             for code in at:
-                key = (code, figure, day)
-                delta[key] = delta.get(key, 0) + amount
+                nodes[code] = nodes.get(code, 0) + amount
 
         match event:  # the most frequent events first: each case is one isinstance check
-            # --- dispatch ---
+            # --- dispatch (and points' credits, as frequent as check-ins) ---
             case dispatch_events.VolunteerCheckedIn():
                 add("participations")
             case (
@@ -280,6 +316,8 @@ class Tally:
                 add("service.centihours", change)
                 key = (event.volunteer_number, day.year)
                 pending.hours[key] = pending.hours.get(key, 0) + change
+            case points_events.ServiceCredited():
+                add("points.issued", event.points)
             case dispatch_events.ActivityScheduled():
                 add("activities")
                 add(f"activities.theme.{event.theme}")
@@ -316,8 +354,6 @@ class Tally:
             case _ if type(event) in _ORDER_FLOWS:
                 add(f"orders.{_ORDER_FLOWS[type(event)]}")
             # --- points ---
-            case points_events.ServiceCredited():
-                add("points.issued", event.points)
             case points_events.ServiceDebited():
                 add("points.issued", -event.points)
             case points_events.PointsAccountOpened():
@@ -464,16 +500,18 @@ class _Rows:
         )
 
 
-# Which events read which rows, so that a batch reads them in one query each.
+# Which events read which rows (the table's, by which field), so that a batch reads them in one
+# query each; by exact type, as no event model derives from another.
 _ROWS_READ = {
-    "members": (
-        (registry_events.VolunteerRegistered, registry_events.VolunteerDeregistered,
-         registry_events.VolunteerTransferred, registry_events.PartyMemberReportedIn),
-        "volunteer_number",
-    ),
-    "sites": ((registry_events.SiteOpened, registry_events.SiteClosed), "site_id"),
-    "teams": ((registry_events.TeamCreated, registry_events.TeamDissolved), "team_id"),
-}  # fmt: skip
+    registry_events.VolunteerRegistered: ("members", "volunteer_number"),
+    registry_events.VolunteerDeregistered: ("members", "volunteer_number"),
+    registry_events.VolunteerTransferred: ("members", "volunteer_number"),
+    registry_events.PartyMemberReportedIn: ("members", "volunteer_number"),
+    registry_events.SiteOpened: ("sites", "site_id"),
+    registry_events.SiteClosed: ("sites", "site_id"),
+    registry_events.TeamCreated: ("teams", "team_id"),
+    registry_events.TeamDissolved: ("teams", "team_id"),
+}
 
 
 class _Pending:
@@ -493,9 +531,15 @@ class _Pending:
         self.firsts: dict[tuple[str, str], datetime] = {}
 
     async def prefetch(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
-        for name, (kinds, field) in _ROWS_READ.items():
-            rows: _Rows = getattr(self, name)
-            await rows.prefetch(getattr(e, field) for _, e in events if isinstance(e, kinds))
+        wanted: dict[str, list[str]] = {"members": [], "sites": [], "teams": []}
+        for _, event in events:  # one pass: most of a rebuild's batches read no row
+            read = _ROWS_READ.get(type(event))
+            if read is not None:
+                wanted[read[0]].append(getattr(event, read[1]))
+        for name, keys in wanted.items():
+            if keys:
+                rows: _Rows = getattr(self, name)
+                await rows.prefetch(keys)
 
     def first(self, order_id: str, column: str, at: datetime) -> None:
         """Only the first dispatch, acceptance, completion or cancellation counts: a re-dispatch

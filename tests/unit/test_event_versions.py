@@ -127,3 +127,29 @@ def test_versioning_rules_of_the_catalog() -> None:
 
 def _envelope_json() -> bytes:
     return old_producers_envelope({}).to_json()
+
+
+def test_a_version_registered_after_a_header_was_read_makes_the_older_one_upcast() -> None:
+    local = EventCatalog()
+
+    @local.register(context="test", aggregate="thing", action="done", version=1, name="ThingDone")
+    class ThingDoneV1(Event):
+        """A thing was done, by someone."""
+
+        by: str
+
+    raw = json.dumps({**json.loads(_envelope_json()), "type": "ThingDone", "payload": {"by": "x"}}).encode()
+    assert local.payload_under(local.parse_header(raw)) == ThingDoneV1(by="x")
+
+    @local.register(context="test", aggregate="thing", action="done", version=2)
+    class ThingDone(Event):
+        """A thing was done, by someone, somewhere."""
+
+        by: str
+        where: str
+
+    @local.upcaster(ThingDoneV1, ThingDone)
+    def _where_unknown(payload: dict) -> dict:
+        return payload | {"where": "unknown"}
+
+    assert local.payload_under(local.parse_header(raw)) == ThingDone(by="x", where="unknown")

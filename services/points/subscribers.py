@@ -78,7 +78,7 @@ def registry_reactor(event_store: EventStore, rule_cache: RuleCache) -> Reactor:
 # event writes about eight pages at random places (its account, lots, day total, record, the
 # journal's and the events' indexes by volunteer), and a commit writes every page it changed to
 # the WAL and checkpoints them: the more events a commit, the more of them share a page. 4,000
-# posts a quarter more an event than 1,000 (a million events over 50,000 volunteers), applies in
+# posts a quarter more an event than 1,000 (300,000 events over 50,000 volunteers), applies in
 # under a second, and holds about 60 MB more while reading ahead.
 LEDGER_BATCH = 4000
 

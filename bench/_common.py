@@ -20,13 +20,24 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from shared.natsserver import LocalNatsServer
+from shared.replay import process_peak_rss_mb
 
 T = TypeVar("T")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """Peak resident set size of this process so far, or since `reset_peak_rss`."""
+    return round(process_peak_rss_mb(), 1)
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident memory afresh (Linux), so that `peak_rss_mb` measures
+    one phase of a benchmark; False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def current_rss_mb() -> float | None:

@@ -4,7 +4,8 @@ One city of 8 districts (Zibo's codes: 370302–370306, 370321–370323, so that
 partitions each get some) × 6 streets × 10 communities, a station per community; volunteers
 registered, verified and given a points account; activities, check-ins and check-outs, confirmed
 hours and the points they earn; orders placed, dispatched, accepted, completed and rated. Every
-district holds about the same share of the events.
+district holds about the same share of the events, and each stream grows day by day, as a city's
+do (a rebuild's transactions then each cover a stretch of days, not every day of the year).
 `python -m bench city_events --events N` writes into its own nats-server and prints the counts;
 `bench/rebuild.py` uses `publish_city` to rebuild reporting from it, and `bench/replicas.py`
 encodes the messages first (`city_messages`) and then publishes them (`publish_messages`).
@@ -39,6 +40,7 @@ DISTRICTS = ("370302", "370303", "370304", "370305", "370306", "370321", "370322
 STREETS, COMMUNITIES = 6, 10
 TREE = 1 + len(DISTRICTS) * (1 + STREETS * (1 + 2 * COMMUNITIES))  # org units, and a station per community
 START = datetime(2026, 1, 1, 2, tzinfo=UTC)
+DAYS = 321  # the days of service and orders from START
 AGE_BANDS = ("18_34", "35_59", "60_plus")
 STATUSES = ("masses", "party_member", "league_member")
 THEMES = ("lantern_festival", "elderly_lunch", "civilised_traffic", "clean_community")
@@ -49,18 +51,23 @@ Message = tuple[str, bytes, dict[str, str], str]  # subject, payload, headers, s
 
 
 class Writer:
-    """Envelopes as the services would publish them, each aggregate's versions counted."""
+    """Envelopes as the services would publish them, each aggregate's versions counted, but for
+    an aggregate whose version the caller gives (one that has its events all at once: a count
+    kept for each would grow with the city)."""
 
     def __init__(self) -> None:
         self.versions: Counter[str] = Counter()
 
-    def message(self, event: Event, aggregate_id: str, path: tuple[str, ...], at: datetime) -> Message:
+    def message(
+        self, event: Event, aggregate_id: str, path: tuple[str, ...], at: datetime, version: int | None = None
+    ) -> Message:
         spec = type(event).spec
-        self.versions[f"{spec.aggregate}:{aggregate_id}"] += 1
+        if version is None:
+            self.versions[f"{spec.aggregate}:{aggregate_id}"] += 1
+            version = self.versions[f"{spec.aggregate}:{aggregate_id}"]
         envelope = catalog.envelope(
-            event, aggregate_id=aggregate_id, aggregate_version=self.versions[f"{spec.aggregate}:{aggregate_id}"],
-            org_path=path, actor="bench", occurred_at=at,
-        )  # fmt: skip
+            event, aggregate_id=aggregate_id, aggregate_version=version, org_path=path, actor="bench", occurred_at=at
+        )
         headers = {"Nats-Msg-Id": str(envelope.event_id)}
         return catalog.subject_of(envelope), envelope.to_json(), headers, spec.context.upper()
 
@@ -168,77 +175,83 @@ def city_messages(events: int, seed: int = 370300) -> Iterator[Message]:
         )  # fmt: skip
         yield write(r.VolunteerVerified(volunteer_number=number), number, path, at)
         yield write(p.PointsAccountOpened(volunteer_number=number), number, path, at)
-    for a in range(1, counts["activities"] + 1):
-        path = communities[a % len(communities)]
-        day = START.date() + timedelta(days=a % 300)
-        yield write(
-            d.ActivityScheduled(
-                activity_id=f"A{a:08d}", site_id=f"ST-{path[-1]}", kind="regular", theme=THEMES[a % 4], field="civilised_traffic",
-                group_served=GROUPS[a % 5], starts_on=day, ends_on=day,
-            ),
-            f"A{a:08d}", path, START + timedelta(days=a % 300),
-        )  # fmt: skip
-    for i in range(1, counts["participations"] + 1):
-        v = rng.randint(1, counts["volunteers"])
-        number, path = f"V{v:08d}", homes[v - 1]
-        at = START + timedelta(days=rng.randint(0, 320), hours=rng.randint(0, 10))
-        hours = Decimal(rng.randint(2, 8)) / 2
-        record = f"R{i:010d}"
-        yield write(
-            d.VolunteerCheckedIn(shift_id=f"SH{i:08d}", volunteer_number=number, at=at), f"SH{i:08d}.{number}", path, at
-        )
-        yield write(
-            d.ServiceHoursConfirmed(
-                record_id=record, volunteer_number=number, activity_id=f"A{1 + i % counts['activities']:08d}", shift_id=f"SH{i:08d}",
-                site_id=f"ST-{path[-1]}", field="civilised_traffic", group_served="public_needs", service_date=at.date(),
-                source="attendance", minutes=int(hours * 60), hours=hours, at=at,
-            ),
-            record, path, at,
-        )  # fmt: skip
-        yield write(
-            p.ServiceCredited(
-                volunteer_number=number, record_id=record, change="confirmed", service_date=at.date(), service_district=path[0],
-                hours=hours, points=int(hours * 10), time_credit_minutes=int(hours * 60), rule_version=0, total_hours=hours,
-                expires_on=date(at.year + 1, 12, 31),
-            ),
-            number, path, at,
-        )  # fmt: skip
-    for o in range(1, counts["orders"] + 1):
-        order, path = f"O{o:08d}", communities[rng.randrange(len(communities))]
-        placed = START + timedelta(days=rng.randint(0, 320))
-        dispatched = placed + timedelta(minutes=rng.randint(5, 240))
-        accepted = dispatched + timedelta(minutes=rng.randint(1, 120))
-        window = dict(window_start=placed + timedelta(days=1), window_end=placed + timedelta(days=1, hours=2))
-        yield write(d.OrderPlaced(order_id=order, kind="order", group_served="elderly", field="legal_aid", community_code=path[-1], site_id=f"ST-{path[-1]}", headcount=1, placed_via="resident", placed_at=placed, **window), order, path, placed)  # fmt: skip
-        volunteer = f"V{rng.randint(1, counts['volunteers']):08d}"
-        yield write(
-            d.OrderDispatched(
-                order_id=order,
-                volunteer_numbers=[volunteer],
-                site_id=f"ST-{path[-1]}",
-                deadline=dispatched + timedelta(hours=4),
-                attempt=1,
-                at=dispatched,
-            ),
-            order,
-            path,
-            dispatched,
-        )
-        yield write(
-            d.OrderAccepted(order_id=order, accepted_by=volunteer, attempt=1, at=accepted), order, path, accepted
-        )
-        yield write(
-            d.OrderCompleted(order_id=order, people_served=rng.randint(1, 5), at=accepted + timedelta(days=1)),
-            order,
-            path,
-            accepted + timedelta(days=1),
-        )
-        yield write(
-            d.OrderRated(order_id=order, rating=rng.randint(3, 5), at=accepted + timedelta(days=2)),
-            order,
-            path,
-            accepted + timedelta(days=2),
-        )
+    # Then day by day, as a city's streams grow: each day's activities, check-ins with their
+    # confirmed hours and credits, and orders (an order's later steps follow its placing at once,
+    # up to two days early). Each window of a rebuild then covers a stretch of days.
+    activities, participations, orders = counts["activities"], counts["participations"], counts["orders"]
+    a = i = o = 1
+    for day in range(DAYS):
+        while a <= activities and (a - 1) * min(DAYS, 300) // activities <= day:
+            yield from _activity(write, a, communities[a % len(communities)], day)
+            a += 1
+        while i <= participations and (i - 1) * DAYS // participations <= day:
+            v = rng.randint(1, counts["volunteers"])
+            yield from _participation(write, rng, i, f"V{v:08d}", homes[v - 1], day, 1 + i % activities)
+            i += 1
+        while o <= orders and (o - 1) * DAYS // orders <= day:
+            volunteer = f"V{rng.randint(1, counts['volunteers']):08d}"
+            yield from _order(write, rng, o, communities[rng.randrange(len(communities))], day, volunteer)
+            o += 1
+
+
+def _activity(write: Any, a: int, path: tuple[str, ...], day: int) -> Iterator[Message]:
+    on = START.date() + timedelta(days=day)
+    yield write(
+        d.ActivityScheduled(
+            activity_id=f"A{a:08d}", site_id=f"ST-{path[-1]}", kind="regular", theme=THEMES[a % 4], field="civilised_traffic",
+            group_served=GROUPS[a % 5], starts_on=on, ends_on=on,
+        ),
+        f"A{a:08d}", path, START + timedelta(days=day), 1,
+    )  # fmt: skip
+
+
+def _participation(
+    write: Any, rng: random.Random, i: int, number: str, path: tuple[str, ...], day: int, activity: int
+) -> Iterator[Message]:
+    at = START + timedelta(days=day, hours=rng.randint(0, 10))
+    hours = Decimal(rng.randint(2, 8)) / 2
+    record = f"R{i:010d}"
+    checked_in = d.VolunteerCheckedIn(shift_id=f"SH{i:08d}", volunteer_number=number, at=at)
+    yield write(checked_in, f"SH{i:08d}.{number}", path, at, 1)
+    yield write(
+        d.ServiceHoursConfirmed(
+            record_id=record, volunteer_number=number, activity_id=f"A{activity:08d}", shift_id=f"SH{i:08d}",
+            site_id=f"ST-{path[-1]}", field="civilised_traffic", group_served="public_needs", service_date=at.date(),
+            source="attendance", minutes=int(hours * 60), hours=hours, at=at,
+        ),
+        record, path, at, 1,
+    )  # fmt: skip
+    yield write(
+        p.ServiceCredited(
+            volunteer_number=number, record_id=record, change="confirmed", service_date=at.date(), service_district=path[0],
+            hours=hours, points=int(hours * 10), time_credit_minutes=int(hours * 60), rule_version=0, total_hours=hours,
+            expires_on=date(at.year + 1, 12, 31),
+        ),
+        number, path, at,
+    )  # fmt: skip
+
+
+def _order(
+    write: Any, rng: random.Random, o: int, path: tuple[str, ...], day: int, volunteer: str
+) -> Iterator[Message]:
+    order = f"O{o:08d}"
+    placed = START + timedelta(days=day, minutes=rng.randint(0, 600))
+    dispatched = placed + timedelta(minutes=rng.randint(5, 240))
+    accepted = dispatched + timedelta(minutes=rng.randint(1, 120))
+    window = dict(window_start=placed + timedelta(days=1), window_end=placed + timedelta(days=1, hours=2))
+    yield write(d.OrderPlaced(order_id=order, kind="order", group_served="elderly", field="legal_aid", community_code=path[-1], site_id=f"ST-{path[-1]}", headcount=1, placed_via="resident", placed_at=placed, **window), order, path, placed, 1)  # fmt: skip
+    yield write(
+        d.OrderDispatched(
+            order_id=order, volunteer_numbers=[volunteer], site_id=f"ST-{path[-1]}", deadline=dispatched + timedelta(hours=4),
+            attempt=1, at=dispatched,
+        ),
+        order, path, dispatched, 2,
+    )  # fmt: skip
+    yield write(d.OrderAccepted(order_id=order, accepted_by=volunteer, attempt=1, at=accepted), order, path, accepted, 3)
+    completed = accepted + timedelta(days=1)
+    yield write(d.OrderCompleted(order_id=order, people_served=rng.randint(1, 5), at=completed), order, path, completed, 4)
+    rated = accepted + timedelta(days=2)
+    yield write(d.OrderRated(order_id=order, rating=rng.randint(3, 5), at=rated), order, path, rated, 5)
 
 
 async def publish_messages(nc: Client, messages: Iterable[Message], window: int = 10_000) -> Counter[str]:

@@ -4,10 +4,11 @@ Writes --events of `bench/city_events.py`'s city into its own nats-server, reads
 once with each of two bare readers (a nats-py ordered push consumer, and the pipelined pull the
 rebuild reads with; the faster is the ceiling), then rebuilds
 reporting's figures from sequence 1 of every stream (Projector.rebuild, SQLite in a temp dir or
---database-url), its worker processes sharing out the streams and the districts of dispatch and
-points (about equal shares of the events). Prints events/s for both, their ratio, peak memory and
-RSS as the rebuild went (goal: at least half the ceiling, under 300 MB whatever the length), and
-checks the figures.
+--database-url), its worker processes sharing out registry's stream and ranges of dispatch's and
+points'. Prints events/s for both, their ratio, each rebuilding process's peak memory during the
+rebuild and RSS as it went (goal: at least half the ceiling, under 300 MB whatever the length),
+and checks the figures. `city_peak_rss_mb` is this process's peak before, while it wrote and read
+the city (`peak_rss_mb`, last, is then the rebuild's again).
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import Stopwatch, current_rss_mb, jetstream, local_nats_server, main_of, progress, rate, ratio
+from bench._common import (
+    Stopwatch,
+    current_rss_mb,
+    jetstream,
+    local_nats_server,
+    main_of,
+    peak_rss_mb,
+    progress,
+    rate,
+    ratio,
+    reset_peak_rss,
+)
 from bench.city_events import plan, prepare_streams, publish_city
 from bench.replay import Count, ceiling, read_all
 from services.reporting.projection import Figures
@@ -93,16 +105,20 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     rss.append(current_rss_mb())
                     progress(f"  {stream} {position}/{last}, RSS {rss[-1]} MB")
 
+            figures["city_peak_rss_mb"] = peak_rss_mb()  # writing and reading the city
+            reset_peak_rss()  # from here on, this process's peak while it rebuilds
             watch = Stopwatch()
             generation = await projector.rebuild(nc, progress=on_progress)
             seconds = watch.seconds
             rss.append(current_rss_mb())
+            rebuild_peak = peak_rss_mb()
     figures.update(
         rebuild_seconds=round(seconds, 1),
         rebuild_events_per_s=rate(total, seconds),
         rebuild_to_ceiling=ratio(rate(total, seconds), figures["ceiling_events_per_s"]),
         rss_mb_samples=rss[:: max(1, len(rss) // 12)],
         processes=args.processes,
+        rebuild_peak_rss_mb=rebuild_peak,
         worker_peak_rss_mb=[round(peak, 1) for peak in projector.worker_peak_rss_mb],
     )
     city = await figures_for(engine, projector.projection, generation, "370300")

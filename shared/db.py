@@ -448,19 +448,20 @@ async def fetch_in(
         part = _bound(conn, table, key, keys[start : start + chunk])
         marks = _marks(dialect, len(part) * len(key)).split(", ")
         width = len(key)
-        rows = ", ".join(f"({', '.join(marks[i : i + width])})" for i in range(0, len(marks), width))
         if width == 1:
             statement = f"SELECT {selected} FROM {name} WHERE {quote(key[0])} IN ({', '.join(marks)})"
-        elif dialect.name == "sqlite":
-            # Joined, not `(a, b) IN (VALUES ...)`: SQLite 3.40 answers that by scanning the
-            # whole table (the day_points of a million events: 5 ms a chunk, growing), this by
-            # the primary key. The keys are distinct, so the join adds no row twice.
-            on = " AND ".join(f"{name}.{quote(c)} = k.column{n}" for n, c in enumerate(key, 1))
-            qualified = ", ".join(f"{name}.{quote(c)}" for c in columns)
-            statement = f"SELECT {qualified} FROM (VALUES {rows}) AS k JOIN {name} ON {on}"
         else:
-            # PostgreSQL types a list of rows as the columns they meet (a VALUES list as text).
-            statement = f"SELECT {selected} FROM {name} WHERE ({', '.join(map(quote, key))}) IN ({rows})"
+            rows = ", ".join(f"({', '.join(marks[i : i + width])})" for i in range(0, len(marks), width))
+            if dialect.name == "sqlite":
+                # Joined, not `(a, b) IN (VALUES ...)`: SQLite 3.40 answers that by scanning the
+                # whole table (the day_points of a million events: 5 ms a chunk, growing), this by
+                # the primary key. The keys are distinct, so the join adds no row twice.
+                on = " AND ".join(f"{name}.{quote(c)} = k.column{n}" for n, c in enumerate(key, 1))
+                qualified = ", ".join(f"{name}.{quote(c)}" for c in columns)
+                statement = f"SELECT {qualified} FROM (VALUES {rows}) AS k JOIN {name} ON {on}"
+            else:
+                # PostgreSQL types a list of rows as the columns they meet (a VALUES list as text).
+                statement = f"SELECT {selected} FROM {name} WHERE ({', '.join(map(quote, key))}) IN ({rows})"
         if for_update and dialect.name == "postgresql":
             statement += " FOR UPDATE"
         result = await conn.exec_driver_sql(statement, tuple(value for row in part for value in row))

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -324,22 +324,37 @@ async def _until_done(call: Callable[[], Awaitable[T]], what: str) -> T:
             await backoff.wait(what, error)
 
 
-async def _decode(js: JetStreamContext, batch: list[Msg], read: Read, consumer: str) -> list[_Decoded]:
-    """The batch's events the consumer handles (`read` returns None for the others); one it
-    cannot read is dead-lettered, and the rest goes on (idempotent: a replay dead-letters it
-    again under the same message id)."""
-    decoded: list[_Decoded] = []
+def _sequenced(msg: Msg, event: tuple[Any, Event]) -> _Decoded:
+    return (stream_sequence(msg), *event)
+
+
+async def _decode(
+    js: JetStreamContext,
+    batch: list[Msg],
+    read: Read,
+    consumer: str,
+    keep: Callable[[Msg, tuple[Any, Event]], T] = _sequenced,  # type: ignore[assignment]
+) -> list[T]:
+    """The batch's events the consumer handles (`read` returns None for the others), each as
+    `keep` makes it of its message (by default with its stream sequence, for a follower to skip
+    what it applied); one it cannot read is dead-lettered, and the rest goes on (idempotent: a
+    replay dead-letters it again under the same message id)."""
+    decoded: list[T] = []
     for index, msg in enumerate(batch):
         if index % 100 == 99:
             await asyncio.sleep(0)  # let a commit in flight go on meanwhile
         try:
             event = read(msg.data)
             if event is not None:
-                decoded.append((stream_sequence(msg), *event))
+                decoded.append(keep(msg, event))
         except EventRejected as rejected:
             with correlated(_correlation_in(msg.data)):
                 await dead_letter(js, msg, consumer=consumer, reason=rejected.reason)
     return decoded
+
+
+def _event_only(_msg: Msg, event: tuple[Any, Event]) -> tuple[Any, Event]:
+    return event
 
 
 def _correlation_in(raw: bytes) -> uuid.UUID | None:
@@ -375,16 +390,23 @@ def _batch_attributes(consumer: str, stream: str, last: int, applied: int) -> di
 
 
 def _tables_match(conn: Any, tables: Sequence[Table]) -> bool:
-    """Whether the tables are in the database with exactly these columns (or none of them is:
-    a new generation)."""
+    """Whether the tables are in the database with exactly these columns, each of them taking
+    nulls or not as defined (or none of them is: a new generation). Key columns are left out of
+    the nulls' comparison: backends report theirs differently."""
     inspector = inspect(conn)
     present = [table for table in tables if inspector.has_table(table.name)]
     if not present:
         return True
-    return len(present) == len(tables) and all(
-        {column["name"] for column in inspector.get_columns(table.name)} == {column.name for column in table.columns}
-        for table in tables
-    )
+
+    def columns_of(table: Table) -> set[tuple[str, bool | None]]:
+        keys = {column.name for column in table.primary_key}
+        found = inspector.get_columns(table.name)
+        return {(column["name"], None if column["name"] in keys else bool(column["nullable"])) for column in found}
+
+    def defined(table: Table) -> set[tuple[str, bool | None]]:
+        return {(column.name, None if column.primary_key else bool(column.nullable)) for column in table.columns}
+
+    return len(present) == len(tables) and all(columns_of(table) == defined(table) for table in tables)
 
 
 _collecting_less_depth = 0
@@ -414,8 +436,12 @@ class Projection(Protocol):
 
     It is given each event's `EnvelopeHeader` (what, when, where) rather than the whole
     envelope: a rebuild reads millions of them. It may also name `partitioned`: the contexts
-    whose fold any split by district adds up the same (no state read across districts), which
-    a projector then follows and rebuilds in shares of districts."""
+    whose fold adds up the same however their events are split and in whatever order the
+    parts are written (no state read across events; what is kept besides counters is added to,
+    or kept by a rule that no order changes, such as the earliest time). A projector follows
+    such a stream district by district, each in stream order, and rebuilds it in ranges of
+    sequences folded side by side, by processes that each read a range unfiltered (a filtered
+    reader makes the server scan the whole stream, and cost it twice a plain one's time)."""
 
     name: str
     contexts: tuple[str, ...]
@@ -444,8 +470,46 @@ Progress = Callable[[str, int, int], None]
 _Decoded = tuple[int, Any, Event]  # stream sequence, header or envelope, payload
 Read = Callable[[bytes], tuple[Any, Event] | None]
 Share = tuple[int, int]  # (partition, partitions): the districts with partition_of(code, partitions) == partition
-# What one reader of a rebuild folds: a stream, its districts (None: the whole stream), up to which sequence.
-_Part = tuple[str, tuple[str, ...] | None, int]
+
+
+class _Part(NamedTuple):
+    """What one reader of a rebuild folds: `stream` from `start` to `stop`, its progress kept
+    under the checkpoint `key` (the stream's, or `<stream>@<start>` for a range of a split
+    stream, until the rebuild settles it: see `Projector._settle_ranges`)."""
+
+    stream: str
+    start: int
+    stop: int
+    key: str
+
+    @property
+    def name(self) -> str:
+        return self.stream if self.key == self.stream else f"{self.stream} {self.start}-{self.stop}"
+
+    @property
+    def size(self) -> int:
+        return max(self.stop - self.start + 1, 0)
+
+
+# A rebuild cuts a split stream into this many ranges per process: parts taken in turn, largest
+# first, then even out, and the last one leaves little of another process's time unused.
+_RANGES_PER_PROCESS = 4
+
+
+def _range_key(stream: str, start: int) -> str:
+    """A rebuild's checkpoint of the range of a split stream from `start` (see `_Part`)."""
+    return f"{stream}@{start}"
+
+
+def _applied_through(ranges: Sequence[tuple[int, int]]) -> int:
+    """How far a stream folded in ranges side by side is applied without a gap, from each
+    range's (start, checkpoint); a range not yet committed has none."""
+    reached = 0
+    for start, sequence in sorted(ranges):
+        if start > reached + 1:
+            break
+        reached = max(reached, sequence)
+    return reached
 
 
 def checkpoint_key(stream: str, district: str | None = None) -> str:
@@ -455,9 +519,10 @@ def checkpoint_key(stream: str, district: str | None = None) -> str:
 
 
 # A stream followed whole before it was split keeps where it had got to as `<stream>.*`, the
-# position of every district without a checkpoint of its own yet; its own checkpoint is set
-# past any sequence, so that a follower of the whole stream left running (a replica of the
-# version before, during a rollout) finds every batch applied and folds nothing more.
+# position of every district without a checkpoint of its own yet (a rebuild, which reads a split
+# stream in ranges, leaves its end there too); its own checkpoint is set past any sequence, so
+# that a follower of the whole stream left running (a replica of the version before, during a
+# rollout) finds every batch applied and folds nothing more.
 _WHOLE = "*"
 _RETIRED = 2**62
 
@@ -575,17 +640,20 @@ class Projector:
         """The sequence up to which every event of the stream is applied, as the checkpoints
         show it: for a split stream the lowest of its districts' (a district's checkpoint moves
         with that district's events only, so this can trail the stream's end; `caught_up` asks
-        the stream)."""
+        the stream), or while a rebuild folds it in ranges, where they meet."""
         c = self.checkpoints.c
         async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(c.stream, c.sequence).where(
                     c.projection == self.projection.name,
                     c.generation == generation,
-                    (c.stream == stream) | c.stream.like(f"{stream}.%"),
+                    (c.stream == stream) | c.stream.like(f"{stream}.%") | c.stream.like(f"{stream}@%"),
                 )
             )
             found = dict(rows.all())
+        ranges = [(int(key.partition("@")[2]), found.pop(key)) for key in list(found) if "@" in key]
+        if ranges:
+            return _applied_through(ranges)
         whole = found.pop(stream, 0)
         before_split = found.pop(checkpoint_key(stream, _WHOLE), None)
         if found:
@@ -759,10 +827,10 @@ class Projector:
 
         The active generation keeps serving meanwhile; the swap is one transaction. Followers
         notice the swap at their next batch and continue the new generation from its checkpoints.
-        With `rebuild_processes` above 1, the streams, and the districts of a split stream, are
-        shared out among that many processes (each stream's fold is independent of the
-        others', and a split stream's district's of the other districts', so any sharing gives
-        the same figures); a generation that fails is dropped.
+        With `rebuild_processes` above 1, the streams, and ranges of a split stream, are shared
+        out among that many processes (each stream's fold is independent of the others', and a
+        split stream's adds up the same in any parts, see `Projection`, so any sharing gives the
+        same figures); a generation that fails is dropped.
         """
         async with writing(self.engine) as conn:
             newest = await conn.scalar(
@@ -778,17 +846,20 @@ class Projector:
         streams = [stream_name(context) for context in stream_order or self.projection.contexts]
         self.rebuilding = generation
         try:
-            if self.rebuild_processes > 1:
-                await self._rebuild_in_processes(nc, generation, streams, progress)
+            ranges = 1 if self.rebuild_processes == 1 else _RANGES_PER_PROCESS * self.rebuild_processes
+            parts = await self._parts(nc.jetstream(), streams, ranges)
+            if len(parts) > 1 and self.rebuild_processes > 1:
+                await self._rebuild_in_processes(nc, generation, parts, progress)
             else:
-                parts = iter(await self._parts(nc.jetstream(), streams))
-                await self._rebuild_parts(nc, generation, lambda: next(parts, None), progress)
+                taking = iter(parts)
+                await self._rebuild_parts(nc, generation, lambda: next(taking, None), progress)
         except Exception:
             await self._drop(generation)
             raise
         finally:
             self.rebuilding = None
         async with writing(self.engine) as conn:
+            await self._settle_ranges(conn, generation, parts)
             previous = await self._active(conn)
             await conn.execute(
                 update(self.generations)
@@ -799,52 +870,53 @@ class Projector:
             await self._drop(previous)
         return generation
 
-    async def _units(self, js: JetStreamContext, streams: Sequence[str]) -> list[tuple[int, _Part]]:
-        """The smallest parts a rebuild can be split into, with their sizes, largest first: each
-        stream followed whole, and each district of a split stream (its size from the stream's
-        subject counts). Each stream's end is taken before its districts are counted, so that no
-        district with events up to it is missed."""
-        units: list[tuple[int, _Part]] = []
+    async def _parts(self, js: JetStreamContext, streams: Sequence[str], ranges: int) -> list[_Part]:
+        """What a rebuild reads: each stream whole, in `streams`' order; with more than one
+        range, a split stream cut into that many ranges of about equal length, and the parts
+        largest first. Each stream's end is taken now: what comes after is the followers'."""
+        parts: list[_Part] = []
         for stream in streams:
             stop = await last_sequence(js, stream)
             if stream not in self.split:
-                units.append((stop, (stream, None, stop)))
+                parts.append(_Part(stream, 1, stop, checkpoint_key(stream)))
                 continue
-            for district, count in (await district_counts(js, stream)).items():
-                units.append((count, (stream, (district,), stop)))
-        return sorted(units, key=lambda unit: (-unit[0], unit[1][0], unit[1][1] or ()))
+            length = max(-(-stop // ranges), 1)
+            for at in range(1, stop + 1, length):
+                parts.append(_Part(stream, at, min(at + length - 1, stop), _range_key(stream, at)))
+        if ranges == 1:
+            return parts
+        return sorted(parts, key=lambda part: (-part.size, part.stream, part.start))
 
-    async def _parts(self, js: JetStreamContext, streams: Sequence[str]) -> list[_Part]:
-        """What one process reads to rebuild everything: each stream once, in `streams`' order
-        (a split stream filtered on every district it holds)."""
-        districts: dict[str, list[str]] = {}
-        stops: dict[str, int] = {}
-        for _size, (stream, some, stop) in await self._units(js, streams):
-            districts.setdefault(stream, []).extend(some or ())
-            stops[stream] = stop
-        return [
-            (stream, tuple(sorted(districts[stream])) if stream in self.split else None, stops[stream])
-            for stream in streams
-            if stream in stops
-        ]
+    async def _settle_ranges(self, conn: AsyncConnection, generation: int, parts: Sequence[_Part]) -> None:
+        """Once every part is folded: each split stream applied up to its end, as the position
+        of every district without a checkpoint of its own (`<stream>.*`, see `_WHOLE`), in
+        place of its ranges' checkpoints."""
+        ends = {checkpoint_key(part.stream, _WHOLE): part.stop for part in parts if part.stream in self.split}
+        if not ends:
+            return
+        c = self.checkpoints.c
+        await conn.execute(
+            self.checkpoints.delete().where(
+                c.projection == self.projection.name,
+                c.generation == generation,
+                c.stream.in_([part.key for part in parts if part.stream in self.split]),
+            )
+        )
+        await self._store_checkpoints(conn, generation, ends)
 
     async def _rebuild_in_processes(
-        self, nc: Client, generation: int, streams: list[str], progress: Progress | None
+        self, nc: Client, generation: int, parts: Sequence[_Part], progress: Progress | None
     ) -> None:
-        """Fold the streams and districts here and in worker processes (a rebuild is CPU-bound: a
-        process uses one core), reporting the workers' progress from the checkpoints they commit.
+        """Fold the parts here and in worker processes (a rebuild is CPU-bound: a process uses
+        one core), reporting the workers' progress from the checkpoints they commit.
 
         Every process takes the parts in turn, largest first, through one shared counter, until
         none is left: a worker process starts a second or so after this one (a new interpreter
         and its imports), and the shares even out whatever the parts' sizes. A worker folds all
         it takes with one connection to NATS and one engine, as this process does."""
-        parts = tuple(part for _size, part in await self._units(nc.jetstream(), streams))
+        parts = tuple(parts)
         connect = self.nats_connect or {"servers": [nc.connected_url.geturl()]}
-        workers = min(self.rebuild_processes - 1, max(len(parts) - 1, 0))
-        if not workers:
-            taking = iter(parts)
-            await self._rebuild_parts(nc, generation, lambda: next(taking, None), progress)
-            return
+        workers = min(self.rebuild_processes - 1, len(parts) - 1)
         context = multiprocessing.get_context("spawn")
         taken = context.Value("i", 0)
         loop = asyncio.get_running_loop()
@@ -883,20 +955,18 @@ class Projector:
     async def _report_progress(
         self, generation: int, parts: Sequence[_Part], reported: dict[str, int], progress: Progress
     ) -> None:
-        """Report each part whose checkpoints moved since `reported` (by part name) says."""
+        """Report each part whose checkpoint moved since `reported` (by key) says."""
         c = self.checkpoints.c
         async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(c.stream, c.sequence).where(c.projection == self.projection.name, c.generation == generation)
             )
             done = dict(rows.all())
-        for stream, districts, stop in parts:
-            keys = [checkpoint_key(stream)] if districts is None else [checkpoint_key(stream, d) for d in districts]
-            position = min(done.get(key, 0) for key in keys)
-            name = _part_name(stream, districts)
-            if position > reported.get(name, 0):
-                reported[name] = position
-                progress(name, position, stop)
+        for part in parts:
+            position = done.get(part.key, 0)
+            if position > reported.get(part.key, 0):
+                reported[part.key] = position
+                progress(part.name, position - part.start + 1, part.size)
 
     async def _rebuild_parts(
         self, nc: Client, generation: int, take: Callable[[], _Part | None], progress: Progress | None
@@ -922,38 +992,35 @@ class Projector:
         progress: Progress | None,
         committing: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
-        """Fold a stream, or some districts of a split stream, up to its `stop` into
-        `generation`, `rebuild_chunk` events per transaction; return its last transaction,
-        still committing (`committing` is the one before, perhaps another part's).
+        """Fold a part (a stream, or a range of a split one) into `generation`, `rebuild_chunk`
+        events per transaction, with progress as (its name, events read of it, its length);
+        return its last transaction, still committing (`committing` is the one before, perhaps
+        another part's).
 
         A transaction's events are folded as they arrive and only their changes are held, not
         the events (a counter that a thousand events add to is one row to write); each
         transaction commits while the next events are read and decoded, and they are folded
         once it has committed (the fold reads the rows it wrote)."""
-        stream, districts, stop = part
+        stream, start, stop, key = part
         js = nc.jetstream()
-        keys = [checkpoint_key(stream)] if districts is None else [checkpoint_key(stream, d) for d in districts]
-        subjects: str | list[str] = ">" if districts is None else [f"{stream.lower()}.{d}.>" for d in districts]
-        name = _part_name(stream, districts)
-        held: list[_Decoded] = []  # read while a transaction commits, not folded yet
+        held: list[tuple[Any, Event]] = []  # read while a transaction commits, not folded yet
         window = _Window(self, generation)
         last = 0
 
         async def commit(through: int) -> None:
             nonlocal window, committing
             folded, count = await window.close()
-            work = partial(self._store_rebuilt, generation, keys, through, folded, count)
+            work = partial(self._store_rebuilt, generation, [key], through, folded, count)
             committing = asyncio.ensure_future(_until_done(work, f"{self.consumer_name} rebuilding"))
             window = _Window(self, generation)
 
         try:
-            async for batch in read_stream(
-                nc, stream, start=1, stop=stop, subject=subjects, batch_size=self.batch_size
-            ):
-                held += await _decode(js, batch, self._read, self.consumer_name)
+            async for batch in read_stream(nc, stream, start=start, stop=stop, batch_size=self.batch_size):
+                # Without their sequences: a rebuild reads each event once, and skips none.
+                held += await _decode(js, batch, self._read, self.consumer_name, _event_only)
                 last = stream_sequence(batch[-1])
                 if progress:
-                    progress(name, last, stop)
+                    progress(part.name, last - start + 1, part.size)
                 if committing is not None:
                     if not committing.done() and len(held) < _HELD_WHILE_COMMITTING:
                         continue
@@ -963,8 +1030,6 @@ class Projector:
                 held = []
                 if window.count >= self.rebuild_chunk:
                     await commit(last)
-            # The reader ended at `stop`, or after the last event of these districts before it:
-            # every one of their events up to `stop` is in.
             if committing is not None:
                 await committing
             await window.fold(held)
@@ -1099,10 +1164,6 @@ class Projector:
         return True
 
 
-def _part_name(stream: str, districts: Sequence[str] | None) -> str:
-    return stream if districts is None else f"{stream} {','.join(districts)}"
-
-
 _HELD_WHILE_COMMITTING = 10_000  # decoded events a rebuild holds while a transaction commits
 
 
@@ -1116,8 +1177,7 @@ class _Window:
         self.count = 0
         self._reading = contextlib.AsyncExitStack()
 
-    async def fold(self, decoded: list[_Decoded]) -> None:
-        events = [(header, event) for _, header, event in decoded]
+    async def fold(self, events: list[tuple[Any, Event]]) -> None:
         if self.folded is None:
             conn = await self._reading.enter_async_context(reading(self.projector.engine))
             self.folded = await self.projector.projection.fold(conn, self.generation, events)
@@ -1164,7 +1224,7 @@ async def _hold_checkpoint(conn: AsyncConnection, consumer: str) -> None:
 
 @dataclass(frozen=True)
 class _RebuildPart:
-    """What a worker process needs to fold its share of the streams (and districts) into a
+    """What a worker process needs to fold its share of the streams (and ranges) into a
     generation: the parts, which every process takes in turn (see `_next_part`)."""
 
     projection: Callable[[], Projection]
@@ -1204,10 +1264,25 @@ async def _rebuild_parts_here(part: _RebuildPart) -> tuple[int, float]:
     try:
         projector = Projector(part.projection(), engine, batch_size=part.batch_size, rebuild_chunk=part.rebuild_chunk)
         await projector._rebuild_parts(nc, part.generation, partial(_next_part, part.parts, _taken), None)
-        return projector.applied_total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return projector.applied_total, process_peak_rss_mb()
     finally:
         await nc.close()
         await engine.dispose()
+
+
+def process_peak_rss_mb() -> float:
+    """This process's peak resident memory, in MB: Linux's high-water mark of its own memory
+    (which `/proc/self/clear_refs` can start afresh).
+    Not `ru_maxrss`: a spawned process starts as a fork of its parent and keeps the parent's
+    peak there through the exec that replaces it (a worker of a large parent would seem large)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 Apply = Callable[[Transaction, list[tuple[FollowedEnvelope, Event]]], Awaitable[None]]

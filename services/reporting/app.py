@@ -26,7 +26,7 @@ def build(settings: ServiceSettings) -> tuple[ServiceRuntime, Projector, Leaders
     projector = Projector(
         Figures(),
         runtime.engine,
-        # A rebuild shares the streams and districts out among processes, one per core (each
+        # A rebuild shares the streams and their ranges out among processes, one per core (each
         # fold is CPU-bound).
         rebuild_processes=os.cpu_count() or 1,
         nats_connect=settings.nats_connect_options(),

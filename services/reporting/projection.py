@@ -6,9 +6,10 @@ it, so the figures as they stood then (a later correction counts on its own day)
 commute, and the little state kept per volunteer, site and team follows one stream each, so
 the same events in any interleaving across streams give the same figures.
 
-Dispatch's and points' folds may also be split by district (`partitioned`, see shared.replay):
-what they keep besides counters is an order's times (an order's events all carry its community's
-district) and each volunteer's hours a year (added to, so in any order and from any district).
+Dispatch's and points' folds may also be split (`partitioned`, see shared.replay): by district,
+and in a rebuild by ranges of the stream written in any order. What they keep besides counters is
+added to (each volunteer's hours a year) or kept by a rule no order changes: an order's row holds
+what its placing says and the earliest time of each later step, whichever events come first.
 Registry's fold is not split: a transfer moves a volunteer's counts out of the district the
 `members` row records, written by the fold of another district's events, so it must come after
 them; the registry stream is a small part of a city's events and is followed whole.
@@ -33,7 +34,7 @@ from datetime import date, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
@@ -136,16 +137,17 @@ class FigureTables:
         )
         # Each order's times: for the time to dispatch and to accept (medians need the values), and
         # for the orders overdue at any moment (not accepted when the window opens, not completed
-        # when it closes).
+        # when it closes). What the placing gives is null until it is folded: a rebuild may fold
+        # an order's later steps first, in another range of the stream.
         self.orders = Table(
             f"orders_g{g}",
             metadata,
             Column("order_id", String(40), primary_key=True),
-            Column("org_path", String(200), nullable=False),
-            Column("placed_on", Date, nullable=False, index=True),
-            Column("placed_at", UtcDateTime, nullable=False),
-            Column("window_start", UtcDateTime, nullable=False),
-            Column("window_end", UtcDateTime, nullable=False),
+            Column("org_path", String(200)),
+            Column("placed_on", Date, index=True),
+            Column("placed_at", UtcDateTime),
+            Column("window_start", UtcDateTime),
+            Column("window_end", UtcDateTime),
             Column("dispatched_at", UtcDateTime),
             Column("accepted_at", UtcDateTime),
             Column("completed_at", UtcDateTime),
@@ -264,9 +266,12 @@ class Tally:
         }
 
     async def fold(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
+        # The rows the events read first, in a query or two: then each event folds without
+        # awaiting anything (a coroutine an event cost a rebuild a few percent).
         await self.pending.prefetch(events)
+        fold = self._fold
         for header, event in events:
-            await self._fold(header, event)
+            fold(header, event)
 
     async def write(self, conn: AsyncConnection) -> None:
         """Store what was folded, through `conn` (a write transaction: the fold may have read
@@ -291,7 +296,7 @@ class Tally:
                     rows.append((node, figure, day, change))
         return [row for node in sorted(by_node) for row in by_node[node]]
 
-    async def _fold(self, header: EnvelopeHeader, event: Event) -> None:
+    def _fold(self, header: EnvelopeHeader, event: Event) -> None:
         day = self._day(header.occurred_at)
         path = header.org_path
         changes, pending, again = self.changes, self.pending, self.again
@@ -328,12 +333,7 @@ class Tally:
                 add("activities.cancelled")
             case dispatch_events.OrderPlaced():
                 add("orders.placed")
-                pending.new_orders.setdefault(
-                    event.order_id,
-                    {"order_id": event.order_id, "org_path": "/".join(path), "placed_on": city_date(event.placed_at),
-                     "placed_at": event.placed_at, "window_start": event.window_start, "window_end": event.window_end,
-                     "dispatched_at": None, "accepted_at": None, "completed_at": None, "cancelled_at": None},
-                )  # fmt: skip
+                pending.placed(event, "/".join(path))
             case dispatch_events.OrderDispatched() | dispatch_events.OrderOpenedForTaking():
                 if isinstance(event, dispatch_events.OrderDispatched):
                     add("orders.dispatched")
@@ -369,7 +369,7 @@ class Tally:
                     add(f"stars.level.{event.previous_star_level}", -1)
             # --- registry ---
             case registry_events.VolunteerRegistered():
-                if not again and await pending.members.get(event.volunteer_number) is not None:
+                if not again and pending.members.get(event.volunteer_number) is not None:
                     return  # registered already (a second copy of the event)
                 pending.members.set(
                     event.volunteer_number, org_path="/".join(path), political_status=event.political_status,
@@ -380,14 +380,14 @@ class Tally:
             case registry_events.VolunteerVerified():
                 add("volunteers.verified")
             case registry_events.VolunteerDeregistered():
-                member = await pending.members.get(event.volunteer_number)
+                member = pending.members.get(event.volunteer_number)
                 if member is not None and (member["active"] or again):
                     pending.members.set(event.volunteer_number, active=0)
                     where = _path(member["org_path"])
                     add("volunteers.deregistered", at=where)
                     _count_member(add, where, member["political_status"], member["age_band"], member["gender"], -1)
             case registry_events.VolunteerTransferred():
-                member = await pending.members.get(event.volunteer_number)
+                member = pending.members.get(event.volunteer_number)
                 if member is not None and (member["active"] or again):
                     before = _path(member["org_path"])
                     pending.members.set(event.volunteer_number, org_path="/".join(path))
@@ -398,7 +398,7 @@ class Tally:
                         add("volunteers.transferred_out", at=before)
                     add("volunteers.transferred_in")
             case registry_events.PartyMemberReportedIn():
-                if await pending.members.get(event.volunteer_number) is not None:
+                if pending.members.get(event.volunteer_number) is not None:
                     pending.members.set(event.volunteer_number, reported_in=1)
                 add("party_members.reported_in")
             case registry_events.TrainingSessionHeld():
@@ -411,7 +411,7 @@ class Tally:
                     population=event.population, party_members=event.party_members,
                 )  # fmt: skip
             case registry_events.SiteOpened():
-                site = await pending.sites.get(event.site_id)
+                site = pending.sites.get(event.site_id)
                 if site is None or not site["open"] or again:  # new or reopened: a copy changes nothing
                     pending.sites.set(
                         event.site_id, org_path="/".join(path), level=event.level, kind=event.kind, open=1
@@ -419,13 +419,13 @@ class Tally:
                     add(f"sites.level.{event.level}")
                     add(f"sites.kind.{event.kind}")
             case registry_events.SiteClosed():
-                site = await pending.sites.get(event.site_id)
+                site = pending.sites.get(event.site_id)
                 if site is not None and (site["open"] or again):
                     pending.sites.set(event.site_id, open=0)
                     add(f"sites.level.{site['level']}", -1, _path(site["org_path"]))
                     add(f"sites.kind.{site['kind']}", -1, _path(site["org_path"]))
             case registry_events.TeamCreated():
-                team = await pending.teams.get(event.team_id)
+                team = pending.teams.get(event.team_id)
                 if team is None or not team["active"] or again:
                     where = "/".join(path)
                     pending.teams.set(event.team_id, org_path=where, name=event.name, kind=event.kind, active=1)
@@ -437,7 +437,7 @@ class Tally:
             case registry_events.TeamMemberLeft():
                 pending.memberships[(event.team_id, event.volunteer_number)] = False
             case registry_events.TeamDissolved():
-                team = await pending.teams.get(event.team_id)
+                team = pending.teams.get(event.team_id)
                 if team is not None and (team["active"] or again):
                     pending.teams.set(event.team_id, active=0)
                     add("teams", -1, _path(team["org_path"]))
@@ -478,9 +478,9 @@ class _Rows:
             for key in chunk:
                 self.rows[key] = rows.get(key)
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        if key not in self.rows:
-            await self.prefetch([key])
+    def get(self, key: str) -> dict[str, Any] | None:
+        """A row `prefetch` read (or this batch set): the fold reads no row it did not prefetch
+        (see `_ROWS_READ`)."""
         return self.rows[key]
 
     def set(self, key: str, **values: Any) -> None:
@@ -498,6 +498,16 @@ class _Rows:
             ),
             [self.rows[key] for key in sorted(self.changed)],
         )
+
+
+_PLACING = ("org_path", "placed_on", "placed_at", "window_start", "window_end")
+_STEPS = ("dispatched_at", "accepted_at", "completed_at", "cancelled_at")
+_ORDER_COLUMNS = ("order_id", *_PLACING, *_STEPS)
+
+
+def _earliest(stored: Any, new: Any) -> Any:
+    """The earlier of two times either of which may be null (SQLite's min() gives null then)."""
+    return case((new.is_(None), stored), (stored.is_(None), new), (new < stored, new), else_=stored)
 
 
 # Which events read which rows (the table's, by which field), so that a batch reads them in one
@@ -527,8 +537,7 @@ class _Pending:
         self.teams = _Rows(conn, tables.teams)
         self.hours: dict[tuple[str, int], int] = {}
         self.memberships: dict[tuple[str, str], bool] = {}  # (team, volunteer): in it after the batch
-        self.new_orders: dict[str, dict[str, Any]] = {}
-        self.firsts: dict[tuple[str, str], datetime] = {}
+        self.orders: dict[str, dict[str, Any]] = {}  # the rows' changes, by order (see `_ORDER_COLUMNS`)
 
     async def prefetch(self, events: Sequence[tuple[EnvelopeHeader, Event]]) -> None:
         wanted: dict[str, list[str]] = {"members": [], "sites": [], "teams": []}
@@ -541,13 +550,28 @@ class _Pending:
                 rows: _Rows = getattr(self, name)
                 await rows.prefetch(keys)
 
+    def _order(self, order_id: str) -> dict[str, Any]:
+        row = self.orders.get(order_id)
+        if row is None:
+            row = self.orders[order_id] = dict.fromkeys(_ORDER_COLUMNS)
+            row["order_id"] = order_id
+        return row
+
+    def placed(self, event: dispatch_events.OrderPlaced, org_path: str) -> None:
+        """What the placing says, kept from the first copy of it."""
+        row = self._order(event.order_id)
+        if row["placed_at"] is None:
+            row.update(
+                org_path=org_path, placed_on=city_date(event.placed_at), placed_at=event.placed_at,
+                window_start=event.window_start, window_end=event.window_end,
+            )  # fmt: skip
+
     def first(self, order_id: str, column: str, at: datetime) -> None:
         """Only the first dispatch, acceptance, completion or cancellation counts: a re-dispatch
-        keeps the first time."""
-        if order_id in self.new_orders:
-            self.new_orders[order_id][column] = self.new_orders[order_id][column] or at
-        else:
-            self.firsts.setdefault((order_id, column), at)
+        keeps the first time. The earliest, not the first folded: the same in any order."""
+        row = self._order(order_id)
+        if row[column] is None or at < row[column]:
+            row[column] = at
 
     async def write(self, conn: AsyncConnection) -> None:
         t = self.t
@@ -576,15 +600,18 @@ class _Pending:
                 ),
                 left,
             )
-        if self.new_orders:
-            await conn.execute(upsert(conn, t.orders).on_conflict_do_nothing(), list(self.new_orders.values()))
-        for column in ("dispatched_at", "accepted_at", "completed_at", "cancelled_at"):
-            updates = [{"order": o, "at": at} for (o, col), at in sorted(self.firsts.items()) if col == column]
-            if updates:
-                c = t.orders.c
-                await conn.execute(
-                    update(t.orders)
-                    .where(c.order_id == bindparam("order"), c[column].is_(None))
-                    .values({column: bindparam("at")}),
-                    updates,
-                )
+        if self.orders:
+            # Into what another transaction wrote first (another range of the stream, in a
+            # rebuild): the placing's columns where it had none, each step's earliest time.
+            statement = upsert(conn, t.orders)
+            stored, new = t.orders.c, statement.excluded
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["order_id"],
+                    set_={
+                        **{column: func.coalesce(stored[column], new[column]) for column in _PLACING},
+                        **{column: _earliest(stored[column], new[column]) for column in _STEPS},
+                    },
+                ),
+                [self.orders[order_id] for order_id in sorted(self.orders)],
+            )

@@ -304,7 +304,8 @@ async def order_times(
         if node is None:
             raise NotFound(f"unknown org unit {code}")
         o = t.orders.c
-        query = select(o.placed_at, o.dispatched_at, o.accepted_at)
+        # Not a row whose placing was never folded (its event dead-lettered): no time to count from.
+        query = select(o.placed_at, o.dispatched_at, o.accepted_at).where(o.placed_at.is_not(None))
         if node["level"] != "city":
             query = query.where(("/" + o.org_path + "/").contains(f"/{code}/"))
         if start is not None:

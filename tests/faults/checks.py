@@ -110,11 +110,13 @@ async def lagging(js: JetStreamContext, data: Path, followers: dict[str, tuple[s
     projected = projection_checkpoints(data / "reporting.db")
     for stream in STREAMS:
         if any(key.startswith(f"{stream}.") for key in projected):  # folded district by district
+            # A district without a checkpoint of its own is where `<stream>.*` says (a rebuild's end).
+            settled = projected.get(checkpoint_key(stream, "*"), 0)
             for district in await district_counts(js, stream):
                 key = checkpoint_key(stream, district)
                 last = await last_of(js, stream, f"{stream.lower()}.{district}.>")
-                if projected.get(key, 0) < last:
-                    behind.append(f"reporting at {projected.get(key, 0)} of {key}'s {last}")
+                if projected.get(key, settled) < last:
+                    behind.append(f"reporting at {projected.get(key, settled)} of {key}'s {last}")
             continue
         last = await last_sequence(js, stream)
         if projected.get(stream, 0) < last:

@@ -267,6 +267,9 @@ def a_city_of_districts(volunteers: int = 60, records: int = 240, orders: int = 
         order, path, day = f"O{o:08d}", community_in(DISTRICTS[o % len(DISTRICTS)], o), NOV_2 + timedelta(days=o % 10)
         window = dict(window_start=on(day), window_end=on(day) + timedelta(hours=2))
         s.add(d.OrderPlaced(order_id=order, kind="order", group_served="elderly", field="legal_aid", community_code=path[-1], site_id=f"ST-{path[-1]}", headcount=1, placed_via="resident", placed_at=on(day), **window), order, path, day)  # fmt: skip
+        if o % 3 == 0:  # dispatched, then dispatched again: the first time counts
+            for attempt, minutes in ((1, o % 7), (2, 30)):
+                s.add(d.OrderDispatched(order_id=order, volunteer_numbers=[f"V{o:08d}"], site_id=f"ST-{path[-1]}", deadline=on(day) + timedelta(hours=1), attempt=attempt, at=on(day) + timedelta(minutes=minutes)), order, path, day)  # fmt: skip
         s.add(d.OrderAccepted(order_id=order, accepted_by=f"V{o:08d}", attempt=1, at=on(day) + timedelta(minutes=o)), order, path, day)  # fmt: skip
         if o % 4:
             s.add(d.OrderCompleted(order_id=order, people_served=1 + o % 3, at=on(day) + timedelta(hours=1)), order, path, day)  # fmt: skip

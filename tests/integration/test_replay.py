@@ -231,7 +231,7 @@ async def test_a_rebuild_shared_out_among_processes_gives_the_same_figures(nc, s
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
-    # Registry's stream, and points' two districts: one here, one in each of two worker processes.
+    # Registry's stream whole, and points' in ranges: here and in two worker processes.
     projector.rebuild_processes = 3
     before = projector.applied_total
     generation = await projector.rebuild(nc)
@@ -239,6 +239,22 @@ async def test_a_rebuild_shared_out_among_processes_gives_the_same_figures(nc, s
     assert await figures(projector, generation) == live
     assert projector.applied_total - before == 1 + 12 * 2 + 5  # every event, once, in one process or another
     assert len(projector.worker_peak_rss_mb) == 2 and all(peak > 0 for peak in projector.worker_peak_rss_mb)
+    # The ranges' checkpoints are settled: points' districts are applied up to the stream's end.
+    async with projector.engine.connect() as conn:
+        c = projector.checkpoints.c
+        keys = dict((await conn.execute(select(c.stream, c.sequence).where(c.generation == generation))).all())
+    last = (await streams.stream_info("POINTS")).state.last_seq
+    assert keys == {"REGISTRY": 13, "POINTS.*": last}
+    # Followers go on from there: only what comes after is folded.
+    await publish_accounts_elsewhere(streams, "370305", 2)
+    follower = asyncio.create_task(projector.follow(nc, "points"))
+    try:
+        after = await eventually(lambda: figures(projector), lambda f: f.get(("370305", "points.accounts_opened")) == 2)
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    assert projector.applied_total - before == 1 + 12 * 2 + 5 + 2
+    assert after == {**live, ("370305", "points.accounts_opened"): 2}
 
 
 async def test_a_rebuild_whose_worker_fails_is_dropped_and_the_figures_keep_serving(nc, streams, projector) -> None:
@@ -324,6 +340,26 @@ async def test_a_generation_built_by_an_earlier_version_is_rebuilt_before_follow
     assert "note" in {c["name"] for c in columns}
     again = Projector(FiguresWithANote(), projector.engine)
     assert await again.setup() == rebuilt and not again.stale
+
+
+class FiguresOfOrdersPlacedFirst(Figures):
+    """Figures as the version before rebuilds in ranges defined them: an order's row was made by
+    its placing, so what the placing gives took no nulls."""
+
+    def figure_tables(self, generation: int):  # noqa: ANN201
+        tables = super().figure_tables(generation)
+        for column in ("org_path", "placed_on", "placed_at", "window_start", "window_end"):
+            tables.orders.c[column].nullable = False
+        return tables
+
+
+async def test_a_generation_whose_columns_take_nulls_otherwise_is_stale(nc, streams, projector) -> None:
+    await publish_city(streams, 2)
+    earlier = await Projector(FiguresOfOrdersPlacedFirst(), projector.engine).rebuild(nc)
+    again = Projector(FiguresOfOrdersPlacedFirst(), projector.engine)
+    assert await again.setup() == earlier and not again.stale
+    now = Projector(Figures(), projector.engine)
+    assert await now.setup() == earlier and now.stale  # the followers rebuild it before following
 
 
 class FiguresFollowedWhole(Figures):

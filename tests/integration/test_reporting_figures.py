@@ -182,6 +182,34 @@ async def test_dispatch_and_points_split_by_district_in_any_interleaving_give_th
         assert registered_there == sum(1 for home in homes.values() if home == district)
 
 
+async def test_dispatch_and_points_cut_into_ranges_written_in_any_order_give_the_same_figures(projector) -> None:
+    # What a rebuild in processes does: dispatch's and points' streams cut into ranges, each range
+    # folded in its order a transaction at a time, the transactions of all ranges (and registry's)
+    # written in any order among them: an order's dispatch, re-dispatch or acceptance may be
+    # written before its placing, and a re-dispatch before the first dispatch.
+    city = a_city_of_districts()
+    await apply(projector, 1, [e for c in ("registry", "dispatch", "points") for e in city.by_context[c]], batch=50)
+    whole = await all_tables(projector, 1)
+    assert any(row[-4] is not None for row in whole["orders"])  # some dispatched
+    rng = random.Random(5)
+    for generation, batch in ((2, 1), (3, 4), (4, 16)):
+        queues = [list(city.by_context["registry"])]
+        for context in Figures.partitioned:
+            events = list(city.by_context[context])
+            while events:
+                cut = rng.randint(1, 12)
+                queues.append(events[:cut])
+                events = events[cut:]
+        async with writing(projector.engine) as conn:
+            tables = projector.projection.tables(generation)
+            await conn.run_sync(lambda sync, tables=tables: tables[0].metadata.create_all(sync, tables=list(tables)))
+        while any(queues):
+            queue = rng.choice([q for q in queues if q])
+            written, queue[:] = queue[:batch], queue[batch:]
+            await apply(projector, generation, written, batch)
+        assert await all_tables(projector, generation) == whole
+
+
 async def test_an_unknown_node_is_not_found(projector) -> None:
     with pytest.raises(NotFound):
         await figures(projector, "999999")
@@ -305,6 +333,22 @@ async def test_times_to_dispatch_and_accept_are_medians_and_90th_percentiles_of_
     assert times["time_to_accept"] == {"count": 3, "median_minutes": 50.0, "p90_minutes": 60.0}
     december = await order_times(projector.engine, projector.projection, generation, DISTRICT, start=DEC_5, end=None)
     assert december["placed"] == 0 and december["time_to_dispatch"]["median_minutes"] is None
+
+
+async def test_an_order_whose_placing_never_came_is_not_timed(projector) -> None:
+    s = Streams()
+    s.add(r.OrgUnitCreated(code=CITY, parent_code=None, level="city", name="淄博市", population=1, party_members=1), CITY, (CITY,), NOV_2)  # fmt: skip
+    placed = on(NOV_20)
+    window = dict(window_start=on(DEC_5), window_end=on(date(2026, 12, 6)))
+    s.add(d.OrderPlaced(order_id="O00000001", kind="order", group_served="elderly", field="legal_aid", community_code=HEPING, site_id="ST-HEPING", headcount=1, placed_via="resident", placed_at=placed, **window), "O00000001", AT_HEPING, NOV_20)  # fmt: skip
+    for order_id in ("O00000001", "O00000002"):  # the second one's placing was dead-lettered
+        s.add(d.OrderDispatched(order_id=order_id, volunteer_numbers=["V00000001"], site_id="ST-HEPING", deadline=placed + timedelta(hours=1), attempt=1, at=placed + timedelta(minutes=10)), order_id, AT_HEPING, NOV_20)  # fmt: skip
+    await apply(projector, 1, s.by_context["registry"] + s.by_context["dispatch"], batch=10)
+
+    generation = await projector.active_generation()
+    times = await order_times(projector.engine, projector.projection, generation, CITY, start=None, end=None)
+    assert times["placed"] == 1
+    assert times["time_to_dispatch"] == {"count": 1, "median_minutes": 10.0, "p90_minutes": 10.0}
 
 
 async def test_coverage_counts_the_communities_with_a_station_and_with_a_team(projector) -> None:

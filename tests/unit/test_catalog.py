@@ -73,9 +73,10 @@ def test_envelope_times_must_carry_a_zone_and_are_kept_in_utc() -> None:
         EventEnvelope.model_validate(raw)
 
 
-def test_org_paths_hold_division_codes_only() -> None:
+@pytest.mark.parametrize("code", ["zhangdian", "３７０３０３", "370303\n", ""])
+def test_org_paths_hold_division_codes_only(code: str) -> None:
     with pytest.raises(ValidationError, match="division codes"):
-        catalog.envelope(registered(1), aggregate_id="V00000001", aggregate_version=1, org_path=("zhangdian",), actor="t")
+        catalog.envelope(registered(1), aggregate_id="V00000001", aggregate_version=1, org_path=(code,), actor="t")
     assert registered_envelope(1).district_code == PATH[0]
 
 
@@ -92,6 +93,8 @@ def test_a_header_reads_what_a_projection_folds_by_and_its_payload_only_when_ask
     [
         ("occurred_at", "2026-11-23T08:00:00", "timezone.*occurred_at"),
         ("org_path", ["zhangdian"], "org_path"),
+        ("org_path", ["３７０３０３"], "org_path"),  # full-width digits
+        ("org_path", ["370303\n"], "org_path"),
         ("org_path", [], "org_path"),
         ("schema_version", 0, "schema_version"),
         ("type", None, "type"),

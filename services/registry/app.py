@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from fastapi import FastAPI
 from nats.aio.client import Client
@@ -19,6 +19,7 @@ from services.registry.handlers import volunteers as volunteer_handlers
 from services.registry.vault import Vault, VaultKeys
 from shared.audit import audit_router
 from shared.auth import TokenIssuer, TokenVerifier
+from shared.citytime import CITY_ZONE, city_today
 from shared.devkeys import beside_sqlite, public_pem_of
 from shared.envelope import utcnow
 from shared.runtime import ServiceRuntime, clock_job
@@ -46,15 +47,16 @@ def vault_keys(settings: RegistrySettings) -> VaultKeys:
 async def expire_certifications_daily(registry: Registry) -> None:
     while True:
         try:
-            expired = await volunteer_handlers.expire_certifications(registry, date.today())
+            expired = await volunteer_handlers.expire_certifications(registry, city_today())
             if expired:
                 log.info("expired %d certifications", expired)
         except Exception:
             log.exception("certification expiry failed; trying again in an hour")
             await asyncio.sleep(3600)
             continue
-        tomorrow = datetime.combine(date.today() + timedelta(days=1), datetime.min.time())
-        await asyncio.sleep(max((tomorrow - datetime.now()).total_seconds(), 1))
+        # A certification expires at the city's midnight, not the machine's.
+        midnight = datetime.combine(city_today() + timedelta(days=1), time.min, CITY_ZONE)
+        await asyncio.sleep(max((midnight - datetime.now(UTC)).total_seconds(), 1))
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

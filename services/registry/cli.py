@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import getpass
 import sys
-from datetime import date
 from pathlib import Path
 
 from rich.console import Console
@@ -30,6 +29,7 @@ from services.registry.importer import ImportReport, import_volunteers
 from services.registry.vault import Vault
 from shared import auth
 from shared.auth import Actor
+from shared.citytime import city_today
 from shared.db import make_engine
 from shared.devkeys import load_or_make_key_pair
 from shared.envelope import utcnow
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
                 bar.update(task, completed=report.bytes_read, rows=report.rows, rate=rate)
 
             report = await import_volunteers(
-                registry, Actor(args.actor), iter(lambda: file.read(64 * 1024), b""), today=date.today(),
+                registry, Actor(args.actor), iter(lambda: file.read(64 * 1024), b""), today=city_today(),
                 batch_size=args.batch_size, problems_to=report_file, on_batch=advance,
             )
             bar.update(task, completed=size)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
+from shared.citytime import city_today
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.waiting import eventually
@@ -284,9 +287,9 @@ async def test_team_events_reach_the_registry_stream_on_the_sites_district_subje
 async def test_a_training_session_records_its_attendance_once_and_refuses_what_it_cannot_record(registry) -> None:
     client, app = registry
     ann, bob = await register(client, 1), await register(client, 2)
-    session = {"site_id": SITE, "topic": "first_aid", "held_on": date.today().isoformat(), "hours": 2.5, "trainer": "李医生"}
+    session = {"site_id": SITE, "topic": "first_aid", "held_on": city_today().isoformat(), "hours": 2.5, "trainer": "李医生"}
     before = await event_count(app)
-    future = await client.post("/training-sessions", json={**session, "held_on": (date.today() + timedelta(days=1)).isoformat()})
+    future = await client.post("/training-sessions", json={**session, "held_on": (city_today() + timedelta(days=1)).isoformat()})
     assert future.status_code == 422 and field_of(future) == "held_on"
     for changes, field in (({"hours": 0}, "hours"), ({"topic": "First Aid"}, "topic"), ({"trainer": ""}, "trainer")):
         response = await client.post("/training-sessions", json={**session, **changes})
@@ -315,10 +318,47 @@ async def test_a_training_session_records_its_attendance_once_and_refuses_what_i
     leader = bearer("team_leader", await found_team(client, ann))
     masked = (await client.get(f"/training-sessions/{session_id}", headers=leader)).json()
     assert masked["attendees"] == sorted([ann, bob]) and masked["trainer"] == "李**"
-    assert (masked["topic"], masked["hours"], masked["held_on"]) == ("first_aid", 2.5, date.today().isoformat())
+    assert (masked["topic"], masked["hours"], masked["held_on"]) == ("first_aid", 2.5, city_today().isoformat())
     assert (await client.get(f"/training-sessions/{session_id}", headers=STAFF)).json()["trainer"] == "李医生"
     assert (await client.get("/training-sessions/S99999999")).status_code == 404
 
     # The trainer's name is kept by the registry, never in an event.
     (envelope,) = [e for e in await app.state.registry.events.load("training", session_id) if e.type == "TrainingSessionHeld"]
     assert "trainer" not in envelope.payload and "李医生" not in json.dumps(envelope.payload, ensure_ascii=False)
+
+
+@pytest.fixture
+def machine_a_day_off_the_city() -> Iterator[None]:
+    """The process's local zone set to one whose date, right now, is not the city's (Asia/Shanghai)."""
+    saved = os.environ.get("TZ")
+    # UTC-12 is on another day until 20:00 in the city, UTC+14 from 18:00: one of them always is.
+    for zone in ("Etc/GMT+12", "Etc/GMT-14"):
+        os.environ["TZ"] = zone
+        time.tzset()
+        if date.today() != city_today():
+            break
+    assert date.today() != city_today()
+    yield
+    if saved is None:
+        os.environ.pop("TZ")
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+async def test_the_days_a_user_enters_are_checked_against_the_citys_today_not_the_machines(
+    registry, machine_a_day_off_the_city
+) -> None:
+    client, _ = registry
+    today, tomorrow = city_today(), city_today() + timedelta(days=1)
+    session = {"site_id": SITE, "topic": "first_aid", "hours": 2, "trainer": "李医生"}
+    held_today = await client.post("/training-sessions", json={**session, "held_on": today.isoformat()})
+    assert held_today.status_code == 201, held_today.text
+    held_tomorrow = await client.post("/training-sessions", json={**session, "held_on": tomorrow.isoformat()})
+    assert held_tomorrow.status_code == 422 and field_of(held_tomorrow) == "held_on"
+
+    ann = await register(client, 1)
+    granted = await client.post(f"/volunteers/{ann}/certifications", json={"certification": "first_aid", "expires_on": tomorrow.isoformat()})
+    assert granted.status_code == 200, granted.text
+    last = (await client.get(f"/volunteers/{ann}/history")).json()[-1]
+    assert last["type"] == "CertificationGranted" and last["payload"]["granted_on"] == today.isoformat()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from services.registry.app import RegistrySettings, create_app
 from shared.auth import Role
+from shared.citytime import city_today
 from tests.factories import TEST_ID_INDEX_KEY, TEST_PERSONAL_DATA_KEY, resident_id
 from tests.infra.auth import ADMIN, bearer, staff
 from tests.infra.auth import volunteer as volunteer_self
@@ -161,7 +162,7 @@ async def test_the_same_id_number_twice_is_a_409_naming_the_volunteer_and_bad_fi
         response = await client.post("/volunteers", json=body)
         assert response.status_code in (404, 422), (field, response.text)
         assert response.json()["errors"][0]["field"] == field, response.json()
-    future = volunteer(3, id_number=resident_id(f"3703032{date.today().year + 1 - 2000:03d}0101123"))
+    future = volunteer(3, id_number=resident_id(f"3703032{city_today().year + 1 - 2000:03d}0101123"))
     response = await client.post("/volunteers", json=future)
     assert response.status_code == 422 and "future" in response.json()["detail"]
     assert await event_count(app) == before
@@ -235,7 +236,7 @@ async def test_a_party_member_reports_in_and_a_transfer_across_districts_keeps_h
 async def test_certifications_expire_by_the_daily_job_and_search_filters_combine(registry) -> None:
     client, app = registry
     numbers = [(await client.post("/volunteers", json=volunteer(n))).json()["volunteer_number"] for n in range(1, 5)]
-    today = date.today()
+    today = city_today()
     await client.post(f"/volunteers/{numbers[0]}/certifications", json={"certification": "first_aid", "expires_on": (today + timedelta(days=30)).isoformat()})
     await client.post(f"/volunteers/{numbers[1]}/certifications", json={"certification": "first_aid", "granted_on": (today - timedelta(days=400)).isoformat(), "expires_on": (today - timedelta(days=1)).isoformat()})
     bad = await client.post(f"/volunteers/{numbers[2]}/certifications", json={"certification": "first_aid", "expires_on": (today - timedelta(days=1)).isoformat()})

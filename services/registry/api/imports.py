@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,6 +10,7 @@ from starlette.exceptions import HTTPException
 from services.registry import importer
 from services.registry.api import registry_of
 from shared.auth import STAFF
+from shared.citytime import city_today
 from shared.web import CurrentActor, allow, problems
 
 router = APIRouter(tags=["imports"])
@@ -40,7 +40,7 @@ async def import_volunteers(request: Request, actor: CurrentActor) -> dict[str, 
     if media_type != "text/csv":
         raise HTTPException(415, f"send the file as text/csv, not {media_type or 'without a content type'}")
     report = await importer.import_volunteers(
-        registry_of(request), actor, request.stream(), today=date.today(), keep_problems=LISTED_PROBLEMS,
+        registry_of(request), actor, request.stream(), today=city_today(), keep_problems=LISTED_PROBLEMS,
         reaches=actor.reaches,
     )
     return report.as_dict()

@@ -18,6 +18,7 @@ from services.registry.api.reach import site_in_reach
 from services.registry.domain.org import TreeRow
 from services.registry.handlers import org as handlers
 from shared.auth import STAFF, Role
+from shared.citytime import city_today
 from shared.db import reading
 from shared.errors import Invalid, NotFound
 from shared.events.common import DivisionCode, OrgLevel, SiteId, SiteKind, SiteLevel
@@ -125,7 +126,7 @@ async def open_site(body: NewSite, request: Request, actor: CurrentActor) -> dic
     """Open a site at an org unit in the caller's part of the tree (one outside it is answered as
     an unknown one)."""
     values = body.model_dump()
-    values["opened_on"] = body.opened_on or date.today()
+    values["opened_on"] = body.opened_on or city_today()
     await handlers.open_site(registry_of(request), actor, **values)
     return {"site_id": body.site_id}
 
@@ -135,7 +136,7 @@ async def close_site(
     site_id: Annotated[str, Depends(site_in_reach)], body: SiteClosing, request: Request, actor: CurrentActor
 ) -> dict[str, str]:
     """Close a site in the caller's part of the tree."""
-    await handlers.close_site(registry_of(request), actor, site_id, closed_on=body.closed_on or date.today(), reason=body.reason)
+    await handlers.close_site(registry_of(request), actor, site_id, closed_on=body.closed_on or city_today(), reason=body.reason)
     return {"site_id": site_id, "status": "closed"}
 
 

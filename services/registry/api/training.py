@@ -15,6 +15,7 @@ from services.registry.api.reach import session_in_reach
 from services.registry.domain import identity
 from services.registry.handlers import training as handlers
 from shared.auth import STAFF, Role
+from shared.citytime import city_today
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import SiteId, Skill, VolunteerNumber
@@ -44,7 +45,7 @@ class Attendance(BaseModel):
 async def hold_session(body: NewSession, request: Request, actor: CurrentActor) -> dict[str, str]:
     """Record a session held at a site in the caller's part of the tree (one outside it is
     answered as an unknown one)."""
-    session_id = await handlers.hold_session(registry_of(request), actor, today=date.today(), **body.model_dump())
+    session_id = await handlers.hold_session(registry_of(request), actor, today=city_today(), **body.model_dump())
     return {"session_id": session_id}
 
 

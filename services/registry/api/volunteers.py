@@ -18,6 +18,7 @@ from services.registry.domain import identity
 from services.registry.domain.volunteers import Volunteer
 from services.registry.handlers import volunteers as handlers
 from shared.auth import STAFF, Role
+from shared.citytime import city_today
 from shared.db import reading
 from shared.errors import NotFound
 from shared.events.common import DivisionCode, PoliticalStatus, VolunteerStatus
@@ -92,7 +93,7 @@ def _state(volunteer: Volunteer) -> dict[str, Any]:
 
 @router.post("/volunteers", **allow(ANYONE), status_code=201, responses=problems(404, 409))
 async def register(body: NewVolunteer, request: Request, actor: CurrentActor) -> dict[str, str]:
-    number = await handlers.register(registry_of(request), actor, today=date.today(), **body.model_dump())
+    number = await handlers.register(registry_of(request), actor, today=city_today(), **body.model_dump())
     return {"volunteer_number": number, "status": "pending"}
 
 
@@ -214,7 +215,7 @@ async def search(
                 exists().where(
                     certs.c.volunteer_number == v.c.volunteer_number,
                     certs.c.certification == certification,
-                    or_(certs.c.expires_on.is_(None), certs.c.expires_on > date.today()),
+                    or_(certs.c.expires_on.is_(None), certs.c.expires_on > city_today()),
                 )
             )
         if status is not None:
@@ -266,7 +267,7 @@ async def transfer(number: ReachedNumber, body: Transfer, request: Request, acto
 
 @router.post("/volunteers/{number}/certifications", **allow(*STAFF), responses=problems(404, 409))
 async def certify(number: ReachedNumber, body: Certification, request: Request, actor: CurrentActor) -> dict[str, Any]:
-    granted_on = body.granted_on or date.today()
+    granted_on = body.granted_on or city_today()
     return _state(await handlers.grant_certification(registry_of(request), actor, number, body.certification, granted_on, body.expires_on))
 
 

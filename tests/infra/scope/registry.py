@@ -4,9 +4,10 @@ team and accounts in each; and registry's rules (see tests/infra/scope/__init__.
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 
 from shared.auth import Role
+from shared.citytime import city_today
 from tests.factories import resident_id
 from tests.infra.scope import (
     COMMUNITY_A,
@@ -141,7 +142,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
             json={
                 "site_id": _side(world, inside, "site_id"),
                 "topic": "first_aid",
-                "held_on": date.today().isoformat(),
+                "held_on": city_today().isoformat(),
                 "hours": 1,
                 "trainer": "钱老师",
             }
@@ -168,7 +169,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
 
 
 def _last_month() -> dict[str, str]:
-    today = date.today()
+    today = city_today()
     return {"from": (today - timedelta(days=30)).isoformat(), "to": today.isoformat()}
 
 
@@ -203,7 +204,7 @@ def seed(city: ServedCity, world: World) -> None:
             created(registry.post(f"/teams/{team}/applications", json={"volunteer_number": member}))
             created(registry.post(f"/teams/{team}/applications/{member}/approve"))
             session = created(registry.post("/training-sessions", json={
-                "site_id": site, "topic": "first_aid", "held_on": date.today().isoformat(), "hours": 2, "trainer": "赵老师",
+                "site_id": site, "topic": "first_aid", "held_on": city_today().isoformat(), "hours": 2, "trainer": "赵老师",
             }))["session_id"]  # fmt: skip
             member_account = _account(registry, f"scope-member-{side.lower()}", Role.volunteer, member)
             leader_account = _account(registry, f"scope-leader-{side.lower()}", Role.team_leader, team)

@@ -14,6 +14,10 @@ async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], boo
     deadline = time.monotonic() + timeout
     while True:
         value = await probe()
-        if until(value) or time.monotonic() > deadline:
+        if until(value):
             return value
+        if time.monotonic() > deadline:
+            # Raised here, not left to the caller: a wait whose result goes unchecked once
+            # spent four minutes of every run on a condition that could never hold.
+            raise AssertionError(f"not so within {timeout} s; last seen: {value!r:.500}")
         await asyncio.sleep(0.05)

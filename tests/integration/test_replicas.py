@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.points import store as points_store
 from services.points.app import create_app as create_points
 from services.points.books import RuleCache
-from services.points.subscribers import ledger_follower, registry_reactor
+from services.points.subscribers import SERVICE_RECORD_SUBJECT, ledger_follower, registry_reactor
 from services.reporting.app import create_app as create_reporting
 from services.reporting.projection import Figures
 from shared.bus import CONTEXTS, StreamSettings, context_stream, dead_letter_stream, ensure_stream
@@ -359,9 +359,11 @@ async def test_ledger_partitions_led_by_two_replicas_post_each_record_once_and_t
             posted = await eventually(
                 lambda: ledger_changes(stores[0]), lambda changes: sum(changes.values()) >= city.changes, timeout=120
             )
-            last = (await streams.stream_info("DISPATCH")).state.last_seq
+            # A follower's checkpoint is the last message its subjects take, not the stream's end.
+            last = (await streams.get_last_msg("DISPATCH", SERVICE_RECORD_SUBJECT)).seq
             for follower in followers:
-                await eventually(lambda f=follower: f.checkpoint("DISPATCH"), lambda done: done == last, timeout=60)
+                done = await eventually(lambda f=follower: f.checkpoint("DISPATCH"), lambda seq: seq == last, timeout=60)
+                assert done == last, f"{follower.name} stopped at {done} of {last}"
             books = await read_books(stores[0])
         finally:
             for task in following:

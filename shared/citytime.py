@@ -15,5 +15,5 @@ def city_date(at: datetime) -> date:
 
 def city_today() -> date:
     """Today in the city, whatever zone the machine keeps: the day a date someone enters (held on,
-    granted on, opened on) is checked against. The machine's own date runs eight hours behind."""
+    granted on, opened on) is checked against. A machine on UTC is a day behind from 16:00 UTC."""
     return city_date(datetime.now(UTC))

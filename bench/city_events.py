@@ -2,8 +2,9 @@
 
 One city of 8 districts (Zibo's codes: 370302–370306, 370321–370323, so that reporting's
 partitions each get some) × 6 streets × 10 communities, a station per community; volunteers
-registered, verified and given a points account; activities, check-ins and check-outs, confirmed
-hours and the points they earn; orders placed, dispatched, accepted, completed and rated. Every
+registered, verified and given a points account; activities and their shifts; each participation
+signed up for, checked in and out, recorded, its hours confirmed and credited with points (of
+these six, reporting folds three); orders placed, dispatched, accepted, completed and rated. Every
 district holds about the same share of the events, and each stream grows day by day, as a city's
 do (a rebuild's transactions then each cover a stretch of days, not every day of the year).
 `python -m bench city_events --events N` writes into its own nats-server and prints the counts;
@@ -44,6 +45,8 @@ DAYS = 321  # the days of service and orders from START
 AGE_BANDS = ("18_34", "35_59", "60_plus")
 STATUSES = ("masses", "party_member", "league_member")
 THEMES = ("lantern_festival", "elderly_lunch", "civilised_traffic", "clean_community")
+# The default rule's bands, as dispatch writes them into each record.
+ROUNDING = [d.RoundingBand(below_minutes=m, hours=Decimal(h)) for m, h in ((15, 0), (45, "0.5"), (60, 1))]
 GROUPS = ("elderly", "children", "people_in_difficulty", "psychological_support", "public_needs")
 
 
@@ -73,11 +76,12 @@ class Writer:
 
 
 def plan(events: int) -> dict[str, int]:
-    """How many of each thing make about `events` events: 3 per volunteer, 3 per participation,
-    5 per order, 1 per activity (one for each 20 participations), and the tree and its sites."""
+    """How many of each thing make about `events` events: 3 per volunteer, 6 per participation,
+    5 per order, 2 per activity (one for each 20 participations) and its shift, and the tree and
+    its sites."""
     volunteers = max(10, events // 30)
     orders = max(1, events // 50)
-    participations = max(1, int((events - TREE - 3 * volunteers - 5 * orders) / 3.05))
+    participations = max(1, int((events - TREE - 3 * volunteers - 5 * orders) / 6.1))
     return {
         "volunteers": volunteers,
         "orders": orders,
@@ -175,8 +179,8 @@ def city_messages(events: int, seed: int = 370300) -> Iterator[Message]:
         )  # fmt: skip
         yield write(r.VolunteerVerified(volunteer_number=number), number, path, at)
         yield write(p.PointsAccountOpened(volunteer_number=number), number, path, at)
-    # Then day by day, as a city's streams grow: each day's activities, check-ins with their
-    # confirmed hours and credits, and orders (an order's later steps follow its placing at once,
+    # Then day by day, as a city's streams grow: each day's activities, participations from
+    # sign-up to credit, and orders (an order's later steps follow its placing at once,
     # up to two days early). Each window of a rebuild then covers a stretch of days.
     activities, participations, orders = counts["activities"], counts["participations"], counts["orders"]
     a = i = o = 1
@@ -203,6 +207,14 @@ def _activity(write: Any, a: int, path: tuple[str, ...], day: int) -> Iterator[M
         ),
         f"A{a:08d}", path, START + timedelta(days=day), 1,
     )  # fmt: skip
+    starts = START + timedelta(days=day)
+    yield write(
+        d.ShiftOpened(
+            shift_id=f"SH{a:08d}", activity_id=f"A{a:08d}", site_id=f"ST-{path[-1]}", starts_at=starts,
+            ends_at=starts + timedelta(hours=12), capacity=50,
+        ),
+        f"SH{a:08d}", path, starts,
+    )  # fmt: skip
 
 
 def _participation(
@@ -210,17 +222,20 @@ def _participation(
 ) -> Iterator[Message]:
     at = START + timedelta(days=day, hours=rng.randint(0, 10))
     hours = Decimal(rng.randint(2, 8)) / 2
-    record = f"R{i:010d}"
-    checked_in = d.VolunteerCheckedIn(shift_id=f"SH{i:08d}", volunteer_number=number, at=at)
-    yield write(checked_in, f"SH{i:08d}.{number}", path, at, 1)
-    yield write(
-        d.ServiceHoursConfirmed(
-            record_id=record, volunteer_number=number, activity_id=f"A{activity:08d}", shift_id=f"SH{i:08d}",
-            site_id=f"ST-{path[-1]}", field="civilised_traffic", group_served="public_needs", service_date=at.date(),
-            source="attendance", minutes=int(hours * 60), hours=hours, at=at,
-        ),
-        record, path, at, 1,
-    )  # fmt: skip
+    record, shift = f"R{i:010d}", f"SH{activity:08d}"
+    attendance = f"{shift}.{number}.{i}"  # one per participation: a volunteer may come twice
+    ended = at + timedelta(minutes=int(hours * 60))
+    yield write(d.VolunteerSignedUp(shift_id=shift, volunteer_number=number, position="confirmed", at=at), shift, path, at)
+    yield write(d.VolunteerCheckedIn(shift_id=shift, volunteer_number=number, at=at), attendance, path, at, 1)
+    checked_out = d.VolunteerCheckedOut(shift_id=shift, volunteer_number=number, at=ended, minutes=int(hours * 60))
+    yield write(checked_out, attendance, path, ended, 2)
+    served = {
+        "record_id": record, "volunteer_number": number, "activity_id": f"A{activity:08d}", "shift_id": shift,
+        "site_id": f"ST-{path[-1]}", "field": "civilised_traffic", "group_served": "public_needs",
+        "service_date": at.date(), "source": "attendance", "minutes": int(hours * 60), "hours": hours,
+    }  # fmt: skip
+    yield write(d.ServiceRecorded(**served, started_at=at, ended_at=ended, rounding=ROUNDING), record, path, ended, 1)
+    yield write(d.ServiceHoursConfirmed(**served, at=ended), record, path, ended, 2)
     yield write(
         p.ServiceCredited(
             volunteer_number=number, record_id=record, change="confirmed", service_date=at.date(), service_district=path[0],

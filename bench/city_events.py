@@ -184,13 +184,17 @@ def city_messages(events: int, seed: int = 370300) -> Iterator[Message]:
     # up to two days early). Each window of a rebuild then covers a stretch of days.
     activities, participations, orders = counts["activities"], counts["participations"], counts["orders"]
     a = i = o = 1
+    per_day = max(1, activities // min(DAYS, 300))
     for day in range(DAYS):
         while a <= activities and (a - 1) * min(DAYS, 300) // activities <= day:
             yield from _activity(write, a, communities[a % len(communities)], day)
             a += 1
         while i <= participations and (i - 1) * DAYS // participations <= day:
             v = rng.randint(1, counts["volunteers"])
-            yield from _participation(write, rng, i, f"V{v:08d}", homes[v - 1], day, 1 + i % activities)
+            # One of the last day's worth of activities scheduled: its shift is open before
+            # anyone signs up for it.
+            activity = a - 1 - i % min(a - 1, per_day)
+            yield from _participation(write, rng, i, f"V{v:08d}", homes[v - 1], day, activity)
             i += 1
         while o <= orders and (o - 1) * DAYS // orders <= day:
             volunteer = f"V{rng.randint(1, counts['volunteers']):08d}"
@@ -211,7 +215,7 @@ def _activity(write: Any, a: int, path: tuple[str, ...], day: int) -> Iterator[M
     yield write(
         d.ShiftOpened(
             shift_id=f"SH{a:08d}", activity_id=f"A{a:08d}", site_id=f"ST-{path[-1]}", starts_at=starts,
-            ends_at=starts + timedelta(hours=12), capacity=50,
+            ends_at=starts + timedelta(hours=14), capacity=50,
         ),
         f"SH{a:08d}", path, starts,
     )  # fmt: skip

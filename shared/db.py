@@ -454,8 +454,8 @@ async def fetch_in(
             rows = ", ".join(f"({', '.join(marks[i : i + width])})" for i in range(0, len(marks), width))
             if dialect.name == "sqlite":
                 # Joined, not `(a, b) IN (VALUES ...)`: SQLite 3.40 answers that by scanning the
-                # whole table (the day_points of a million events: 5 ms a chunk, growing), this by
-                # the primary key. The keys are distinct, so the join adds no row twice.
+                # whole table (the ledger's day totals at a million events: 5 ms a chunk,
+                # growing), this by the key's index. The keys are distinct: no row comes twice.
                 on = " AND ".join(f"{name}.{quote(c)} = k.column{n}" for n, c in enumerate(key, 1))
                 qualified = ", ".join(f"{name}.{quote(c)}" for c in columns)
                 statement = f"SELECT {qualified} FROM (VALUES {rows}) AS k JOIN {name} ON {on}"

@@ -317,25 +317,22 @@ async def save_records(tx: Transaction, records: Iterable[Record]) -> None:
     )  # fmt: skip
 
 
-_DAY = ("volunteer_number", "service_date", "points")
 _RECORD = (
     "record_id", "volunteer_number", "service_district", "service_date", "field", "group_served", "source",
     "rule_version", "version", "hours", "points", "minutes",
 )  # fmt: skip
+_DAY = ("volunteer_number", "service_date")
 
 
 async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
-    """Points each volunteer earned for service on each day (for the daily cap)."""
-    rows = await fetch_in(tx.conn, store.day_points, _DAY, _DAY[:2], sorted(set(keys)), chunk=400)
-    return {(number, day): points for number, day, points in rows}
-
-
-async def save_day_points(tx: Transaction, totals: dict[tuple[str, date], int]) -> None:
-    await write_rows(
-        tx.conn, store.day_points, _DAY,
-        [(n, d, p) for (n, d), p in sorted(totals.items())],
-        on_conflict=("volunteer_number", "service_date"), replace=("points",),
-    )  # fmt: skip
+    """Points each volunteer earned for service on each day (for the daily cap): their records'
+    points, as a record's points are what it earned, capped (read from the index alone)."""
+    columns = (*_DAY, "points")
+    rows = await fetch_in(tx.conn, store.service_records, columns, _DAY, sorted(set(keys)), chunk=400)
+    totals: defaultdict[tuple[str, date], int] = defaultdict(int)
+    for number, day, points in rows:
+        totals[number, day] += points
+    return totals
 
 
 class RuleCache:

@@ -15,7 +15,7 @@ from typing import cast
 from sqlalchemy import delete, select
 
 from services.points import ledger, store
-from services.points.books import Books, RuleCache, load_day_points, load_records, save_day_points, save_records
+from services.points.books import Books, RuleCache, load_day_points, load_records, save_records
 from shared.catalog import Event
 from shared.citytime import city_date
 from shared.db import upsert
@@ -44,7 +44,6 @@ async def post_service(
     days = await load_day_points(tx, {(event.volunteer_number, event.service_date) for _, event in items})
     blocked_volunteers, blocked_records = await _waiting(tx, numbers, {event.record_id for _, event in items})
     changed: dict[str, ledger.Record] = {}
-    day_changes: dict = {}
     parked: list[dict[str, object]] = []
     city_days: dict[datetime, date] = {}  # the events of a batch share a few instants
     for envelope, event in items:
@@ -72,7 +71,7 @@ async def post_service(
                     district_of_service=envelope.district_code,
                     credited_on=credited_on,
                     rules_book=rules.book,
-                    day_points=days.get(day, 0),
+                    day_points=days[day],
                     thresholds=rules.thresholds,
                 )
             except ledger.Waits as waits:
@@ -81,7 +80,7 @@ async def post_service(
             else:
                 records[record.record_id] = changed[record.record_id] = record
                 if posting.day_points_delta:
-                    days[day] = day_changes[day] = days.get(day, 0) + posting.day_points_delta
+                    days[day] += posting.day_points_delta
                 books.record(number, posting.events, account=number, cause=envelope)
         if reason is not None:
             parked.append(
@@ -95,7 +94,6 @@ async def post_service(
                 }
             )
     await save_records(tx, changed.values())
-    await save_day_points(tx, day_changes)
     if parked:
         await tx.conn.execute(upsert(tx.conn, store.waiting).on_conflict_do_nothing(), parked)
     unblocked = set(changed) & blocked_records

@@ -116,6 +116,31 @@ async def test_a_database_made_before_a_later_revision_is_adopted_at_the_first_a
     assert await migrations.differences(engine) == []
 
 
+async def test_points_day_totals_come_from_the_records_and_go_back_to_a_table_on_the_way_down(
+    engine: AsyncEngine,
+) -> None:
+    migrations = migrations_of("points")
+    await migrations.upgrade(engine, "0002")
+    record = (
+        "INSERT INTO service_records (record_id, volunteer_number, service_district, service_date, field,"
+        " group_served, source, rule_version, version, hours, points, minutes)"
+        " VALUES ('{0}', '{1}', '370303', '{2}', 'legal_aid', 'elderly', 'attendance', 1, 2, 2, {3}, 120)"
+    )
+    async with engine.begin() as conn:
+        for row in (("R1", "V1", "2026-11-01", 10), ("R2", "V1", "2026-11-01", 5), ("R3", "V1", "2026-11-02", 7)):
+            await conn.exec_driver_sql(record.format(*row))
+        await conn.exec_driver_sql("INSERT INTO day_points VALUES ('V1', '2026-11-01', 15), ('V1', '2026-11-02', 7)")
+
+    await migrations.upgrade(engine)
+    assert "day_points" not in await tables(engine)
+    assert await migrations.differences(engine) == []
+
+    await migrations.downgrade(engine, "0002")
+    async with engine.connect() as conn:
+        totals = await conn.exec_driver_sql("SELECT service_date, points FROM day_points ORDER BY service_date")
+        assert [(str(day), points) for day, points in totals] == [("2026-11-01", 15), ("2026-11-02", 7)]
+
+
 async def test_an_adopted_database_gets_the_tables_it_lacked_as_create_all_gave_them(engine: AsyncEngine) -> None:
     migrations = migrations_of("registry")
     older = MetaData()  # the models before sign_in_failures was added

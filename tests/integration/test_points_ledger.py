@@ -94,6 +94,26 @@ async def test_a_rule_prices_by_the_most_specific_rate_times_campaigns_and_caps_
     assert (await account(points, number))["balance"] == 70
 
 
+async def test_a_days_cap_counts_the_records_of_the_same_batch_and_of_earlier_ones(points: EventStore) -> None:
+    # Default rule: 10 points an hour, at most 100 a day. What a day has earned is its records'
+    # points, read from their index by volunteer and day (no table of day totals beside them).
+    rules, dispatch = RuleCache(), DispatchRecords()
+    number = await open_account(points, rules, 1)
+    today, tomorrow, hours = NOW, NOW + timedelta(days=1), Decimal(4)
+    await post(points, rules, dispatch.confirm(number, hours, today), dispatch.confirm(number, hours, today))
+    await post(points, rules, dispatch.confirm(number, hours, today), dispatch.confirm(number, hours, tomorrow))
+
+    credited = [e.payload for e in (await read_books(points)).events if e.type == "ServiceCredited"]
+    assert [(c["points"], c["capped_from"]) for c in credited] == [(40, None), (40, None), (20, 40), (40, None)]
+    if points.engine.dialect.name == "sqlite":
+        async with points.engine.connect() as conn:
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT points FROM service_records WHERE volunteer_number = ? AND service_date = ?",
+                (number, NOW.date().isoformat()),
+            )
+            assert any("COVERING INDEX ix_service_records_volunteer_day" in row[-1] for row in plan)
+
+
 async def test_a_rule_cannot_take_effect_in_the_past(points: EventStore) -> None:
     from shared.errors import Invalid
 

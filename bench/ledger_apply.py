@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from bench._common import Stopwatch, current_rss_mb, jetstream, local_nats_server, main_of, progress, rate
 from services.points import store
 from services.points.books import Books, RuleCache
-from services.points.subscribers import LEDGER_BATCH, ledger_follower
+from services.points.subscribers import LEDGER_BATCH_POSTGRESQL, LEDGER_BATCH_SQLITE, ledger_follower
 from shared.bus import StreamSettings, context_stream, dead_letter_stream, ensure_stream
 from shared.catalog import catalog
 from shared.db import make_engine
@@ -46,8 +46,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--volunteers", type=int, default=50_000, help="accounts the events spread over (default 50000)"
     )
-    batch_help = f"events per transaction (default {LEDGER_BATCH}, the service's)"
-    parser.add_argument("--batch-size", type=int, default=LEDGER_BATCH, help=batch_help)
+    batch_help = (
+        f"events per transaction (default the service's: {LEDGER_BATCH_SQLITE} on SQLite, "
+        f"{LEDGER_BATCH_POSTGRESQL} on PostgreSQL)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help=batch_help)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the temp dir")
     parser.add_argument("--quick", action="store_true", help="50,000 events over 5,000 volunteers")
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from services.points import store, timebank
 from services.points.books import ACTOR, Books, RuleCache
 from services.points.posting import SERVICE_EVENTS, post_service, release_waiting
-from shared.db import upsert
+from shared.db import is_sqlite, upsert
 from shared.envelope import EventEnvelope, FollowedEnvelope
 from shared.events import registry as ev
 from shared.events.points import PointsAccountOpened
@@ -74,13 +74,20 @@ def registry_reactor(event_store: EventStore, rule_cache: RuleCache) -> Reactor:
     return points
 
 
-# Events per ledger transaction while catching up (live, a batch is what came in 50 ms). Each
-# event writes pages at random places (its account, lots, record, the journal's and the events'
-# indexes by volunteer), and a commit writes every page it changed to the WAL and checkpoints
-# them: the more events a commit, the more of them share a page. 16,000 posts 1.75 times as many
-# an event as 4,000 (1,000,000 events over 50,000 volunteers, bench/ledger_apply.py), commits in
-# under two seconds, and holds about 190 MB more while reading ahead (some 370 MB in all).
-LEDGER_BATCH = 16000
+# Events per ledger transaction while catching up (live, a batch is what came in 50 ms). On
+# SQLite each event writes pages at random places (its account, lots, record, the journal's and
+# the events' indexes by volunteer), and a commit writes every page it changed to the WAL and
+# checkpoints them: the more events a commit, the more of them share a page. 16,000 posts 1.75
+# times as many an event as 4,000 (1,000,000 events over 50,000 volunteers, bench/ledger_apply.py),
+# commits in under two seconds, and holds about 190 MB more while reading ahead (370 MB in all).
+# PostgreSQL keeps 4,000: a batch takes an advisory lock for each account not open yet, and its
+# shared lock table holds 6,400 by default (64 a connection).
+LEDGER_BATCH_SQLITE = 16000
+LEDGER_BATCH_POSTGRESQL = 4000
+
+
+def ledger_batch(event_store: EventStore) -> int:
+    return LEDGER_BATCH_SQLITE if is_sqlite(event_store.engine) else LEDGER_BATCH_POSTGRESQL
 
 
 LEDGER = "points-ledger"
@@ -90,7 +97,7 @@ _PARTITION_NAME = re.compile(rf"{LEDGER}-(\d+)of(\d+)")
 def ledger_follower(
     event_store: EventStore,
     rule_cache: RuleCache,
-    batch_size: int = LEDGER_BATCH,
+    batch_size: int | None = None,
     *,
     partition: int = 0,
     partitions: int = 1,
@@ -116,13 +123,13 @@ def ledger_follower(
         apply,
         subject=SERVICE_RECORD_SUBJECT,
         handles=names.__contains__,
-        batch_size=batch_size,
+        batch_size=batch_size or ledger_batch(event_store),
         wants=wants,
     )
 
 
 def ledger_followers(
-    event_store: EventStore, rule_cache: RuleCache, partitions: int, batch_size: int = LEDGER_BATCH
+    event_store: EventStore, rule_cache: RuleCache, partitions: int, batch_size: int | None = None
 ) -> list[StreamFollower]:
     return [
         ledger_follower(event_store, rule_cache, batch_size, partition=index, partitions=partitions)

@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.points import handlers, store
 from services.points.books import RuleCache
-from services.points.subscribers import ledger_follower, start_from_whole_ledger
+from services.points.subscribers import ledger_batch, ledger_follower, start_from_whole_ledger
 from shared.events.dispatch import RecordSource
 from shared.events.points import Campaign, Expiry, RateOverride
 from shared.eventstore import EventStore
@@ -270,6 +270,18 @@ async def test_the_stored_ledger_is_what_its_events_fold_to(points: EventStore) 
     accounts, balances = rebuild(books.events)
     assert accounts[number] == books.accounts[number]
     assert balances == {k: v for k, v in books.journal_balances.items() if v}
+
+
+async def test_a_whole_batch_for_accounts_not_open_yet_waits_in_one_transaction(points: EventStore) -> None:
+    # On PostgreSQL each account not open yet is held by an advisory lock until the batch
+    # commits: the service's batch must fit the server's lock table (16,000 did not).
+    rules, dispatch = RuleCache(), DispatchRecords()
+    batch = [dispatch.confirm(f"V{n:08d}", Decimal(1), NOW) for n in range(1, ledger_batch(points) + 1)]
+    await post(points, rules, *batch)
+
+    async with points.engine.connect() as conn:
+        waiting = await conn.scalar(select(func.count()).select_from(store.waiting))
+    assert waiting == len(batch)
 
 
 @pytest.mark.parametrize(

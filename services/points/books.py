@@ -324,9 +324,10 @@ _RECORD = (
 _DAY = ("volunteer_number", "service_date")
 
 
-async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> dict[tuple[str, date], int]:
-    """Points each volunteer earned for service on each day (for the daily cap): their records'
-    points, as a record's points are what it earned, capped (read from the index alone)."""
+async def load_day_points(tx: Transaction, keys: Iterable[tuple[str, date]]) -> defaultdict[tuple[str, date], int]:
+    """Points each volunteer earned for service on each day (for the daily cap), 0 for a day
+    with none: their records' points, as a record's points are what it earned, capped (read
+    from the index alone)."""
     columns = (*_DAY, "points")
     rows = await fetch_in(tx.conn, store.service_records, columns, _DAY, sorted(set(keys)), chunk=400)
     totals: defaultdict[tuple[str, date], int] = defaultdict(int)

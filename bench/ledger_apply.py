@@ -160,6 +160,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # threads): the two overlap, so the larger bounds the rate.
     figures["loop_cpu_us_per_event"] = round(loop_cpu / args.events * 1e6, 1)
     figures["store_cpu_us_per_event"] = round((cpu - loop_cpu) / args.events * 1e6, 1)
+    # Where the follower's time went, µs an event: decoding overlaps the previous batch's
+    # commit; applying (reading, deciding) and committing (the writes and the COMMIT) do not.
+    for phase, spent in follower.seconds.items():
+        figures[f"{phase}_us_per_event"] = round(spent / args.events * 1e6, 1)
     # RSS as the posting went, at most a dozen samples (every 5 s, thinned): flat is the goal.
     step = max(1, len(rss) // 12)
     figures["rss_mb_samples"] = rss[::step] + ([rss[-1]] if (len(rss) - 1) % step else [])

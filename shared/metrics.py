@@ -194,7 +194,8 @@ class ServiceMetrics:
     # -- what a service adds --------------------------------------------------------------------
 
     def watch_follower(self, follower: StreamFollower, context: str) -> None:
-        """A stream follower (shared.replay): events applied, and how far behind the stream it is."""
+        """A stream follower (shared.replay): events applied, where its time went, and how far
+        behind the stream it is."""
         stream = stream_name(context)
         self._consumers.add(follower.name)
 
@@ -203,6 +204,11 @@ class ServiceMetrics:
                 "beacon_follower_events_applied", "Events a stream follower applied (since the process started).",
                 follower.applied_total, consumer=follower.name,
             )  # fmt: skip
+            for phase, seconds in follower.seconds.items():
+                readings.counter(
+                    "beacon_follower_seconds", "Seconds a stream follower spent decoding, applying and committing.",
+                    seconds, consumer=follower.name, phase=phase,
+                )  # fmt: skip
             done, info = await asyncio.gather(follower.checkpoint(stream), self._js().stream_info(stream))
             readings.gauge(
                 "beacon_consumer_lag", "Messages in the stream not yet delivered to the consumer.",

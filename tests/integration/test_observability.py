@@ -417,3 +417,39 @@ async def test_a_projection_s_folded_events_and_lag_are_measured(nats_url: str, 
     assert value(caught_up, "beacon_projection_rebuild_running", projection="figures") == 0
     assert value(caught_up, "beacon_reading_ok", reading="projection-figures") == 1
     assert value(caught_up, "beacon_outbox_depth") is None  # reporting publishes nothing
+
+
+async def test_a_stream_follower_s_applied_events_and_where_its_time_went_are_measured(
+    nats_url: str, tmp_path: Path, js, nc
+) -> None:
+    await ensure_stream(js, context_stream("registry", StreamSettings()))
+    await ensure_stream(js, dead_letter_stream(StreamSettings()))
+    for n in range(1, 6):
+        envelope = registered_envelope(n)
+        await js.publish(catalog.subject_of(envelope), envelope.to_json(), stream="REGISTRY")
+    store = event_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.create_tables()
+    seen: list[int] = []
+
+    async def apply(tx: Any, events: list) -> None:
+        seen.extend(int(event.volunteer_number[1:]) for _, event in events)
+
+    follower = StreamFollower("following", store, apply, batch_size=2)
+    metrics = ServiceMetrics("test", js=lambda: js)
+    metrics.watch_follower(follower, "registry")
+    task = asyncio.ensure_future(follower.follow(nc, "registry"))
+    try:
+        caught_up = await eventually(
+            lambda: scraped(metrics),
+            lambda s: value(s, "beacon_follower_events_applied_total", consumer="following") == 5,
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.engine.dispose()
+
+    assert seen == [1, 2, 3, 4, 5]
+    assert value(caught_up, "beacon_follower_events_applied_total", consumer="following") == 5
+    assert value(caught_up, "beacon_consumer_lag", consumer="following", stream="REGISTRY") == 0
+    for phase in ("decoding", "applying", "committing"):
+        assert value(caught_up, "beacon_follower_seconds_total", consumer="following", phase=phase) > 0

@@ -4,8 +4,9 @@ transaction's lock and connection coming back after a failure."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import (
@@ -20,12 +21,14 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import add_to_counters, fetch_in, make_engine, reading, writing
+from tests.infra.postgres import throwaway_database
 
 metadata = MetaData()
 things = Table(
@@ -129,3 +132,50 @@ async def test_rows_are_fetched_by_a_composite_key_through_its_index(engine: Asy
                 steps = [row[-1] for row in plan]
                 assert not any(step.startswith("SCAN tallies") for step in steps), steps
                 assert any(step.startswith("SEARCH tallies USING INDEX") for step in steps), steps
+
+
+@pytest.fixture
+async def postgresql_engine(postgres_admin_url: str) -> AsyncIterator[AsyncEngine]:
+    async with throwaway_database(postgres_admin_url) as url:
+        engine = make_engine(url)
+        async with writing(engine) as conn:
+            await conn.run_sync(metadata.create_all)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+async def test_postgresql_joins_the_keys_it_is_given_rather_than_testing_each_row_against_them(
+    postgresql_engine: AsyncEngine,
+) -> None:
+    """A ledger catching up into new tables asks for hundreds of keys a statement while the
+    tables grow faster than PostgreSQL gathers their statistics (never, with autovacuum off).
+    Given as a list of key tuples, the keys were tested against each row in a scan of the whole
+    table (800 comparisons a row: 170 ms a chunk at 60,000 service records, the ledger's
+    catch-up 1,100 events/s); joined, the plan holds no such list, whichever it chooses."""
+    engine = postgresql_engine
+    days = [date(2026, 1, 1) + timedelta(days=n) for n in range(200)]
+    async with writing(engine) as conn:
+        for node in range(0, 100, 10):
+            rows = [(f"3703{n:02d}", day, n * 1000 + i) for n in range(node, node + 10) for i, day in enumerate(days)]
+            await add_to_counters(conn, tallies, ("node", "day"), "value", rows)
+        assert await conn.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'tallies'")) < 0  # not analysed
+    wanted = [(f"3703{n:02d}", day) for n in range(0, 100, 7) for day in days[::8]] + [("370399", date(2027, 1, 1))]
+    statements: list[tuple[str, object]] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", remember)
+    async with writing(engine) as conn:
+        found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, for_update=True)
+    event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    assert sorted(found) == [
+        (f"3703{n:02d}", day, n * 1000 + days.index(day)) for n in range(0, 100, 7) for day in days[::8]
+    ]
+    ((statement, parameters),) = statements  # the chunk takes them all
+    async with reading(engine) as conn:
+        explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+        plan = json.dumps(explained.scalar())
+    assert " OR " not in plan, plan

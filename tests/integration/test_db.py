@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -47,15 +48,21 @@ tallies = Table(
 )
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url)
+@asynccontextmanager
+async def engine_with_tables(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(url)
     async with writing(engine) as conn:
         await conn.run_sync(metadata.create_all)
     try:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    async with engine_with_tables(database_url) as engine:
+        yield engine
 
 
 async def test_a_statement_gives_back_its_rows_row_counts_and_new_keys(engine: AsyncEngine) -> None:
@@ -136,14 +143,8 @@ async def test_rows_are_fetched_by_a_composite_key_through_its_index(engine: Asy
 
 @pytest.fixture
 async def postgresql_engine(postgres_admin_url: str) -> AsyncIterator[AsyncEngine]:
-    async with throwaway_database(postgres_admin_url) as url:
-        engine = make_engine(url)
-        async with writing(engine) as conn:
-            await conn.run_sync(metadata.create_all)
-        try:
-            yield engine
-        finally:
-            await engine.dispose()
+    async with throwaway_database(postgres_admin_url) as url, engine_with_tables(url) as engine:
+        yield engine
 
 
 async def test_postgresql_joins_the_keys_it_is_given_rather_than_testing_each_row_against_them(

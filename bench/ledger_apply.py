@@ -161,7 +161,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     figures["loop_cpu_us_per_event"] = round(loop_cpu / args.events * 1e6, 1)
     figures["store_cpu_us_per_event"] = round((cpu - loop_cpu) / args.events * 1e6, 1)
     # Where the follower's time went, µs an event: decoding overlaps the previous batch's
-    # commit; applying (reading, deciding) and committing (the writes and the COMMIT) do not.
+    # applying; applying (reading, deciding) and committing (the writes and the COMMIT) add up
+    # to the posting's time.
     for phase, spent in follower.seconds.items():
         figures[f"{phase}_us_per_event"] = round(spent / args.events * 1e6, 1)
     # RSS as the posting went, at most a dozen samples (every 5 s, thinned): flat is the goal.

@@ -1327,9 +1327,10 @@ class StreamFollower:
         self.max_attempts = max_attempts
         self.applied_total = 0
         # Where its time goes, summed over its batches (for /metrics and the benchmarks): the
-        # loop's decoding (beside the previous batch's commit), applying (reading and deciding;
+        # loop's decoding (while the previous batch is applied), applying (reading and deciding;
         # on PostgreSQL also writing) and committing (SQLite: the held writes and the COMMIT, in
-        # the driver's thread). The ones that do not overlap add up to its time per batch.
+        # the driver's thread). Applying and committing follow each other: they add up to the
+        # time a batch takes.
         self.seconds = {"decoding": 0.0, "applying": 0.0, "committing": 0.0}
         self.checkpoints = store.schema.checkpoints  # created with the store's own tables
 
@@ -1356,8 +1357,8 @@ class StreamFollower:
     async def follow(self, nc: Client, context: str) -> None:
         """Apply the stream of `context` from the checkpoint on, live, until cancelled.
 
-        While one batch commits (SQLite's or the network's time, off the event loop), the next
-        is decoded (the loop's time): one commit at a time, in order, the two overlapping."""
+        While one batch is applied (its reads are the store's time, off the event loop), the
+        next is decoded (the loop's time): one commit at a time, in order, the two overlapping."""
         stream = stream_name(context)
         js = nc.jetstream()
         backoff = _Backoff()

@@ -437,8 +437,8 @@ async def fetch_in(
     values come back as SQLAlchemy's column types make them. `for_update` locks the rows on
     PostgreSQL (SQLite's one writer already queues).
 
-    Keys are looked up one by one rather than listed in a WHERE: PostgreSQL tests a list of keys
-    against each row it reads, and where a table's statistics lag its rows (a ledger catching up
+    On PostgreSQL each key looks its rows up on its own rather than being listed in a WHERE: it
+    tests a list of keys against each row it reads, and where a table's statistics lag its rows (a ledger catching up
     into new tables, or autovacuum off) it reads them all: 800 comparisons a row, 170 ms a chunk
     at 60,000 rows. Joined to the keys, it still hashed the whole table (a million service
     records read for each chunk); looked up by key, about 5 ms for 400 keys at a million rows.
@@ -451,22 +451,24 @@ async def fetch_in(
     types = [table.c[c].type for c in columns]
     name = quote(table.name)
     selected = ", ".join(f"{name}.{quote(c)}" for c in columns)
+    if dialect.name == "postgresql":
+        # One array a key column, so one statement whatever the number of keys. Each key looks
+        # its rows up on its own (OFFSET 0 keeps the subquery from being merged into a join the
+        # planner may answer by hashing the whole table), in the keys' order, which is also the
+        # order their rows are locked in.
+        arrays = ", ".join(f"CAST(${n} AS {table.c[c].type.compile(dialect)}[])" for n, c in enumerate(key, 1))
+        where = " AND ".join(f"{name}.{quote(c)} = k.{quote(c)}" for c in key)
+        lock = " FOR UPDATE" if for_update else ""
+        by_key = (
+            f"SELECT {', '.join(f'found.{quote(c)}' for c in columns)} "
+            f"FROM unnest({arrays}) AS k({', '.join(map(quote, key))}) "
+            f"CROSS JOIN LATERAL (SELECT {selected} FROM {name} WHERE {where} OFFSET 0{lock}) AS found"
+        )
     found: list[tuple[Any, ...]] = []
     for start in range(0, len(keys), chunk):
         part = _bound(conn, table, key, keys[start : start + chunk])
         if dialect.name == "postgresql":
-            # One array a key column: a statement's text and its parameters do not grow with the
-            # keys. Each key looks its rows up on its own (OFFSET 0 keeps the subquery from being
-            # merged into a join the planner may answer by hashing the whole table), in the
-            # keys' order, which is also the order their rows are locked in.
-            arrays = ", ".join(f"CAST(${n} AS {table.c[c].type.compile(dialect)}[])" for n, c in enumerate(key, 1))
-            where = " AND ".join(f"{name}.{quote(c)} = k.{quote(c)}" for c in key)
-            lock = " FOR UPDATE" if for_update else ""
-            statement = (
-                f"SELECT {', '.join(f'found.{quote(c)}' for c in columns)} "
-                f"FROM unnest({arrays}) AS k({', '.join(map(quote, key))}) "
-                f"CROSS JOIN LATERAL (SELECT {selected} FROM {name} WHERE {where} OFFSET 0{lock}) AS found"
-            )
+            statement = by_key
             parameters: tuple[Any, ...] = tuple(list(values) for values in zip(*part, strict=True))
         else:
             width = len(key)

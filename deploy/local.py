@@ -22,7 +22,7 @@ import httpx
 
 from deploy import demo_city
 from shared.devkeys import load_or_make_key_pair
-from shared.natsserver import LocalNatsServer, free_port
+from shared.natsserver import LocalNatsServer, dying_with, free_port
 from shared.settings import DEFAULT_PORTS
 
 SERVICES = ("registry", "dispatch", "points", "reporting")
@@ -63,7 +63,9 @@ class LocalCity:
         self.logs.mkdir(parents=True, exist_ok=True)
         if self.nats_url is None:
             port = _port("NATS", self.args.nats_port, 4222)
-            self.nats = LocalNatsServer(self.data / "nats", port=port, log_file=self.logs / "nats.log").start()
+            self.nats = LocalNatsServer(
+                self.data / "nats", port=port, log_file=self.logs / "nats.log", die_with_parent=True
+            ).start()
             self.nats_url = self.nats.url
             _say(f"  nats-server (JetStream) on {self.nats_url}, store {self.data / 'nats'}")
         else:
@@ -93,11 +95,14 @@ class LocalCity:
             }
             if name == "registry":  # the issuer: no other service holds the private key
                 env["BEACON_JWT_PRIVATE_KEY_FILE"] = str(private_key)
-            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115  (the child keeps it)
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
-            )
+            with open(self.logs / f"{name}.log", "ab") as log:  # the child writes to its own copy
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+                    # Killed outright, we run no clean-up: they go too, not on as orphans holding
+                    # the ports and the stores.
+                    preexec_fn=dying_with(os.getpid()),
+                )
 
     def _first_admin(self) -> str:
         """The demo city's admin account, made once (before registry starts, straight into its

@@ -7,14 +7,19 @@ downloads anything.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -48,6 +53,21 @@ def nats_server_binary() -> str:
     return found
 
 
+def dying_with(parent: int) -> Callable[[], None] | None:
+    """For `Popen(preexec_fn=...)`: the child is sent SIGTERM when the process `parent` (the
+    caller's own pid, single-threaded: the signal follows the thread that started the child)
+    dies, even by SIGKILL, which runs none of its clean-up. Linux only (None elsewhere)."""
+    if _prctl is None:
+        return None
+
+    def in_child() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the line above: nothing would tell us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 class LocalNatsServer:
     def __init__(
         self,
@@ -58,8 +78,10 @@ class LocalNatsServer:
         config_file: Path | None = None,
         arguments: Sequence[str] = (),
         environment: Mapping[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.die_with_parent = die_with_parent  # see `dying_with`
         self.config_file = config_file
         self.arguments = list(arguments)  # more flags, e.g. a cluster node's routes
         self.environment = environment  # added to ours, for the configuration's $VARIABLES
@@ -78,13 +100,18 @@ class LocalNatsServer:
         # The flags after the configuration file override what it says about the same settings.
         config = ["-c", str(self.config_file)] if self.config_file else []
         listen = ["-a", self.host, "-p", str(self.port)]
-        self.process = subprocess.Popen(
-            [nats_server_binary(), *config, *listen, "-js", "-sd", str(self.store_dir), *self.arguments],
-            env={**os.environ, **self.environment} if self.environment else None,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services
-        )
+        try:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), *config, *listen, "-js", "-sd", str(self.store_dir), *self.arguments],
+                env={**os.environ, **self.environment} if self.environment else None,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C meant for us must not stop it before our services
+                preexec_fn=dying_with(os.getpid()) if self.die_with_parent else None,
+            )
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()  # the server writes to its own copy
         atexit.register(self.stop)  # it runs in its own session: nothing else would stop it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

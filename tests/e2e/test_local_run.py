@@ -76,3 +76,52 @@ def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_local_run_killed_outright_takes_its_services_and_nats_with_it(tmp_path: Path) -> None:
+    """SIGKILL runs none of the launcher's clean-up: its children must not live on as orphans
+    holding the ports and the stores (the next `make run` would find them taken)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local", "--data", str(tmp_path / "data"), "--no-demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    children: list[int] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line or "Press Ctrl-C to stop." in line:
+                break
+        children = _children(process.pid)
+        assert len(children) == 5  # nats-server and the four services
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in children:  # what outlived it on the old code
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

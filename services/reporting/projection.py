@@ -34,12 +34,12 @@ from datetime import date, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, case, func, select
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, bindparam, case, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalog import Event
 from shared.citytime import city_date
-from shared.db import UtcDateTime, add_to_counters, upsert
+from shared.db import UtcDateTime, add_to_counters, fetch_in, upsert
 from shared.envelope import EnvelopeHeader
 from shared.events import dispatch as dispatch_events
 from shared.events import points as points_events
@@ -470,13 +470,13 @@ class _Rows:
 
     async def prefetch(self, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys) - set(self.rows))
-        column = self.table.c[self.key]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            found = await self.conn.execute(select(self.table).where(column.in_(chunk)))
-            rows = {row[self.key]: dict(row) for row in found.mappings()}
-            for key in chunk:
-                self.rows[key] = rows.get(key)
+        # By key (fetch_in): a rebuild writes into new tables, whose statistics lag their rows,
+        # and PostgreSQL answered a list of keys by reading the whole table.
+        columns = [column.name for column in self.table.columns]
+        found = await fetch_in(self.conn, self.table, columns, (self.key,), [(key,) for key in wanted])
+        rows = {row[self.key]: row for row in (dict(zip(columns, values, strict=True)) for values in found)}
+        for key in wanted:
+            self.rows[key] = rows.get(key)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """A row `prefetch` read (or this batch set): the fold reads no row it did not prefetch

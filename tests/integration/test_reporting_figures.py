@@ -3,6 +3,7 @@ org tree, as of a day and within a period; the same in any interleaving of the s
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -10,18 +11,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 
 from services.reporting.projection import Figures
 from services.reporting.queries import figures_for, order_times, party_targets, period_of, top_teams, top_volunteers
-from shared.catalog import Event
-from shared.db import make_engine, writing
+from shared.catalog import Event, catalog
+from shared.db import make_engine, reading, writing
 from shared.envelope import EventEnvelope
 from shared.errors import Invalid, NotFound
 from shared.events import dispatch as d
 from shared.events import registry as r
 from shared.replay import Projector
-from tests.factories import registered
+from tests.factories import PATH, registered, registered_envelope
 from tests.infra.city_events import (
     AT_HEPING,
     AT_XINGFU,
@@ -38,6 +39,7 @@ from tests.infra.city_events import (
     a_city_of_districts,
     on,
 )
+from tests.infra.postgres import throwaway_database
 
 
 @pytest.fixture
@@ -509,3 +511,61 @@ async def test_top_teams_rank_by_their_members_confirmed_hours_in_the_year(proje
     assert (await top_teams(projector.engine, projector.projection, generation, STREET, 2025, 1))["teams"][0][
         "hours"
     ] == 0.0
+
+
+async def test_on_postgresql_a_batch_reads_its_rows_by_key_not_by_reading_the_whole_table(
+    postgres_admin_url: str,
+) -> None:
+    """A rebuild writes into new tables, which are not analysed while it runs: a batch's rows
+    (here the volunteers it deregisters) asked for as a list of keys were found by reading the
+    whole table, again for every batch as the table grew. Each key is looked up by the index."""
+    async with throwaway_database(postgres_admin_url) as url:
+        projector = Projector(Figures(), make_engine(url))
+        await projector.setup()
+        try:
+            joined = [
+                (envelope, catalog.payload_of(envelope)) for envelope in map(registered_envelope, range(1, 20_001))
+            ]
+            await apply(projector, 1, joined, batch=5000)
+            members = projector.projection.figure_tables(1).members.name
+            async with reading(projector.engine) as conn:
+                never_analysed = text("SELECT reltuples FROM pg_class WHERE relname = :name")
+                assert await conn.scalar(never_analysed, {"name": members}) < 0
+            left = [
+                (
+                    catalog.envelope(
+                        gone, aggregate_id=gone.volunteer_number, aggregate_version=2, org_path=PATH, actor="test"
+                    ),
+                    gone,
+                )
+                for gone in (
+                    r.VolunteerDeregistered(volunteer_number=f"V{n:08d}", on_request=False)
+                    for n in range(1, 20_001, 50)
+                )
+            ]
+            statements: list[tuple[str, Any]] = []
+
+            def remember(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+                if statement.lstrip().startswith("SELECT") and members in statement:
+                    statements.append((statement, parameters))
+
+            event.listen(projector.engine.sync_engine, "before_cursor_execute", remember)
+            await apply(projector, 1, left, batch=len(left))
+            event.remove(projector.engine.sync_engine, "before_cursor_execute", remember)
+            counters = projector.projection.figure_tables(1).counters
+            async with reading(projector.engine) as conn:
+                deregistered = await conn.scalar(
+                    select(func.sum(counters.c.value)).where(
+                        counters.c.figure == "volunteers.deregistered", counters.c.node_code == PATH[-1]
+                    )
+                )
+            assert deregistered == 400  # each volunteer's row was found
+            assert statements
+            async with reading(projector.engine) as conn:
+                for statement, parameters in statements:
+                    explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+                    plan = json.dumps(explained.scalar())
+                    assert '"Node Type": "Seq Scan"' not in plan, plan
+                    assert f'"Index Name": "{members}_pkey"' in plan, plan
+        finally:
+            await projector.engine.dispose()

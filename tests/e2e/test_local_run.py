@@ -15,15 +15,20 @@ import httpx
 from shared.natsserver import port_is_free
 
 
-def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local", "--data", str(tmp_path / "data")],
+def _make_run(data: Path, *options: str) -> subprocess.Popen[str]:
+    """`make run`'s launcher, its output to read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.local", "--data", str(data), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_local_run_serves_the_demo_city_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    process = _make_run(tmp_path / "data")
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -94,14 +99,7 @@ def _alive(pid: int) -> bool:
 def test_local_run_killed_outright_takes_its_services_and_nats_with_it(tmp_path: Path) -> None:
     """SIGKILL runs none of the launcher's clean-up: its children must not live on as orphans
     holding the ports and the stores (the next `make run` would find them taken)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local", "--data", str(tmp_path / "data"), "--no-demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _make_run(tmp_path / "data", "--no-demo")
     children: list[int] = []
     try:
         assert process.stdout is not None

@@ -437,13 +437,13 @@ async def fetch_in(
     values come back as SQLAlchemy's column types make them. `for_update` locks the rows on
     PostgreSQL (SQLite's one writer already queues).
 
-    On PostgreSQL each key looks its rows up on its own rather than being listed in a WHERE: it
-    tests a list of keys against each row it reads, and where a table's statistics lag its rows (a ledger catching up
-    into new tables, or autovacuum off) it reads them all: 800 comparisons a row, 170 ms a chunk
-    at 60,000 rows. Joined to the keys, it still hashed the whole table (a million service
-    records read for each chunk); looked up by key, about 5 ms for 400 keys at a million rows.
-    SQLite 3.40 scans the whole table for `(a, b) IN (VALUES ...)` and answers a join to the
-    keys by their index (a single column's IN list too)."""
+    On PostgreSQL each key looks its rows up by itself. A list of keys in a WHERE is tested
+    against every row read, and where a table's statistics lag its rows (a ledger or a rebuild
+    writing into new tables, autovacuum off) every row is read: 800 comparisons a row, 170 ms a
+    chunk at 60,000 rows. Joined to the keys, the whole table was still hashed (a million
+    service records read a chunk); by key, about 5 ms for 400 keys at a million rows. SQLite
+    3.40 scans the whole table for `(a, b) IN (VALUES ...)` and answers a join to the keys by
+    their index (a single column's IN list too)."""
     if not keys:
         return []
     dialect = conn.dialect

@@ -4,7 +4,6 @@ transaction's lock and connection coming back after a failure."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
@@ -19,7 +18,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    event,
     func,
     select,
     text,
@@ -30,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import add_to_counters, fetch_in, make_engine, reading, writing
 from tests.infra.postgres import throwaway_database
+from tests.infra.statements import plan_of, statements_sent
 
 metadata = MetaData()
 things = Table(
@@ -119,26 +118,18 @@ async def test_rows_are_fetched_by_a_composite_key_through_its_index(engine: Asy
         rows = [(f"3703{n:02d}", day, n * 100 + day.day) for n in range(30) for day in days]
         await add_to_counters(conn, tallies, ("node", "day"), "value", rows)
     wanted = [("370301", days[0]), ("370307", days[13]), ("370329", days[27]), ("370399", days[0])]
-    statements: list[tuple[str, object]] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", remember)
-    async with reading(engine) as conn:
-        found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, chunk=3)
-    event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    with statements_sent(engine) as statements:
+        async with reading(engine) as conn:
+            found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, chunk=3)
     assert sorted(found) == [("370301", days[0], 101), ("370307", days[13], 714), ("370329", days[27], 2928)]
     assert len(statements) == 2  # three keys a statement
     if engine.dialect.name == "sqlite":
         # Looked up by the primary key, not by reading every row: the ledger's day totals grow
         # to millions of rows, and each of its batches asks for a thousand of them.
-        async with reading(engine) as conn:
-            for statement, parameters in statements:
-                plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-                steps = [row[-1] for row in plan]
-                assert not any(step.startswith("SCAN tallies") for step in steps), steps
-                assert any(step.startswith("SEARCH tallies USING INDEX") for step in steps), steps
+        for statement, parameters in statements:
+            steps = (await plan_of(engine, statement, parameters)).splitlines()
+            assert not any(step.startswith("SCAN tallies") for step in steps), steps
+            assert any(step.startswith("SEARCH tallies USING INDEX") for step in steps), steps
 
 
 @pytest.fixture
@@ -164,22 +155,14 @@ async def test_postgresql_looks_each_key_up_by_the_index_rather_than_reading_the
             await add_to_counters(conn, tallies, ("node", "day"), "value", rows)
         assert await conn.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'tallies'")) < 0  # not analysed
     wanted = [(f"3703{n:02d}", day) for n in range(0, 100, 7) for day in days[::8]] + [("370399", date(2027, 1, 1))]
-    statements: list[tuple[str, object]] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", remember)
-    async with writing(engine) as conn:
-        found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, for_update=True)
-    event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    with statements_sent(engine) as statements:
+        async with writing(engine) as conn:
+            found = await fetch_in(conn, tallies, ("node", "day", "value"), ("node", "day"), wanted, for_update=True)
     assert sorted(found) == [
         (f"3703{n:02d}", day, n * 1000 + days.index(day)) for n in range(0, 100, 7) for day in days[::8]
     ]
     ((statement, parameters),) = statements  # the chunk takes them all
-    async with reading(engine) as conn:
-        explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-        plan = json.dumps(explained.scalar())
+    plan = await plan_of(engine, statement, parameters)
     assert " OR " not in plan, plan  # no list of keys tested against each row
     assert '"Node Type": "Seq Scan"' not in plan, plan  # nor the whole table read to join them
     assert '"Index Name": "tallies_pkey"' in plan, plan

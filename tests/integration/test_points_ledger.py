@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from services.points import handlers, store
 from services.points.books import RuleCache
@@ -28,6 +28,7 @@ from tests.infra.points import (
     read_books,
     rebuild,
 )
+from tests.infra.statements import plan_of, statements_sent
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in the city
 STAFF = Actor("staff-1", frozenset({"district_staff"}))
@@ -101,26 +102,19 @@ async def test_a_days_cap_counts_the_records_of_the_same_batch_and_of_earlier_on
     number = await open_account(points, rules, 1)
     today, tomorrow, hours = NOW, NOW + timedelta(days=1), Decimal(4)
     await post(points, rules, dispatch.confirm(number, hours, today), dispatch.confirm(number, hours, today))
-    statements: list[tuple[str, object]] = []
 
-    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
-        if statement.startswith("SELECT") and "service_records" in statement and "record_id" not in statement:
-            statements.append((statement, parameters))
+    def day_totals(statement: str) -> bool:
+        return statement.startswith("SELECT") and "service_records" in statement and "record_id" not in statement
 
-    event.listen(points.engine.sync_engine, "before_cursor_execute", remember)
-    try:
+    with statements_sent(points.engine, day_totals) as statements:
         await post(points, rules, dispatch.confirm(number, hours, today), dispatch.confirm(number, hours, tomorrow))
-    finally:
-        event.remove(points.engine.sync_engine, "before_cursor_execute", remember)
 
     credited = [e.payload for e in (await read_books(points)).events if e.type == "ServiceCredited"]
     assert [(c["points"], c["capped_from"]) for c in credited] == [(40, None), (40, None), (20, 40), (40, None)]
     assert len(statements) == 1  # the batch's days in one query
     if points.engine.dialect.name == "sqlite":
-        async with points.engine.connect() as conn:
-            statement, parameters = statements[0]
-            plan = [row[-1] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
-        assert any("COVERING INDEX ix_service_records_volunteer_day" in step for step in plan), plan
+        plan = await plan_of(points.engine, *statements[0])
+        assert "COVERING INDEX ix_service_records_volunteer_day" in plan, plan
 
 
 async def test_a_rule_cannot_take_effect_in_the_past(points: EventStore) -> None:

@@ -3,7 +3,6 @@ org tree, as of a day and within a period; the same in any interleaving of the s
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -11,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from services.reporting.projection import Figures
 from services.reporting.queries import figures_for, order_times, party_targets, period_of, top_teams, top_volunteers
@@ -40,6 +39,7 @@ from tests.infra.city_events import (
     on,
 )
 from tests.infra.postgres import throwaway_database
+from tests.infra.statements import plan_of, statements_sent
 
 
 @pytest.fixture
@@ -543,15 +543,12 @@ async def test_on_postgresql_a_batch_reads_its_rows_by_key_not_by_reading_the_wh
                     for n in range(1, 20_001, 50)
                 )
             ]
-            statements: list[tuple[str, Any]] = []
 
-            def remember(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-                if statement.lstrip().startswith("SELECT") and members in statement:
-                    statements.append((statement, parameters))
+            def reads_members(statement: str) -> bool:
+                return statement.lstrip().startswith("SELECT") and members in statement
 
-            event.listen(projector.engine.sync_engine, "before_cursor_execute", remember)
-            await apply(projector, 1, left, batch=len(left))
-            event.remove(projector.engine.sync_engine, "before_cursor_execute", remember)
+            with statements_sent(projector.engine, reads_members) as statements:
+                await apply(projector, 1, left, batch=len(left))
             counters = projector.projection.figure_tables(1).counters
             async with reading(projector.engine) as conn:
                 deregistered = await conn.scalar(
@@ -561,11 +558,9 @@ async def test_on_postgresql_a_batch_reads_its_rows_by_key_not_by_reading_the_wh
                 )
             assert deregistered == 400  # each volunteer's row was found
             assert statements
-            async with reading(projector.engine) as conn:
-                for statement, parameters in statements:
-                    explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-                    plan = json.dumps(explained.scalar())
-                    assert '"Node Type": "Seq Scan"' not in plan, plan
-                    assert f'"Index Name": "{members}_pkey"' in plan, plan
+            for statement, parameters in statements:
+                plan = await plan_of(projector.engine, statement, parameters)
+                assert '"Node Type": "Seq Scan"' not in plan, plan
+                assert f'"Index Name": "{members}_pkey"' in plan, plan
         finally:
             await projector.engine.dispose()

@@ -119,7 +119,7 @@ def test_local_run_killed_outright_takes_its_services_and_nats_with_it(tmp_path:
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait()
+        process.communicate()  # reaps it and closes its output pipe
         for pid in children:  # what outlived it on the old code
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
